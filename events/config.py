@@ -1,0 +1,69 @@
+"""NATS settings read from the environment, and the one way this project connects to NATS."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from events.streams import StreamSettings
+from events.subjects import Naming
+
+log = structlog.get_logger("dealstream.nats")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsSettings:
+    """``DEALSTREAM_NATS_URL`` (comma-separated for a cluster), ``DEALSTREAM_PREFIX``, ``DEALSTREAM_REPLICAS``."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4333",)
+    naming: Naming = field(default_factory=Naming)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    publish_timeout: float = 2.0
+    user_credentials: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> NatsSettings:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            servers=tuple(
+                s.strip() for s in env.get("DEALSTREAM_NATS_URL", "nats://127.0.0.1:4333").split(",")
+            ),
+            naming=Naming(env.get("DEALSTREAM_PREFIX", "dealstream")),
+            streams=StreamSettings(
+                replicas=int(env.get("DEALSTREAM_REPLICAS", "1")),
+                duplicate_window_seconds=float(env.get("DEALSTREAM_DUPLICATE_WINDOW", "120")),
+            ),
+            publish_timeout=float(env.get("DEALSTREAM_PUBLISH_TIMEOUT", "2.0")),
+            user_credentials=env.get("DEALSTREAM_NATS_CREDS") or None,
+        )
+
+
+async def connect(settings: NatsSettings, name: str) -> tuple[NATS, JetStreamContext]:
+    """Connect and keep reconnecting forever; the caller decides what to do while disconnected."""
+
+    async def disconnected() -> None:
+        log.warning("nats.disconnected", client=name)
+
+    async def reconnected() -> None:
+        log.info("nats.reconnected", client=name)
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
+
+    nc = await nats.connect(
+        servers=list(settings.servers),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        user_credentials=settings.user_credentials,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+    )
+    return nc, nc.jetstream(timeout=settings.publish_timeout)

