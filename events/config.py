@@ -30,9 +30,7 @@ class NatsSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> NatsSettings:
         env = dict(os.environ) if env is None else env
         return cls(
-            servers=tuple(
-                s.strip() for s in env.get("DEALSTREAM_NATS_URL", "nats://127.0.0.1:4333").split(",")
-            ),
+            servers=tuple(s.strip() for s in env.get("DEALSTREAM_NATS_URL", "nats://127.0.0.1:4333").split(",")),
             naming=Naming(env.get("DEALSTREAM_PREFIX", "dealstream")),
             streams=StreamSettings(
                 replicas=int(env.get("DEALSTREAM_REPLICAS", "1")),

@@ -16,9 +16,7 @@ def configure_logging(json: bool | None = None, level: str | None = None) -> Non
         json = fmt == "json" if fmt else not sys.stderr.isatty()
     level_name = (level or os.environ.get("DEALSTREAM_LOG_LEVEL", "info")).upper()
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[

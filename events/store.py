@@ -80,10 +80,7 @@ class EventStore:
         if not envelopes:
             return []
         first = envelopes[0]
-        if any(
-            (e.aggregate_type, e.aggregate_id) != (first.aggregate_type, first.aggregate_id)
-            for e in envelopes
-        ):
+        if any((e.aggregate_type, e.aggregate_id) != (first.aggregate_type, first.aggregate_id) for e in envelopes):
             raise ValueError("one append holds events of one aggregate")
         self._check_connected()
         subject = self._naming.aggregate_subject(first.aggregate_type, first.aggregate_id)
@@ -104,9 +101,7 @@ class EventStore:
             except APIError as exc:
                 if exc.err_code != WRONG_LAST_SEQUENCE or expected is None:
                     raise
-                landed = await self._find(
-                    first.aggregate_type, first.aggregate_id, envelope.event_id, expected
-                )
+                landed = await self._find(first.aggregate_type, first.aggregate_id, envelope.event_id, expected)
                 if landed is None:
                     current = await self.version(first.aggregate_type, first.aggregate_id)
                     raise ConcurrencyError(expected, current) from exc
@@ -119,9 +114,7 @@ class EventStore:
             expected = ack.seq
         return results
 
-    async def _find(
-        self, aggregate_type: AggregateType, aggregate_id: str, event_id: str, after: int
-    ) -> int | None:
+    async def _find(self, aggregate_type: AggregateType, aggregate_id: str, event_id: str, after: int) -> int | None:
         for stored in await self.read(aggregate_type, aggregate_id, after=after):
             if stored.envelope.event_id == event_id:
                 return stored.sequence
@@ -139,9 +132,7 @@ class EventStore:
             raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
         return int(msg.seq or 0)
 
-    async def read(
-        self, aggregate_type: AggregateType, aggregate_id: str, after: int = 0
-    ) -> list[StoredEvent]:
+    async def read(self, aggregate_type: AggregateType, aggregate_id: str, after: int = 0) -> list[StoredEvent]:
         """Every event of one aggregate with a sequence above ``after``, in log order."""
         self._check_connected()
         subject = self._naming.aggregate_subject(aggregate_type, aggregate_id)

@@ -68,9 +68,7 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
     return [events, dead_letters, inbox]
 
 
-async def ensure_streams(
-    js: JetStreamContext, naming: Naming, settings: StreamSettings
-) -> list[StreamConfig]:
+async def ensure_streams(js: JetStreamContext, naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
     """Create each stream, or bring an existing one to the wanted configuration. Safe to run repeatedly."""
     result: list[StreamConfig] = []
     for wanted in stream_configs(naming, settings):

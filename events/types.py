@@ -35,7 +35,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"`{name}` must be a finite amount between 0 and {MAX_AMOUNT:f}")
 
 
-class LeadCaptured(_Event, tag="lead.captured.v1"):
+class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     """A lead arrived from a form, an ad platform or the API. Personal fields as the source gave them."""
 
     email: Email | None = None
@@ -53,13 +53,13 @@ class LeadCaptured(_Event, tag="lead.captured.v1"):
     answers: Attributes = {}
 
 
-class LeadAssigned(_Event, tag="lead.assigned.v1"):
+class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):
     owner: ShortText
     previous_owner: ShortText | None = None
     reason: Literal["manual", "rule"] = "manual"
 
 
-class TouchpointLogged(_Event, tag="touchpoint.logged.v1"):
+class TouchpointLogged(_Event, frozen=True, tag="touchpoint.logged.v1"):
     """A call, email, meeting, note or SMS with a lead or on a deal."""
 
     touchpoint_id: Ref
@@ -71,16 +71,16 @@ class TouchpointLogged(_Event, tag="touchpoint.logged.v1"):
     duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
 
 
-class LeadQualified(_Event, tag="lead.qualified.v1"):
+class LeadQualified(_Event, frozen=True, tag="lead.qualified.v1"):
     reason: LongText | None = None
     score: float | None = None
 
 
-class LeadDisqualified(_Event, tag="lead.disqualified.v1"):
+class LeadDisqualified(_Event, frozen=True, tag="lead.disqualified.v1"):
     reason: ShortText
 
 
-class DealOpened(_Event, tag="deal.opened.v1"):
+class DealOpened(_Event, frozen=True, tag="deal.opened.v1"):
     """A deal entered a pipeline, from a lead or on its own."""
 
     name: ShortText
@@ -94,29 +94,29 @@ class DealOpened(_Event, tag="deal.opened.v1"):
     lead_source: ShortText | None = None
 
 
-class DealStageChanged(_Event, tag="deal.stage_changed.v1"):
+class DealStageChanged(_Event, frozen=True, tag="deal.stage_changed.v1"):
     from_stage: Ref
     to_stage: Ref
 
 
-class DealAmountChanged(_Event, tag="deal.amount_changed.v1"):
+class DealAmountChanged(_Event, frozen=True, tag="deal.amount_changed.v1"):
     from_amount: Money
     to_amount: Money
     currency: CurrencyCode
 
 
-class DealWon(_Event, tag="deal.won.v1"):
+class DealWon(_Event, frozen=True, tag="deal.won.v1"):
     stage: Ref
     amount: Money
     currency: CurrencyCode
 
 
-class DealLost(_Event, tag="deal.lost.v1"):
+class DealLost(_Event, frozen=True, tag="deal.lost.v1"):
     stage: Ref
     reason: ShortText
 
 
-class TaskScheduled(_Event, tag="task.scheduled.v1"):
+class TaskScheduled(_Event, frozen=True, tag="task.scheduled.v1"):
     """A follow-up task on a lead or a deal, due at a business time."""
 
     task_id: Ref
@@ -125,7 +125,7 @@ class TaskScheduled(_Event, tag="task.scheduled.v1"):
     owner: ShortText | None = None
 
 
-class TaskCompleted(_Event, tag="task.completed.v1"):
+class TaskCompleted(_Event, frozen=True, tag="task.completed.v1"):
     task_id: Ref
     outcome: ShortText | None = None
 
@@ -139,7 +139,7 @@ class StageDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     rotting_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] | None = None
 
 
-class PipelineDefined(_Event, tag="pipeline.defined.v1"):
+class PipelineDefined(_Event, frozen=True, tag="pipeline.defined.v1"):
     """A pipeline's stages, in order. A later definition replaces the earlier one."""
 
     name: ShortText

@@ -114,9 +114,7 @@ def postgres_bin_dir() -> Path:
         return Path(env)
     pg_config = shutil.which("pg_config")
     if pg_config:
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
         if out and (Path(out) / "initdb").exists():
             return Path(out)
     for pattern in (
@@ -128,9 +126,7 @@ def postgres_bin_dir() -> Path:
         for found in sorted(glob.glob(pattern), reverse=True):
             if (Path(found) / "initdb").exists():
                 return Path(found)
-    raise LocalStackError(
-        "PostgreSQL binaries (initdb, postgres) not found: set DATABASE_URL or DEALSTREAM_PG_BIN"
-    )
+    raise LocalStackError("PostgreSQL binaries (initdb, postgres) not found: set DATABASE_URL or DEALSTREAM_PG_BIN")
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
