@@ -24,15 +24,19 @@ TouchpointKind = Literal["call", "email", "meeting", "note", "sms"]
 Direction = Literal["inbound", "outbound", "internal"]
 
 
+def check_amounts(struct: msgspec.Struct) -> None:
+    """msgspec has no numeric constraints for Decimal: every amount field is checked here, on decode and build."""
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if isinstance(value, Decimal) and not (value.is_finite() and 0 <= value <= MAX_AMOUNT):
+            raise ValueError(f"`{name}` must be a finite amount between 0 and {MAX_AMOUNT:f}")
+
+
 class _Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
     """Base of every event; the tag names the type and its version."""
 
     def __post_init__(self) -> None:
-        # msgspec has no numeric constraints for Decimal: amounts are checked here, on decode and on build.
-        for name in self.__struct_fields__:
-            value = getattr(self, name)
-            if isinstance(value, Decimal) and not (value.is_finite() and 0 <= value <= MAX_AMOUNT):
-                raise ValueError(f"`{name}` must be a finite amount between 0 and {MAX_AMOUNT:f}")
+        check_amounts(self)
 
 
 class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):

@@ -1,0 +1,231 @@
+"""Aggregate state folded from an aggregate's own events, and the decisions commands make on it.
+
+Decisions are pure: given the current state and a request, they return the events to append or raise
+``Rejected``. The caller appends with the version the state was folded at, so a decision made on stale
+state never lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from events.envelope import Envelope
+from events.types import (
+    DealAmountChanged,
+    DealLost,
+    DealOpened,
+    DealStageChanged,
+    DealWon,
+    LeadAssigned,
+    LeadCaptured,
+    LeadDisqualified,
+    LeadQualified,
+    PipelineDefined,
+    StageDefinition,
+    TaskCompleted,
+    TaskScheduled,
+    TouchpointLogged,
+)
+
+
+class Rejected(Exception):
+    """A command the current state does not allow: 409 for a state conflict, 422 for a bad value, 404 missing."""
+
+    def __init__(self, field: str, reason: str, status: int = 409) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(slots=True)
+class LeadState:
+    exists: bool = False
+    status: Literal["open", "qualified", "disqualified"] = "open"
+    owner: str | None = None
+    source: str | None = None
+    open_tasks: set[str] = field(default_factory=set)
+    done_tasks: set[str] = field(default_factory=set)
+    touchpoints: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class DealState:
+    exists: bool = False
+    status: Literal["open", "won", "lost"] = "open"
+    pipeline_id: str = ""
+    stage: str = ""
+    amount: Decimal = Decimal(0)
+    currency: str = ""
+    owner: str | None = None
+    open_tasks: set[str] = field(default_factory=set)
+    done_tasks: set[str] = field(default_factory=set)
+    touchpoints: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PipelineState:
+    exists: bool = False
+    name: str = ""
+    stages: list[StageDefinition] = field(default_factory=list)
+
+    def has_stage(self, stage: str) -> bool:
+        return any(s.id == stage for s in self.stages)
+
+
+def fold_lead(history: Iterable[Envelope]) -> LeadState:
+    state = LeadState()
+    for envelope in history:
+        match envelope.data:
+            case LeadCaptured():
+                state.exists = True
+                state.source = envelope.source
+            case LeadAssigned(owner=owner):
+                state.owner = owner
+            case LeadQualified():
+                state.status = "qualified"
+            case LeadDisqualified():
+                state.status = "disqualified"
+            case TouchpointLogged(touchpoint_id=tid):
+                state.touchpoints.add(tid)
+            case TaskScheduled(task_id=tid):
+                state.open_tasks.add(tid)
+            case TaskCompleted(task_id=tid):
+                state.open_tasks.discard(tid)
+                state.done_tasks.add(tid)
+    return state
+
+
+def fold_deal(history: Iterable[Envelope]) -> DealState:
+    state = DealState()
+    for envelope in history:
+        match envelope.data:
+            case DealOpened() as opened:
+                state.exists = True
+                state.pipeline_id, state.stage = opened.pipeline_id, opened.stage
+                state.amount, state.currency, state.owner = opened.amount, opened.currency, opened.owner
+            case DealStageChanged(to_stage=stage):
+                state.stage = stage
+            case DealAmountChanged(to_amount=amount, currency=currency):
+                state.amount, state.currency = amount, currency
+            case DealWon():
+                state.status = "won"
+            case DealLost():
+                state.status = "lost"
+            case TouchpointLogged(touchpoint_id=tid):
+                state.touchpoints.add(tid)
+            case TaskScheduled(task_id=tid):
+                state.open_tasks.add(tid)
+            case TaskCompleted(task_id=tid):
+                state.open_tasks.discard(tid)
+                state.done_tasks.add(tid)
+    return state
+
+
+def fold_pipeline(history: Iterable[Envelope]) -> PipelineState:
+    state = PipelineState()
+    for envelope in history:
+        if isinstance(envelope.data, PipelineDefined):
+            state.exists, state.name, state.stages = True, envelope.data.name, list(envelope.data.stages)
+    return state
+
+
+def _require_lead(state: LeadState) -> None:
+    if not state.exists:
+        raise Rejected("lead_id", "no such lead", 404)
+
+
+def _require_open_deal(state: DealState) -> None:
+    if not state.exists:
+        raise Rejected("deal_id", "no such deal", 404)
+    if state.status != "open":
+        raise Rejected("status", f"the deal is {state.status}; closed deals cannot change")
+
+
+def assign_lead(state: LeadState, owner: str) -> LeadAssigned:
+    _require_lead(state)
+    return LeadAssigned(owner=owner, previous_owner=state.owner, reason="manual")
+
+
+def qualify_lead(state: LeadState, event: LeadQualified) -> LeadQualified:
+    _require_lead(state)
+    if state.status != "open":
+        raise Rejected("status", f"the lead is already {state.status}")
+    return event
+
+
+def disqualify_lead(state: LeadState, event: LeadDisqualified) -> LeadDisqualified:
+    _require_lead(state)
+    if state.status == "disqualified":
+        raise Rejected("status", "the lead is already disqualified")
+    return event
+
+
+def log_touchpoint(touchpoints: set[str], exists: bool, event: TouchpointLogged) -> TouchpointLogged:
+    if not exists:
+        raise Rejected("id", "no such lead or deal", 404)
+    if event.touchpoint_id in touchpoints:
+        raise Rejected("touchpoint_id", "a touchpoint with this id is already logged")
+    return event
+
+
+def schedule_task(open_tasks: set[str], done_tasks: set[str], exists: bool, event: TaskScheduled) -> TaskScheduled:
+    if not exists:
+        raise Rejected("id", "no such lead or deal", 404)
+    if event.task_id in open_tasks or event.task_id in done_tasks:
+        raise Rejected("task_id", "a task with this id already exists")
+    return event
+
+
+def complete_task(open_tasks: set[str], done_tasks: set[str], exists: bool, event: TaskCompleted) -> TaskCompleted:
+    if not exists:
+        raise Rejected("id", "no such lead or deal", 404)
+    if event.task_id in done_tasks:
+        raise Rejected("task_id", "the task is already completed")
+    if event.task_id not in open_tasks:
+        raise Rejected("task_id", "no such task", 404)
+    return event
+
+
+def open_deal(state: DealState, pipeline: PipelineState, event: DealOpened) -> DealOpened:
+    if state.exists:
+        raise Rejected("deal_id", "a deal with this id already exists")
+    if not pipeline.exists:
+        raise Rejected("pipeline_id", f"no pipeline {event.pipeline_id!r}", 422)
+    if not pipeline.has_stage(event.stage):
+        raise Rejected("stage", f"pipeline {event.pipeline_id!r} has no stage {event.stage!r}", 422)
+    return event
+
+
+def move_stage(state: DealState, pipeline: PipelineState, to_stage: str) -> DealStageChanged:
+    _require_open_deal(state)
+    if not pipeline.has_stage(to_stage):
+        raise Rejected("to_stage", f"pipeline {state.pipeline_id!r} has no stage {to_stage!r}", 422)
+    if to_stage == state.stage:
+        raise Rejected("to_stage", f"the deal is already in stage {to_stage!r}", 422)
+    return DealStageChanged(from_stage=state.stage, to_stage=to_stage)
+
+
+def change_amount(state: DealState, amount: Decimal, currency: str | None) -> DealAmountChanged:
+    _require_open_deal(state)
+    return DealAmountChanged(from_amount=state.amount, to_amount=amount, currency=currency or state.currency)
+
+
+def win_deal(state: DealState, amount: Decimal | None) -> DealWon:
+    _require_open_deal(state)
+    return DealWon(stage=state.stage, amount=state.amount if amount is None else amount, currency=state.currency)
+
+
+def lose_deal(state: DealState, reason: str) -> DealLost:
+    _require_open_deal(state)
+    return DealLost(stage=state.stage, reason=reason)
+
+
+def define_pipeline(event: PipelineDefined) -> PipelineDefined:
+    ids = [s.id for s in event.stages]
+    if len(set(ids)) != len(ids):
+        raise Rejected("stages", "stage ids must be unique", 422)
+    return event

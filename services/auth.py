@@ -1,0 +1,50 @@
+"""Who is calling: API keys checked against their stored SHA-256, and the scopes they carry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from services.config import ApiKey
+from services.errors import AuthError
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated credential."""
+
+    id: str
+    scopes: frozenset[str]
+    source: str
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise AuthError(f"credential {self.id!r} lacks scope {scope!r}", status=403)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh random key and its hash."""
+    key = "dsk_" + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+class KeyRing:
+    """The configured keys, looked up by hash (keys are high-entropy, so a plain SHA-256 is enough)."""
+
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self._by_hash = {k.sha256: k for k in keys}
+
+    def authenticate(self, presented: str | None) -> Caller:
+        if not presented:
+            raise AuthError("missing credential: send 'Authorization: Bearer <key>'")
+        digest = hash_key(presented)
+        for stored, key in self._by_hash.items():
+            if hmac.compare_digest(stored, digest):
+                return Caller(id=key.id, scopes=frozenset(key.scopes), source=key.source)
+        raise AuthError("unknown or revoked credential")

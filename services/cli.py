@@ -1,0 +1,135 @@
+"""The ``dealstream`` command: run the API, a worker or the whole dev stack; manage streams and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+from events.config import NatsSettings, connect
+from events.logs import configure_logging
+from events.streams import ensure_streams
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.config import settings_from_env
+
+    settings = settings_from_env()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.registry import run_worker
+
+    return run_worker(args.name, args.partition)
+
+
+async def _streams(check_only: bool) -> int:
+    settings = NatsSettings.from_env()
+    nc, js = await connect(settings, "dealstream-cli")
+    try:
+        if check_only:
+            configs = [
+                (await js.stream_info(n)).config
+                for n in (
+                    settings.naming.events_stream,
+                    settings.naming.dead_letter_stream,
+                    settings.naming.inbox_stream,
+                )
+            ]
+        else:
+            configs = await ensure_streams(js, settings.naming, settings.streams)
+        for config in configs:
+            print(json.dumps(config.as_dict(), indent=2, sort_keys=True, default=str))
+    finally:
+        await nc.close()
+    return 0
+
+
+def _cmd_streams(args: argparse.Namespace) -> int:
+    return asyncio.run(_streams(args.check))
+
+
+def _cmd_keys_new(args: argparse.Namespace) -> int:
+    from services.auth import new_key
+    from services.config import ApiKey
+
+    key, digest = new_key()
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    try:
+        msgspec.convert({"id": args.id, "sha256": digest, "scopes": scopes, "source": args.source}, ApiKey)
+    except msgspec.ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"# the key, shown once; give it to the client:\n# {key}\n")
+    print(
+        f'[[api_keys]]\nid = "{args.id}"\nsha256 = "{digest}"\nscopes = {json.dumps(scopes)}\nsource = "{args.source}"'
+    )
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from services.devstack import run_dev
+
+    return run_dev(data_dir=args.data_dir, api_port=args.port, nats_port=args.nats_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dealstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=_cmd_api)
+
+    worker = sub.add_parser("worker", help="run one worker process, e.g. 'dealstream worker board'")
+    worker.add_argument("name")
+    worker.add_argument("--partition", default="0/1", help="k/N: this process takes partitions p with p %% N == k")
+    worker.set_defaults(func=_cmd_worker)
+
+    streams = sub.add_parser("streams", help="create or update the JetStream streams and print their configuration")
+    streams.add_argument("--check", action="store_true", help="only print the existing configuration")
+    streams.set_defaults(func=_cmd_streams)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="make a key and print the config lines holding its hash")
+    new.add_argument("--id", required=True)
+    new.add_argument("--scopes", required=True, help="comma-separated, e.g. leads:capture")
+    new.add_argument("--source", default="api", help="web_form for a web form's key")
+    new.set_defaults(func=_cmd_keys_new)
+
+    dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
+    dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
+    dev.add_argument("--port", type=int, default=8080, help="API port")
+    dev.add_argument("--nats-port", type=int, default=4333)
+    dev.set_defaults(func=_cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""API configuration: listen address, credentials and webhook secrets, from a TOML file and the environment.
+
+``DEALSTREAM_CONFIG`` names the TOML file (see ``deploy/dev.toml``). API keys are stored as SHA-256
+hashes only; ``dealstream keys new`` prints a fresh key and the line to paste.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from events.config import NatsSettings
+
+Scope = str
+SCOPES: tuple[Scope, ...] = (
+    "leads:capture",
+    "leads:write",
+    "deals:write",
+    "pipelines:write",
+    "history:read",
+    "read",
+)
+
+
+class ApiKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A credential: an id for logs and idempotency scopes, the key's SHA-256, and what it may do."""
+
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    scopes: list[Scope]
+    source: str = "api"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")
+
+
+class MetaWebhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    app_secret: str
+    verify_token: str
+
+
+class SharedSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    secret: str
+
+
+class Webhooks(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    meta: MetaWebhook | None = None
+    typeform: SharedSecret | None = None
+    webflow: SharedSecret | None = None
+
+
+class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    api_keys: list[ApiKey] = []
+    webhooks: Webhooks = Webhooks()
+    max_body_bytes: int = 1_048_576
+    max_clock_skew_seconds: int = 300
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """Everything the API process needs."""
+
+    nats: NatsSettings
+    config: ApiConfig
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+
+
+def load_config(path: str | Path | None) -> ApiConfig:
+    if path is None:
+        return ApiConfig()
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        return msgspec.convert(raw, ApiConfig)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"{path}: {exc}") from exc
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    return Settings(
+        nats=NatsSettings.from_env(env),
+        config=load_config(env.get("DEALSTREAM_CONFIG")),
+        host=env.get("DEALSTREAM_HOST", "127.0.0.1"),
+        port=int(env.get("DEALSTREAM_PORT", "8080")),
+        database_url=env.get("DATABASE_URL"),
+    )

@@ -1,0 +1,160 @@
+"""The application service behind every write: read the aggregate, decide, append with its version.
+
+Commands are retried on a concurrent write unless the caller pinned a version with ``If-Match``; a
+command carrying an ``Idempotency-Key`` that already landed returns the first answer instead of deciding
+again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+
+from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredEvent
+from events.ids import uuid7
+from events.store import ConcurrencyError, EventStore
+from events.types import Event, LeadCaptured, type_name
+
+log = structlog.get_logger("dealstream.ledger")
+
+Decide = Callable[[list[Envelope]], Event]
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """The answer to a write: the event in the log and the aggregate's version after it."""
+
+    aggregate_type: AggregateType
+    aggregate_id: str
+    event_id: str
+    type: str
+    sequence: int
+    version: int
+    duplicate: bool
+    occurred_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who asks and on whose behalf: copied into every envelope the request produces."""
+
+    actor: str
+    source: Source
+    correlation_id: str
+    now: dt.datetime
+    idempotency_key: str | None = None
+
+
+def _accepted(stored: StoredEvent, version: int, duplicate: bool) -> Accepted:
+    e = stored.envelope
+    return Accepted(
+        e.aggregate_type, e.aggregate_id, e.event_id, e.type, stored.sequence, version, duplicate, e.occurred_at
+    )
+
+
+class Ledger:
+    """Writes to the log on behalf of the API and the intake worker."""
+
+    def __init__(self, store: EventStore, attempts: int = 5) -> None:
+        self.store = store
+        self._attempts = attempts
+
+    def envelope(
+        self,
+        ctx: Context,
+        aggregate_type: AggregateType,
+        aggregate_id: str,
+        data: Event,
+        occurred_at: dt.datetime | None = None,
+        raw: RawPayload | None = None,
+    ) -> Envelope:
+        return Envelope(
+            event_id=uuid7(),
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            occurred_at=(occurred_at or ctx.now).astimezone(dt.UTC),
+            recorded_at=ctx.now,
+            actor=ctx.actor,
+            source=ctx.source,
+            correlation_id=ctx.correlation_id,
+            idempotency_key=ctx.idempotency_key,
+            raw=raw,
+            data=data,
+        )
+
+    async def execute(
+        self,
+        ctx: Context,
+        aggregate_type: AggregateType,
+        aggregate_id: str,
+        decide: Decide,
+        occurred_at: dt.datetime | None = None,
+        if_match: int | None = None,
+    ) -> Accepted:
+        """Decide on the current state and append; ``if_match`` pins the version the caller saw."""
+        for _ in range(self._attempts):
+            history = await self.store.read(aggregate_type, aggregate_id)
+            version = history[-1].sequence if history else 0
+            if ctx.idempotency_key is not None:
+                for stored in history:
+                    if stored.envelope.idempotency_key == ctx.idempotency_key:
+                        return _accepted(stored, version, duplicate=True)
+            if if_match is not None and if_match != version:
+                raise ConcurrencyError(if_match, version)
+            envelope = self.envelope(
+                ctx, aggregate_type, aggregate_id, decide([h.envelope for h in history]), occurred_at
+            )
+            try:
+                [appended] = await self.store.append([envelope], expected_version=version)
+            except ConcurrencyError:
+                if if_match is not None:
+                    raise
+                log.info("ledger.retry_on_conflict", aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+                continue
+            self._log_append(envelope, appended.sequence)
+            return Accepted(
+                aggregate_type,
+                aggregate_id,
+                envelope.event_id,
+                envelope.type,
+                appended.sequence,
+                appended.sequence,
+                appended.duplicate,
+                envelope.occurred_at,
+            )
+        raise ConcurrencyError(version, await self.store.version(aggregate_type, aggregate_id))
+
+    async def capture(
+        self, ctx: Context, lead_id: str, lead: LeadCaptured, occurred_at: dt.datetime, raw: RawPayload | None
+    ) -> Accepted:
+        """Append a lead's first event; if the lead already exists, answer with its capture (idempotent)."""
+        envelope = self.envelope(ctx, "lead", lead_id, lead, occurred_at, raw)
+        try:
+            [appended] = await self.store.append([envelope], expected_version=0)
+        except ConcurrencyError:
+            history = await self.store.read("lead", lead_id)
+            log.info("ledger.capture_duplicate", lead_id=lead_id, first_event_id=history[0].envelope.event_id)
+            return _accepted(history[0], history[-1].sequence, duplicate=True)
+        self._log_append(envelope, appended.sequence)
+        return Accepted(
+            "lead",
+            lead_id,
+            envelope.event_id,
+            type_name(lead),
+            appended.sequence,
+            appended.sequence,
+            appended.duplicate,
+            envelope.occurred_at,
+        )
+
+    def _log_append(self, envelope: Envelope, sequence: int) -> None:
+        log.info(
+            "event.appended",
+            event_id=envelope.event_id,
+            type=envelope.type,
+            subject=self.store.naming.aggregate_subject(envelope.aggregate_type, envelope.aggregate_id),
+            sequence=sequence,
+        )
