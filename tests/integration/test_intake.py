@@ -1,0 +1,77 @@
+"""The intake worker against a real nats-server: valid inbox leads enter the log once, bad ones dead-letter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+
+from events.ids import derived_id
+from events.store import EventStore
+from events.subjects import Naming
+from workers.intake import Intake
+
+pytestmark = pytest.mark.integration
+
+GOOD = {
+    "integration": "hubspot-sync",
+    "source_ref": "hs-1001",
+    "occurred_at": "2025-11-22T12:39:50+01:00",
+    "lead": {"email": "ana.ruiz@example.net", "full_name": "Ana Ruiz", "company": "Ruiz Logistics"},
+}
+
+
+async def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
+    nats_conn: Any, store: EventStore, naming: Naming
+) -> None:
+    _, js = nats_conn
+    subject = naming.inbox_subject("lead")
+    await js.publish(subject, json.dumps(GOOD).encode(), stream=naming.inbox_stream)
+    await js.publish(
+        subject, json.dumps({**GOOD, "lead": {"email": "not-an-email"}}).encode(), stream=naming.inbox_stream
+    )
+    await js.publish(subject, b"\xff not json", stream=naming.inbox_stream)
+    await js.publish(subject, json.dumps(GOOD).encode(), stream=naming.inbox_stream)  # republished
+
+    stop = asyncio.Event()
+    intake = Intake(js, store, naming)
+    await intake.subscribe()  # the durable consumer exists before we ask it how far it got
+    task = asyncio.create_task(intake.run(stop))
+    lead_id = derived_id("nats", "hubspot-sync", "hs-1001")
+
+    async def settled() -> bool:
+        info = await js.consumer_info(naming.inbox_stream, f"{naming.prefix}_intake")
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    try:
+        await _wait_for(settled)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    history = await store.read("lead", lead_id)
+    assert len(history) == 1
+    envelope = history[0].envelope
+    assert envelope.occurred_at.isoformat() == "2025-11-22T11:39:50+00:00"
+    assert envelope.source == "nats" and envelope.actor == "integration:hubspot-sync"
+    assert envelope.data.source_ref == "hs-1001"  # type: ignore[union-attr]
+    assert json.loads(envelope.raw.body) == GOOD  # type: ignore[union-attr]
+
+    dlq = await js.stream_info(naming.dead_letter_stream)
+    assert dlq.state.messages == 2
+    first = await js.get_msg(naming.dead_letter_stream, seq=1)
+    assert first.headers is not None and "email" in first.headers["Dealstream-Reason"]
+    events = await js.stream_info(naming.events_stream)
+    assert events.state.messages == 1

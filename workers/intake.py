@@ -1,0 +1,181 @@
+"""The intake worker: leads that integrations publish on NATS, validated into the log or dead-lettered.
+
+Integrations that cannot call HTTP publish a ``InboxLead`` as JSON to ``<prefix>.in.lead`` (JetStream
+stream ``<PREFIX>_INBOX``). Each valid message becomes a ``lead.captured.v1`` event on the lead derived
+from (integration, source_ref), so a republished message is a no-op; an invalid one goes to
+``<prefix>.dlq.intake`` with the reason in its headers and is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+from typing import Annotated
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events.config import NatsSettings, connect
+from events.envelope import Envelope, RawPayload
+from events.ids import derived_id, uuid7
+from events.store import ConcurrencyError, EventStore, StoreUnavailable
+from events.streams import ensure_streams
+from events.subjects import Naming
+from events.types import LeadCaptured, Ref
+
+log = structlog.get_logger("dealstream.intake")
+
+Integration = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+MAX_FUTURE = dt.timedelta(minutes=5)
+
+
+class InboxLead(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A lead published on NATS: who sent it, the source's own id, its business time, and the lead."""
+
+    integration: Integration
+    source_ref: Ref
+    occurred_at: dt.datetime
+    lead: LeadCaptured
+
+
+class Rejection(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_decoder = msgspec.json.Decoder(InboxLead)
+
+
+def validate(data: bytes, now: dt.datetime) -> InboxLead:
+    """Decode and check one inbox message; ``Rejection`` says why it cannot enter the log."""
+    try:
+        item = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Rejection(str(exc)) from exc
+    if item.occurred_at.tzinfo is None:
+        raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
+    if item.occurred_at > now + MAX_FUTURE:
+        raise Rejection("occurred_at is in the future - at `$.occurred_at`")
+    return item
+
+
+def to_envelope(item: InboxLead, data: bytes, now: dt.datetime, correlation_id: str) -> Envelope:
+    return Envelope(
+        event_id=uuid7(),
+        aggregate_type="lead",
+        aggregate_id=derived_id("nats", item.integration, item.source_ref),
+        occurred_at=item.occurred_at.astimezone(dt.UTC),
+        recorded_at=now,
+        actor=f"integration:{item.integration}",
+        source="nats",
+        correlation_id=correlation_id,
+        data=msgspec.structs.replace(item.lead, source_ref=item.source_ref),
+        raw=RawPayload(content_type="application/json", body=data.decode("utf-8", "replace")),
+    )
+
+
+class Intake:
+    """Consumes the inbox with a durable pull consumer; acks only after the event or dead letter is stored."""
+
+    def __init__(self, js: JetStreamContext, store: EventStore, naming: Naming, batch: int = 256) -> None:
+        self._js = js
+        self._store = store
+        self._naming = naming
+        self._batch = batch
+
+    @property
+    def durable(self) -> str:
+        return f"{self._naming.prefix}_intake"
+
+    async def subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=-1,
+            filter_subject=self._naming.inbox_subject("lead"),
+            max_ack_pending=self._batch * 4,
+        )
+        return await self._js.pull_subscribe(
+            self._naming.inbox_subject("lead"), durable=self.durable, stream=self._naming.inbox_stream, config=config
+        )
+
+    async def handle(self, msg: Msg) -> None:
+        now = dt.datetime.now(dt.UTC)
+        meta = msg.metadata
+        try:
+            item = validate(msg.data, now)
+        except Rejection as exc:
+            await self._dead_letter(msg, exc.reason)
+            await msg.ack()
+            return
+        envelope = to_envelope(item, msg.data, now, correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7())
+        try:
+            [appended] = await self._store.append([envelope], expected_version=0)
+            log.info(
+                "intake.captured",
+                lead_id=envelope.aggregate_id,
+                event_id=envelope.event_id,
+                sequence=appended.sequence,
+                inbox_sequence=meta.sequence.stream,
+            )
+        except ConcurrencyError:
+            log.info("intake.duplicate", lead_id=envelope.aggregate_id, inbox_sequence=meta.sequence.stream)
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        meta = msg.metadata
+        headers = {
+            "Dealstream-Reason": reason[:1000],
+            "Dealstream-Origin": "intake",
+            "Dealstream-Subject": msg.subject,
+            "Dealstream-Sequence": str(meta.sequence.stream),
+            "Nats-Msg-Id": f"intake-{meta.stream}-{meta.sequence.stream}",
+        }
+        await self._js.publish(
+            self._naming.dead_letter_subject("intake"),
+            msg.data,
+            headers=headers,
+            stream=self._naming.dead_letter_stream,
+        )
+        log.warning("intake.dead_lettered", reason=reason, inbox_sequence=meta.sequence.stream)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.subscribe()
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self._batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                try:
+                    await self.handle(msg)
+                except (StoreUnavailable, nats.errors.Error) as exc:
+                    # The log is unreachable: leave the message for redelivery, slow down, keep order.
+                    log.warning("intake.retry_later", error=str(exc) or type(exc).__name__)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=1.0)
+                    await asyncio.sleep(1.0)
+
+
+async def main(settings: NatsSettings) -> None:
+    nc, js = await connect(settings, "dealstream-intake")
+    await ensure_streams(js, settings.naming, settings.streams)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("intake.started", subject=settings.naming.inbox_subject("lead"))
+    try:
+        await Intake(js, EventStore(nc, js, settings.naming, settings.publish_timeout), settings.naming).run(stop)
+    finally:
+        await nc.drain()
+        log.info("intake.stopped")
