@@ -74,10 +74,9 @@ def _worker_names() -> list[str]:
 def _wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL of our own
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            if response.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
 

@@ -12,6 +12,7 @@ import pytest
 from events.ids import derived_id
 from events.store import EventStore
 from events.subjects import Naming
+from tests.waiting import eventually
 from workers.intake import Intake
 
 pytestmark = pytest.mark.integration
@@ -22,14 +23,6 @@ GOOD = {
     "occurred_at": "2025-11-22T12:39:50+01:00",
     "lead": {"email": "ana.ruiz@example.net", "full_name": "Ana Ruiz", "company": "Ruiz Logistics"},
 }
-
-
-async def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
@@ -55,7 +48,7 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     try:
-        await _wait_for(settled)
+        await eventually(settled)
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
