@@ -32,7 +32,8 @@ def derived_id(*parts: str) -> str:
     A redelivery of the same source record maps to the same aggregate, which is what makes capture
     idempotent without any lookup table.
     """
-    return str(uuid.uuid5(DEALSTREAM_NAMESPACE, "\x1f".join(parts)))
+    # Length-prefixed parts: no choice of part text can make two different tuples hash the same name.
+    return str(uuid.uuid5(DEALSTREAM_NAMESPACE, "".join(f"{len(p)}:{p};" for p in parts)))
 
 
 def is_valid_aggregate_id(value: str) -> bool:
