@@ -35,6 +35,11 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if args.name == "intake":
+        from workers.intake import main as intake
+
+        asyncio.run(intake(NatsSettings.from_env()))
+        return 0
     from workers.registry import run_worker
 
     return run_worker(args.name, args.partition)

@@ -64,11 +64,9 @@ async def prepare_log(settings: NatsSettings) -> None:
 
 
 def _worker_names() -> list[str]:
-    try:
-        from workers.registry import WORKERS
-    except ImportError:
-        return []
-    return sorted(WORKERS)
+    from workers.registry import WORKERS
+
+    return sorted([*WORKERS, "intake"])
 
 
 def _wait_http(url: str, timeout: float) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -23,7 +25,10 @@ from events.config import NatsSettings, connect
 from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
+from services.auth import hash_key
+from services.config import SCOPES, ApiConfig, ApiKey, MetaWebhook, Settings, SharedSecret, Webhooks
 from services.localstack import NatsServer, PostgresServer
+from tests.waiting import eventually
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"
 
@@ -112,3 +117,49 @@ def pg_schema(pg_url: str) -> Iterator[str]:
 def pg_dsn(pg_url: str, pg_schema: str) -> str:
     """A conninfo whose search_path is the test's own schema."""
     return psycopg.conninfo.make_conninfo(pg_url, options=f"-c search_path={pg_schema}")
+
+
+# --- the API, in process, against the real servers ------------------------------------------------------
+
+ADMIN_KEY = "test-admin-key"
+FORM_KEY = "test-form-key"
+META_SECRET = "meta-app-secret"
+META_VERIFY_TOKEN = "meta-verify-token"
+TYPEFORM_SECRET = "typeform-secret"
+WEBFLOW_SECRET = "webflow-secret"
+
+
+def api_config() -> ApiConfig:
+    return ApiConfig(
+        api_keys=[
+            ApiKey("admin", hash_key(ADMIN_KEY), list(SCOPES)),
+            ApiKey("website", hash_key(FORM_KEY), ["leads:capture"], source="web_form"),
+        ],
+        webhooks=Webhooks(
+            meta=MetaWebhook(app_secret=META_SECRET, verify_token=META_VERIFY_TOKEN),
+            typeform=SharedSecret(TYPEFORM_SECRET),
+            webflow=SharedSecret(WEBFLOW_SECRET),
+        ),
+        max_body_bytes=256 * 1024,
+    )
+
+
+async def wait_healthy(client: AsyncTestClient[Litestar], within: float = 20.0) -> None:
+    """Until the API has connected to NATS (its health answers 200)."""
+
+    async def healthy() -> bool:
+        return (await client.get("/v1/health")).status_code == 200
+
+    await eventually(healthy, within)
+
+
+@pytest.fixture
+async def api(nats_settings: NatsSettings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """The real app on the real nats-server, with an admin key in its default headers."""
+    from services.api.app import create_app
+
+    app = create_app(Settings(nats=nats_settings, config=api_config()))
+    async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        await wait_healthy(client)
+        yield client

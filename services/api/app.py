@@ -1,0 +1,204 @@
+"""The Litestar application: routes, error answers, request ids and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Send
+
+from events.aggregates import Rejected
+from events.ids import uuid7
+from events.store import ConcurrencyError, StoreUnavailable
+from services.api import capture, commands, history
+from services.api.runtime import Runtime
+from services.config import Settings
+from services.errors import AuthError, FieldError, InputError
+
+log = structlog.get_logger("dealstream.api")
+
+
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Every error answer: a stable code, a sentence, and the fields at fault."""
+
+    error: str
+    message: str
+    errors: list[FieldError] = []
+    current_version: int | None = None
+    request_id: str | None = None
+
+
+def _error(
+    request: Request[Any, Any, Any], status: int, body: ErrorBody, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    rid = request.scope.get("state", {}).get("request_id")
+    body = msgspec.structs.replace(body, request_id=rid)
+    log.info(
+        "request.rejected",
+        status=status,
+        error=body.error,
+        detail=body.message,
+        fields=[e.field for e in body.errors] or None,
+    )
+    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+
+def _on_input(request: Request[Any, Any, Any], exc: InputError) -> Response[ErrorBody]:
+    code = {400: "bad_request", 413: "too_large", 428: "precondition_required"}.get(exc.status, "invalid_input")
+    return _error(request, exc.status, ErrorBody(code, str(exc), exc.errors))
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    extra = [e for e in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(e, dict)]
+    errors = [FieldError(_field_of(e), str(e.get("message"))) for e in extra]
+    if not errors:  # unreadable body: not JSON, truncated, wrong encoding
+        return _error(request, 400, ErrorBody("bad_request", str(exc.detail), [FieldError("body", str(exc.detail))]))
+    status = 400 if any(str(e.get("source")) in {"path", "query", "header"} for e in extra) else 422
+    return _error(
+        request, status, ErrorBody("invalid_input", "; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
+    )
+
+
+_NAMED_FIELD = re.compile(r"(?:field `|^`)([^`]+)`")
+
+
+def _field_of(error: dict[str, Any]) -> str:
+    """Litestar names the whole body ``data`` for missing or unknown fields; the field is in the message."""
+    key = str(error.get("key") or "body")
+    if key == "data" and (named := _NAMED_FIELD.search(str(error.get("message")))):
+        return named.group(1)
+    return "body" if key == "data" else key
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    errors = [FieldError("body", str(exc.detail))] if exc.status_code in (400, 413) else []
+    return _error(request, exc.status_code, ErrorBody(code, str(exc.detail), errors), headers=exc.headers)
+
+
+def _on_auth(request: Request[Any, Any, Any], exc: AuthError) -> Response[ErrorBody]:
+    code = "forbidden" if exc.status == 403 else "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _error(request, exc.status, ErrorBody(code, exc.reason), headers)
+
+
+def _on_rejected(request: Request[Any, Any, Any], exc: Rejected) -> Response[ErrorBody]:
+    code = {404: "not_found", 409: "conflict", 422: "invalid_input"}.get(exc.status, "rejected")
+    return _error(request, exc.status, ErrorBody(code, exc.reason, [FieldError(exc.field, exc.reason)]))
+
+
+def _on_conflict(request: Request[Any, Any, Any], exc: ConcurrencyError) -> Response[ErrorBody]:
+    body = ErrorBody(
+        "conflict",
+        f"the aggregate is at version {exc.current}, not {exc.expected}: "
+        "read it again and retry with If-Match set to the current version",
+        current_version=exc.current,
+    )
+    return _error(request, 409, body, {"ETag": f'"{exc.current}"'})
+
+
+def _on_unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> Response[ErrorBody]:
+    log.warning("store.unavailable", reason=str(exc))
+    body = ErrorBody(
+        "unavailable", "the event log is unreachable; nothing was written; retry with the same Idempotency-Key"
+    )
+    return _error(request, 503, body, {"Retry-After": "2"})
+
+
+def _on_crash(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception("request.crashed", error_type=type(exc).__name__)
+    return _error(request, 500, ErrorBody("internal", "an internal error occurred; it is logged under this request id"))
+
+
+class RequestContext:
+    """ASGI middleware: a request id on every log line and answer, and one access line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if 0 < len(given) <= 100 and given.isprintable() else uuid7()
+        scope.setdefault("state", {})["request_id"] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+@get("/v1/health", tags=["ops"], sync_to_thread=False)
+def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """200 when the log is reachable, 503 (with Retry-After) when it is not."""
+    rt: Runtime = request.app.state.runtime
+    try:
+        rt.ledger  # noqa: B018 - raises when NATS is not connected
+    except StoreUnavailable:
+        return Response(
+            {"status": "unavailable", "nats": "disconnected"}, status_code=503, headers={"Retry-After": "2"}
+        )
+    return Response({"status": "ok", "nats": "connected"})
+
+
+def create_app(settings: Settings) -> Litestar:
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return Litestar(
+        route_handlers=[health, capture.router, commands.router, history.router],
+        lifespan=[lifespan],
+        middleware=[RequestContext],
+        exception_handlers={
+            InputError: _on_input,
+            ValidationException: _on_validation,
+            AuthError: _on_auth,
+            Rejected: _on_rejected,
+            ConcurrencyError: _on_conflict,
+            StoreUnavailable: _on_unavailable,
+            HTTPException: _on_http,
+            Exception: _on_crash,
+        },
+        request_max_body_size=settings.config.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Dealstream", version="1.0.0", path="/v1/openapi"),
+        debug=False,
+        logging_config=None,
+    )

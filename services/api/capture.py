@@ -1,0 +1,120 @@
+"""Lead capture: web forms (JSON or urlencoded) and the Meta, Typeform and Webflow webhooks.
+
+Signatures are checked on the raw body before anything is parsed. Each lead's aggregate id is derived
+from the source's own id (or the caller's ``Idempotency-Key``), so a redelivery lands on the lead that
+already exists and gets the first answer back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Response, Router, get, post
+from litestar.exceptions import NotFoundException
+
+from events.ids import derived_id, uuid7
+from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
+from services.errors import InputError
+from services.ledger import Accepted, Context
+from services.providers import html_form, meta, typeform, webflow
+from services.providers.base import InboundLead
+
+
+async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLead], id_scope: str) -> list[Accepted]:
+    rt = runtime(request)
+    skew = rt.settings.config.max_clock_skew_seconds
+
+    async def one(lead: InboundLead) -> Accepted:
+        lead_id = derived_id(id_scope, lead.source_ref) if lead.source_ref else uuid7()
+        when = business_time(lead.occurred_at, ctx.now, skew, "occurred_at")
+        return await rt.ledger.capture(ctx, lead_id, lead.lead, when, lead.raw)
+
+    return list(await asyncio.gather(*(one(lead) for lead in leads)))
+
+
+@post("/leads", status_code=202, tags=["capture"], guards=[requires("leads:capture", allow_query_key=True)])
+async def capture_lead(request: AnyRequest) -> Response[Any]:
+    """Capture a web form's lead, sent as JSON or as a plain HTML form (``application/x-www-form-urlencoded``).
+
+    The credential may come as ``Authorization: Bearer``, or for capture-only keys as ``?key=`` (HTML forms
+    cannot set headers). ``Idempotency-Key`` (or ``source_ref`` in the body) makes a retry a no-op.
+    """
+    caller = caller_of(request)
+    ctx = context(request, source="web_form")
+    body = await request.body()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        lead = html_form.parse_json(body, ctx.now)
+    elif media == "application/x-www-form-urlencoded":
+        lead = html_form.parse(body, ctx.now)
+    else:
+        raise InputError.one("Content-Type", "must be application/json or application/x-www-form-urlencoded", 415)
+    identity = lead.source_ref or (ctx.idempotency_key and f"key:{ctx.idempotency_key}")
+    scoped = InboundLead(lead.source, identity or None, lead.occurred_at, lead.lead, lead.raw)
+    [result] = await _capture_all(request, ctx, [scoped], f"web_form:{caller.id}")
+    return accepted(result)
+
+
+def _webhook_config(request: AnyRequest, name: str) -> Any:
+    value = getattr(runtime(request).settings.config.webhooks, name)
+    if value is None:
+        raise NotFoundException(f"the {name} webhook is not configured on this server")
+    return value
+
+
+def _system_context(request: AnyRequest, source: Any) -> Context:
+    return Context(
+        actor=f"webhook:{source}",
+        source=source,
+        now=runtime(request).now(),
+        correlation_id=request.scope.get("state", {}).get("request_id") or uuid7(),
+    )
+
+
+@get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")
+async def meta_handshake(request: AnyRequest) -> str:
+    """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` matches."""
+    config = _webhook_config(request, "meta")
+    return meta.verify_challenge(dict(request.query_params), config.verify_token)
+
+
+@post("/webhooks/meta", status_code=200, tags=["webhooks"])
+async def meta_webhook(request: AnyRequest) -> Response[Any]:
+    """Meta Lead Ads changes, batched; ``X-Hub-Signature-256`` over the raw body. Answers 200 (Meta wants 200)
+    only after every lead of the batch is in the log."""
+    config = _webhook_config(request, "meta")
+    body = await request.body()
+    meta.verify_signature(body, request.headers.get("x-hub-signature-256"), config.app_secret)
+    leads = meta.parse(body)
+    results = await _capture_all(request, _system_context(request, "meta"), leads, "meta")
+    return Response(results, status_code=200)
+
+
+@post("/webhooks/typeform", status_code=202, tags=["webhooks"])
+async def typeform_webhook(request: AnyRequest) -> Response[Any]:
+    config = _webhook_config(request, "typeform")
+    body = await request.body()
+    typeform.verify_signature(body, request.headers.get("typeform-signature"), config.secret)
+    results = await _capture_all(request, _system_context(request, "typeform"), typeform.parse(body), "typeform")
+    return accepted(results[0] if len(results) == 1 else results)
+
+
+@post("/webhooks/webflow", status_code=202, tags=["webhooks"])
+async def webflow_webhook(request: AnyRequest) -> Response[Any]:
+    config = _webhook_config(request, "webflow")
+    body = await request.body()
+    webflow.verify_signature(
+        body,
+        request.headers.get("x-webflow-timestamp"),
+        request.headers.get("x-webflow-signature"),
+        config.secret,
+        runtime(request).now(),
+    )
+    results = await _capture_all(request, _system_context(request, "webflow"), webflow.parse(body), "webflow")
+    return accepted(results[0] if len(results) == 1 else results)
+
+
+router = Router(
+    path="/v1", route_handlers=[capture_lead, meta_handshake, meta_webhook, typeform_webhook, webflow_webhook]
+)

@@ -1,0 +1,94 @@
+"""Helpers shared by the route modules: the runtime, business-time checks, versions, answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
+from litestar.types import Guard
+
+from events.envelope import Source
+from events.ids import AGGREGATE_ID_PATTERN, uuid7
+from services.api.runtime import Runtime
+from services.auth import Caller
+from services.errors import InputError
+from services.ledger import Accepted, Context
+
+AggregateIdParam = Annotated[str, Parameter(pattern=AGGREGATE_ID_PATTERN, description="Aggregate id")]
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def requires(scope: str, allow_query_key: bool = False) -> Guard:
+    """A guard: authenticate before the body is even read, then check the scope."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        rt: Runtime = connection.app.state.runtime
+        caller = rt.authenticate(connection, allow_query_key)
+        caller.require(scope)
+        connection.state.caller = caller
+
+    return guard
+
+
+def caller_of(request: AnyRequest) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+def runtime(request: AnyRequest) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def business_time(value: dt.datetime | None, now: dt.datetime, skew_seconds: int, field: str) -> dt.datetime:
+    """The source's time of the fact, in UTC. Naive times are refused: a time without a zone is a guess."""
+    if value is None:
+        return now
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InputError.one(field, "must carry a time zone offset, e.g. 2025-11-22T12:39:50Z")
+    value = value.astimezone(dt.UTC)
+    if value > now + dt.timedelta(seconds=skew_seconds):
+        raise InputError.one(field, f"is in the future ({value.isoformat()} > now {now.isoformat()})")
+    return value
+
+
+def parse_if_match(request: AnyRequest, required: bool) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None:
+        if required:
+            raise InputError.one("If-Match", "required: the deal version (ETag) you last saw", status=428)
+        return None
+    text = raw.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise InputError.one("If-Match", f"must be a version number as given in the ETag header, got {raw!r}", 400)
+    return int(text)
+
+
+def context(request: AnyRequest, source: Source | None = None) -> Context:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
+        raise InputError.one("Idempotency-Key", "must be 1 to 200 printable characters", 400)
+    caller = caller_of(request)
+    src = source or (caller.source if caller.source in _SOURCES else "api")
+    return Context(
+        actor=caller.id,
+        source=src,  # type: ignore[arg-type]
+        correlation_id=request.headers.get("x-correlation-id") or request.state.get("request_id") or uuid7(),
+        now=Runtime.now(),
+        idempotency_key=f"{caller.id}:{key}" if key else None,
+    )
+
+
+_SOURCES = {"web_form", "meta", "typeform", "webflow", "hubspot", "api", "nats", "system"}
+
+
+def accepted(result: Accepted | list[Accepted]) -> Response[Any]:
+    """202: in the log, acknowledged by JetStream. ETag carries the aggregate's new version."""
+    if isinstance(result, list):
+        return Response(result, status_code=202)
+    return Response(result, status_code=202, headers={"ETag": f'"{result.version}"'})

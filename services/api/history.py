@@ -1,0 +1,134 @@
+"""Reading the log: an aggregate's history in order, and its current state with its version."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response, Router, get
+from litestar.params import Parameter
+
+from events import aggregates as agg
+from events.envelope import AggregateType, RawPayload, StoredEvent
+from events.types import Event
+from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """One event as an auditor reads it: business time beside record time, provenance on request."""
+
+    sequence: int
+    event_id: str
+    type: str
+    occurred_at: dt.datetime
+    recorded_at: dt.datetime
+    actor: str
+    source: str
+    correlation_id: str
+    causation_id: str | None
+    data: Event
+    raw: RawPayload | None = None
+
+
+class History(msgspec.Struct, frozen=True):
+    aggregate_type: AggregateType
+    aggregate_id: str
+    version: int
+    events: list[HistoryEntry]
+
+
+def _entry(stored: StoredEvent, include_raw: bool) -> HistoryEntry:
+    e = stored.envelope
+    return HistoryEntry(
+        stored.sequence,
+        e.event_id,
+        e.type,
+        e.occurred_at,
+        e.recorded_at,
+        e.actor,
+        e.source,
+        e.correlation_id,
+        e.causation_id,
+        e.data,
+        e.raw if include_raw else None,
+    )
+
+
+async def _history(
+    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, include_raw: bool
+) -> Response[History]:
+    rt = runtime(request)
+    stored = await rt.store.read(aggregate_type, aggregate_id)
+    if not stored:
+        raise agg.Rejected(f"{aggregate_type}_id", f"no such {aggregate_type}", 404)
+    version = stored[-1].sequence
+    body = History(aggregate_type, aggregate_id, version, [_entry(s, include_raw) for s in stored])
+    return Response(body, headers={"ETag": f'"{version}"'})
+
+
+@get("/leads/{lead_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def lead_events(
+    request: AnyRequest,
+    lead_id: AggregateIdParam,
+    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+) -> Response[History]:
+    """A lead's every event in log order; ``include_raw=true`` adds what the source sent."""
+    return await _history(request, "lead", lead_id, include_raw)
+
+
+@get("/deals/{deal_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def deal_events(
+    request: AnyRequest,
+    deal_id: AggregateIdParam,
+    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+) -> Response[History]:
+    """A deal's every event in log order."""
+    return await _history(request, "deal", deal_id, include_raw)
+
+
+@get("/pipelines/{pipeline_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def pipeline_events(
+    request: AnyRequest,
+    pipeline_id: AggregateIdParam,
+    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+) -> Response[History]:
+    return await _history(request, "pipeline", pipeline_id, include_raw)
+
+
+class DealView(msgspec.Struct, frozen=True):
+    deal_id: str
+    version: int
+    status: str
+    pipeline_id: str
+    stage: str
+    amount: str
+    currency: str
+    owner: str | None
+    open_tasks: list[str]
+
+
+@get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read")])
+async def deal_state(request: AnyRequest, deal_id: AggregateIdParam) -> Response[Any]:
+    """A deal's current state folded from the log, with its version in ``ETag`` (send it back as ``If-Match``)."""
+    rt = runtime(request)
+    stored = await rt.store.read("deal", deal_id)
+    state = agg.fold_deal(s.envelope for s in stored)
+    if not state.exists:
+        raise agg.Rejected("deal_id", "no such deal", 404)
+    version = stored[-1].sequence
+    view = DealView(
+        deal_id,
+        version,
+        state.status,
+        state.pipeline_id,
+        state.stage,
+        str(state.amount),
+        state.currency,
+        state.owner,
+        sorted(state.open_tasks),
+    )
+    return Response(view, headers={"ETag": f'"{version}"'})
+
+
+router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state])

@@ -1,0 +1,88 @@
+"""What the API's handlers share: the NATS connection (kept alive in the background), the ledger, the keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from typing import Any
+
+import structlog
+from litestar.connection import ASGIConnection
+from nats.aio.client import Client as NATS
+
+from events.config import connect
+from events.store import EventStore, StoreUnavailable
+from events.streams import ensure_streams
+from services.auth import Caller, KeyRing
+from services.config import Settings
+from services.errors import AuthError
+from services.ledger import Ledger
+
+log = structlog.get_logger("dealstream.api")
+
+
+class Runtime:
+    """Owns the NATS connection. Until it is up, every write or read of the log answers 503."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyRing(settings.config.api_keys)
+        self._nc: NATS | None = None
+        self._ledger: Ledger | None = None
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None or self._nc is None or not self._nc.is_connected:
+            raise StoreUnavailable("not connected to NATS yet")
+        return self._ledger
+
+    @property
+    def store(self) -> EventStore:
+        return self.ledger.store
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._connect_forever())
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                nc, js = await connect(self.settings.nats, "dealstream-api")
+                await ensure_streams(js, self.settings.nats.naming, self.settings.nats.streams)
+            except Exception as exc:
+                log.warning("nats.unavailable", error=str(exc) or type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._nc = nc
+            self._ledger = Ledger(EventStore(nc, js, self.settings.nats.naming, self.settings.nats.publish_timeout))
+            log.info("nats.connected", servers=list(self.settings.nats.servers))
+            return
+
+    async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+
+    def authenticate(self, request: ASGIConnection[Any, Any, Any, Any], allow_query_key: bool = False) -> Caller:
+        """A key from ``Authorization: Bearer``, ``X-Api-Key``, or (capture-only keys) the ``key`` query field."""
+        header = request.headers.get("authorization", "")
+        presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        from_query = False
+        if not presented and allow_query_key:
+            presented, from_query = request.query_params.get("key"), True
+        caller = self.keys.authenticate(presented)
+        if from_query and caller.scopes != frozenset({"leads:capture"}):
+            raise AuthError("only capture-only keys may be sent in the query string; use the Authorization header")
+        structlog.contextvars.bind_contextvars(credential=caller.id)
+        return caller
+
+    @staticmethod
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
