@@ -1,0 +1,464 @@
+"""The projection engine: feed one projection (one shard of it) from a durable pull consumer into PostgreSQL.
+
+Loop: fetch a batch, decode, drop what the checkpoint already covers, apply the batch and move the
+checkpoint in ONE transaction, commit, then ack (AckPolicy.ALL: acking the batch's last message acks the
+batch). The database is the authority on progress: on start and after any trouble the consumer is checked
+against the checkpoint and recreated from checkpoint + 1 when they disagree, so a crash between commit and
+ack, a lost delivery or a deleted consumer costs a re-read, never a lost or doubled event.
+
+Poison (an undecodable message, or an event the projection raises on) goes to the dead-letter stream with
+the reason in headers and is skipped; it is published before the commit that moves past it, with a
+``Nats-Msg-Id`` so a retry does not duplicate it. NATS and PostgreSQL outages are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import nats.errors
+import psycopg
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import NotFoundError
+from psycopg.pq import TransactionStatus
+
+from events.codec import DecodeError, decode
+from events.config import NatsSettings, connect
+from events.envelope import StoredEvent
+from events.subjects import Naming
+from projections.engine import CHECKPOINT_DDL, Projection, Shard, checkpoint_name, consumer_name, filter_subjects
+
+log = structlog.get_logger("dealstream.engine")
+
+_DDL_LOCK = "dealstream.ddl"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    batch_size: int = 1000
+    fetch_timeout: float = 1.0
+    # Longer than the slowest batch (the event-by-event slow path): a redelivery mid-batch is wasted work.
+    ack_wait: float = 60.0
+    lag_interval: float = 30.0
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+
+
+class Lag(msgspec.Struct, frozen=True, kw_only=True):
+    """How far one shard of a projection is behind the log."""
+
+    projection: str
+    partition_key: str
+    stream_last_sequence: int
+    checkpoint: int
+    first_unapplied_sequence: int | None
+    oldest_unapplied_age_seconds: float | None
+
+    @property
+    def caught_up(self) -> bool:
+        return self.first_unapplied_sequence is None
+
+
+class _Reset(Exception):
+    """The consumer and the checkpoint disagree (a gap in deliveries, lost ownership): re-sync, no backoff."""
+
+
+class _BatchFailed(Exception):
+    """The projection raised on the batch for a reason that may be one event's fault: take the slow path."""
+
+
+class _Poison(msgspec.Struct, frozen=True):
+    sequence: int
+    subject: str
+    data: bytes
+    reason: str
+
+
+def _is_poison(exc: BaseException) -> bool:
+    """Whether an exception from ``apply_batch`` blames the data (skip it) or the infrastructure (retry)."""
+    if isinstance(exc, psycopg.Error):
+        # Only data-dependent database errors condemn an event; a missing table, a lost connection or a
+        # deadlock must be retried, or one bad deploy would dead-letter the whole log.
+        return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+    return not isinstance(exc, nats.errors.Error | OSError | asyncio.TimeoutError)
+
+
+async def read_checkpoint(conn: psycopg.AsyncConnection[Any], projection: str, partition_key: str) -> int:
+    cur = await conn.execute(
+        "SELECT last_sequence FROM projection_checkpoints WHERE projection = %s AND partition_key = %s",
+        (projection, partition_key),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> None:
+    """Create the checkpoint table and the projection's tables; serialised, since concurrent
+    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
+        await conn.execute(CHECKPOINT_DDL)
+        for statement in projection.ddl():
+            await conn.execute(statement)
+
+
+async def measure_lag(
+    js: JetStreamContext,
+    conn: psycopg.AsyncConnection[Any],
+    naming: Naming,
+    projection: Projection,
+    shard: Shard,
+) -> Lag:
+    """The stream's last sequence, this shard's checkpoint, and the first event in its filters past the
+    checkpoint with its age (wall clock since it entered the log: an operational figure, not business time)."""
+    info = await js.stream_info(naming.events_stream)
+    checkpoint = await read_checkpoint(conn, checkpoint_name(projection), shard.key)
+    first: Any = None
+    for subject in filter_subjects(naming, projection, shard):
+        try:
+            msg = await js.get_msg(naming.events_stream, seq=checkpoint + 1, subject=subject, next=True, direct=True)
+        except NotFoundError:
+            continue
+        if first is None or msg.seq < first.seq:
+            first = msg
+    age = None
+    if first is not None and first.time is not None:
+        age = max(0.0, (dt.datetime.now(dt.UTC) - first.time).total_seconds())
+    return Lag(
+        projection=checkpoint_name(projection),
+        partition_key=shard.key,
+        stream_last_sequence=int(info.state.last_seq),
+        checkpoint=checkpoint,
+        first_unapplied_sequence=None if first is None else int(first.seq),
+        oldest_unapplied_age_seconds=age,
+    )
+
+
+class ProjectionEngine:
+    """Runs one shard of one projection until ``stop`` is set; survives NATS and PostgreSQL outages."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        nats_settings: NatsSettings,
+        database_url: str,
+        shard: Shard | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.projection = projection
+        self.nats_settings = nats_settings
+        self.naming = nats_settings.naming
+        self.database_url = database_url
+        self.shard = shard or Shard()
+        self.settings = settings or EngineSettings()
+        self.checkpoint_key = checkpoint_name(projection)
+        self.durable = consumer_name(self.naming, projection, self.shard)
+        self.filters = filter_subjects(self.naming, projection, self.shard)
+        self.log = log.bind(projection=self.checkpoint_key, partition=self.shard.key)
+        self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._checkpoint = 0
+        self._next_consumer_seq = 1
+        self._in_sync = False
+        self._stalled_at: int | None = None
+        self.applied = 0
+        self.dead_lettered = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set (the current batch is finished, committed and acked first)."""
+        stop = stop or asyncio.Event()
+        backoff = self.settings.backoff_initial
+        self.log.info("engine.start", filters=len(self.filters), durable=self.durable)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect(stop)
+                    if stop.is_set():
+                        break
+                    if not self._in_sync:
+                        await self._sync_consumer()
+                    backoff = self.settings.backoff_initial
+                    await self._consume(stop)
+                except _Reset as exc:
+                    self.log.warning("engine.resync", reason=str(exc))
+                    self._in_sync = False
+                except Exception as exc:
+                    if not self._retryable(exc):
+                        raise
+                    self.log.warning("engine.retry", error=f"{type(exc).__name__}: {exc}", backoff=backoff)
+                    self._in_sync = False
+                    await self._drop_broken()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max)
+        finally:
+            await self._close()
+            self.log.info("engine.stop", checkpoint=self._checkpoint, applied=self.applied,
+                          dead_lettered=self.dead_lettered)
+
+    @staticmethod
+    def _retryable(exc: Exception) -> bool:
+        return isinstance(exc, psycopg.Error | nats.errors.Error | OSError | TimeoutError)
+
+    async def _connect(self, stop: asyncio.Event) -> None:
+        if self._nc is None or self._nc.is_closed:
+            self._nc, self._js = await connect(self.nats_settings, f"dealstream-{self.durable}")
+        if self._pg is None or self._pg.closed:
+            self._in_sync = False
+            pg = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5)
+            self._pg = pg
+            await pg.execute("SET TIME ZONE 'UTC'")
+            await ensure_schema(pg, self.projection)
+            # One owner per (schema, projection, shard): a second process with the same partition waits here
+            # as a standby instead of splitting the consumer's messages with the first.
+            while not stop.is_set():
+                cur = await pg.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(current_schema() || %s), hashtext(%s))",
+                    (self.checkpoint_key, self.shard.key),
+                )
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                self.log.info("engine.standby", reason="another process owns this partition")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+            await pg.execute(
+                "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) VALUES (%s, %s, 0) "
+                "ON CONFLICT DO NOTHING",
+                (self.checkpoint_key, self.shard.key),
+            )
+
+    async def _drop_broken(self) -> None:
+        # A PostgreSQL connection in an unknown state is replaced: the checkpoint is re-read from the new one.
+        pg = self._pg
+        if pg is not None and (pg.closed or pg.broken or pg.info.transaction_status != TransactionStatus.IDLE):
+            with contextlib.suppress(Exception):
+                await pg.close()
+            self._pg = None
+
+    async def _close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = self._js = None
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                await self._pg.close()
+            self._pg = None
+
+    # --- consumer ------------------------------------------------------------------------------------------
+
+    def _consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._checkpoint + 1,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=self.settings.ack_wait,
+            max_ack_pending=self.settings.batch_size,
+            max_deliver=-1,
+            filter_subjects=self.filters,
+        )
+
+    def _agrees(self, info: ConsumerInfo) -> bool:
+        config = info.config
+        filters = set(config.filter_subjects or ([config.filter_subject] if config.filter_subject else []))
+        delivered = info.delivered.stream_seq if info.delivered else None
+        acked = info.ack_floor.stream_seq if info.ack_floor else None
+        return (
+            filters == set(self.filters)
+            and config.ack_policy == AckPolicy.ALL
+            and config.max_ack_pending == self.settings.batch_size
+            and not info.num_ack_pending
+            and not info.num_redelivered
+            and delivered == acked == self._checkpoint
+        )
+
+    async def _sync_consumer(self) -> None:
+        """Bind to the durable consumer if it stands exactly at the checkpoint, else recreate it from there."""
+        assert self._js is not None and self._pg is not None
+        stream = self.naming.events_stream
+        self._checkpoint = await read_checkpoint(self._pg, self.checkpoint_key, self.shard.key)
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        try:
+            info: ConsumerInfo | None = await self._js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            info = None
+        if info is not None and self._agrees(info):
+            self._next_consumer_seq = (info.delivered.consumer_seq or 0 if info.delivered else 0) + 1
+            self.log.info("engine.consumer.bound", checkpoint=self._checkpoint)
+        else:
+            if info is not None:
+                with contextlib.suppress(NotFoundError):
+                    await self._js.delete_consumer(stream, self.durable)
+            await self._js.add_consumer(stream, config=self._consumer_config())
+            self._next_consumer_seq = 1
+            self.log.info("engine.consumer.created", start_sequence=self._checkpoint + 1, replaced=info is not None)
+        self._stalled_at = None
+        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=stream)
+        self._in_sync = True
+
+    # --- the loop ------------------------------------------------------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        assert self._sub is not None and self._nc is not None
+        next_lag = time.monotonic()
+        reconnects = self._nc.stats["reconnects"]
+        while not stop.is_set():
+            if self._nc.stats["reconnects"] != reconnects:
+                # Deliveries in flight during the outage are lost to us; re-sync rather than wait for ack_wait.
+                raise _Reset("reconnected to NATS")
+            if time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + self.settings.lag_interval
+                await self._log_lag()
+            try:
+                msgs = await self._sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
+            except nats.errors.TimeoutError:
+                continue
+            await self.process(msgs)
+
+    async def _log_lag(self) -> None:
+        assert self._js is not None and self._pg is not None
+        try:
+            lag = await measure_lag(self._js, self._pg, self.naming, self.projection, self.shard)
+        except Exception as exc:  # the lag report must never stop the projection
+            self.log.warning("engine.lag.failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.log.info("engine.lag", **msgspec.structs.asdict(lag))
+        stalled = not lag.caught_up and lag.checkpoint == self._stalled_at
+        self._stalled_at = None if lag.caught_up else lag.checkpoint
+        if stalled:
+            # Events wait past the checkpoint and nothing moved for a whole interval: the consumer is stuck
+            # (e.g. max_ack_pending filled by deliveries we never received).
+            raise _Reset(f"no progress past {lag.checkpoint} for {self.settings.lag_interval}s")
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        """Apply one fetched batch: decode, fold, dead-letter poison, checkpoint, commit, ack."""
+        assert self._pg is not None
+        if not msgs:
+            return
+        events: list[StoredEvent] = []
+        poison: list[_Poison] = []
+        for msg in msgs:
+            meta = msg.metadata
+            if meta.sequence.consumer != self._next_consumer_seq:
+                # Something was delivered that we never saw (a reconnect, an expired pull): don't guess.
+                raise _Reset(f"consumer sequence {meta.sequence.consumer}, expected {self._next_consumer_seq}")
+            self._next_consumer_seq += 1
+            seq = meta.sequence.stream
+            if seq <= self._checkpoint:
+                continue
+            try:
+                events.append(StoredEvent(sequence=seq, subject=msg.subject, envelope=decode(msg.data)))
+            except DecodeError as exc:
+                poison.append(_Poison(seq, msg.subject, msg.data, f"decode: {exc.reason}"))
+        last = msgs[-1].metadata.sequence.stream
+        if last > self._checkpoint:
+            pg = self._pg
+            try:
+                async with pg.transaction():
+                    try:
+                        await self.projection.apply_batch(pg, events)
+                    except Exception as exc:
+                        if not _is_poison(exc):
+                            raise
+                        raise _BatchFailed(f"{type(exc).__name__}: {exc}") from exc
+                    await self._finish(pg, poison, last)
+            except _BatchFailed as failed:
+                self.log.warning("engine.batch.failed", error=str(failed), size=len(events))
+                await self._slow_path(pg, events, poison, last)
+            self._checkpoint = last
+            self.applied += len(events)
+        # Ack after the commit: a crash in between replays the batch, which the checkpoint then skips.
+        await msgs[-1].ack()
+
+    async def _slow_path(self, pg: psycopg.AsyncConnection[Any], events: Sequence[StoredEvent],
+                         poison: list[_Poison], last: int) -> None:
+        """Retry the batch event by event, each in a savepoint; what still fails is poison."""
+        poison = list(poison)
+        async with pg.transaction():
+            for event in events:
+                try:
+                    async with pg.transaction():
+                        await self.projection.apply_batch(pg, [event])
+                except Exception as exc:
+                    if not _is_poison(exc):
+                        raise
+                    poison.append(_Poison(event.sequence, event.subject, msgspec.json.encode(event.envelope),
+                                          f"apply: {type(exc).__name__}: {exc}"))
+            await self._finish(pg, poison, last)
+
+    async def _finish(self, pg: psycopg.AsyncConnection[Any], poison: list[_Poison], last: int) -> None:
+        """Inside the batch's transaction: dead-letter poison (before the commit that skips it), move the checkpoint."""
+        if poison:
+            await self._dead_letter(sorted(poison, key=lambda p: p.sequence))
+        cur = await pg.execute(
+            "UPDATE projection_checkpoints SET last_sequence = %s, updated_at = now() "
+            "WHERE projection = %s AND partition_key = %s AND last_sequence = %s",
+            (last, self.checkpoint_key, self.shard.key, self._checkpoint),
+        )
+        if cur.rowcount != 1:
+            # Someone else moved this checkpoint: we no longer own the partition's position.
+            raise _Reset("checkpoint moved under us")
+
+    async def _dead_letter(self, poison: Sequence[_Poison]) -> None:
+        assert self._js is not None
+        subject = self.naming.dead_letter_subject(self.projection.name)
+        for p in poison:
+            self.log.error("engine.dead_letter", sequence=p.sequence, subject=p.subject, reason=p.reason)
+            await self._js.publish(
+                subject,
+                p.data,
+                stream=self.naming.dead_letter_stream,
+                timeout=self.nats_settings.publish_timeout,
+                headers={
+                    "Nats-Msg-Id": f"{self.checkpoint_key}:{p.sequence}",
+                    "Dealstream-Reason": p.reason[:1000],
+                    "Dealstream-Projection": self.checkpoint_key,
+                    "Dealstream-Sequence": str(p.sequence),
+                    "Dealstream-Subject": p.subject,
+                },
+            )
+        self.dead_lettered += len(poison)
+
+
+async def lag_of(
+    projection: Projection, nats_settings: NatsSettings, database_url: str
+) -> list[Lag]:
+    """Lag of every shard of a projection that has a checkpoint row (connects, measures, disconnects)."""
+    nc, js = await connect(nats_settings, "dealstream-lag")
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            try:
+                cur = await conn.execute(
+                    "SELECT partition_key FROM projection_checkpoints WHERE projection = %s ORDER BY partition_key",
+                    (checkpoint_name(projection),),
+                )
+            except psycopg.errors.UndefinedTable:
+                return []
+            keys = [str(r[0]) for r in await cur.fetchall()]
+            return [await measure_lag(js, conn, nats_settings.naming, projection, Shard.parse(k)) for k in keys]
+    finally:
+        await nc.close()
