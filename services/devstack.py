@@ -21,7 +21,7 @@ from events.ids import uuid7
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
 from events.types import PipelineDefined, StageDefinition
-from services.localstack import NatsServer, PostgresServer, wait_for_port
+from services.localstack import LocalStackError, NatsServer, PostgresServer, wait_for_port
 
 log = structlog.get_logger("dealstream.dev")
 
@@ -136,6 +136,9 @@ def run_dev(data_dir: str, api_port: int, nats_port: int) -> int:
                     log.error("dev.child_exited", child=name, code=proc.returncode, log=str(logs / f"{name}.log"))
                     stopping = True
             time.sleep(0.3)
+    except (LocalStackError, RuntimeError, OSError) as exc:
+        print(f"dealstream dev could not start: {exc}\n(see the logs in {logs}/)", file=sys.stderr, flush=True)
+        return 1
     finally:
         for _, proc in reversed(children):
             if proc.poll() is None:

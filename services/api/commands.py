@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Response, Router, post, put
+from litestar.params import JSONBody
 
 from events import aggregates as agg
 from events.envelope import AggregateType, Envelope
@@ -59,14 +60,18 @@ def _lead(decide: Callable[[agg.LeadState], Event]) -> Decide:
 
 
 @post("/leads/{lead_id:str}/assign", status_code=202, tags=["leads"], guards=[requires("leads:write")])
-async def assign_lead(request: AnyRequest, lead_id: AggregateIdParam, data: schemas.AssignLead) -> Response[Any]:
+async def assign_lead(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.AssignLead]
+) -> Response[Any]:
     """Give a lead an owner (a manual assignment always wins over routing rules)."""
     decide = _lead(lambda s: agg.assign_lead(s, data.owner))
     return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
 
 
 @post("/leads/{lead_id:str}/qualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
-async def qualify_lead(request: AnyRequest, lead_id: AggregateIdParam, data: schemas.QualifyLead) -> Response[Any]:
+async def qualify_lead(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.QualifyLead]
+) -> Response[Any]:
     event = LeadQualified(reason=data.reason, score=data.score)
     decide = _lead(lambda s: agg.qualify_lead(s, event))
     return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
@@ -74,7 +79,7 @@ async def qualify_lead(request: AnyRequest, lead_id: AggregateIdParam, data: sch
 
 @post("/leads/{lead_id:str}/disqualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
 async def disqualify_lead(
-    request: AnyRequest, lead_id: AggregateIdParam, data: schemas.DisqualifyLead
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.DisqualifyLead]
 ) -> Response[Any]:
     event = LeadDisqualified(reason=data.reason)
     decide = _lead(lambda s: agg.disqualify_lead(s, event))
@@ -95,7 +100,7 @@ def _activity_state(
 
 
 async def _touchpoint(
-    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, data: schemas.LogTouchpoint
+    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, data: JSONBody[schemas.LogTouchpoint]
 ) -> Accepted:
     event = TouchpointLogged(
         touchpoint_id=data.touchpoint_id or uuid7(),
@@ -115,7 +120,7 @@ async def _touchpoint(
 
 
 async def _schedule(
-    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, data: schemas.ScheduleTask
+    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, data: JSONBody[schemas.ScheduleTask]
 ) -> Accepted:
     if data.due_at.tzinfo is None:
         raise InputError.one("due_at", "must carry a time zone offset, e.g. 2025-11-24T09:00:00+01:00")
@@ -131,7 +136,11 @@ async def _schedule(
 
 
 async def _complete(
-    request: AnyRequest, aggregate_type: AggregateType, aggregate_id: str, task_id: str, data: schemas.CompleteTask
+    request: AnyRequest,
+    aggregate_type: AggregateType,
+    aggregate_id: str,
+    task_id: str,
+    data: JSONBody[schemas.CompleteTask],
 ) -> Accepted:
     event = TaskCompleted(task_id=task_id, outcome=data.outcome)
 
@@ -143,24 +152,32 @@ async def _complete(
 
 
 @post("/leads/{lead_id:str}/touchpoints", status_code=202, tags=["leads"], guards=[requires("leads:write")])
-async def lead_touchpoint(request: AnyRequest, lead_id: AggregateIdParam, data: schemas.LogTouchpoint) -> Response[Any]:
+async def lead_touchpoint(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.LogTouchpoint]
+) -> Response[Any]:
     """Log a call, email, meeting, note or SMS with a lead."""
     return accepted(await _touchpoint(request, "lead", lead_id, data))
 
 
 @post("/deals/{deal_id:str}/touchpoints", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def deal_touchpoint(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.LogTouchpoint) -> Response[Any]:
+async def deal_touchpoint(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LogTouchpoint]
+) -> Response[Any]:
     return accepted(await _touchpoint(request, "deal", deal_id, data))
 
 
 @post("/leads/{lead_id:str}/tasks", status_code=202, tags=["leads"], guards=[requires("leads:write")])
-async def lead_task(request: AnyRequest, lead_id: AggregateIdParam, data: schemas.ScheduleTask) -> Response[Any]:
+async def lead_task(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.ScheduleTask]
+) -> Response[Any]:
     """Schedule a follow-up task on a lead."""
     return accepted(await _schedule(request, "lead", lead_id, data))
 
 
 @post("/deals/{deal_id:str}/tasks", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def deal_task(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.ScheduleTask) -> Response[Any]:
+async def deal_task(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ScheduleTask]
+) -> Response[Any]:
     return accepted(await _schedule(request, "deal", deal_id, data))
 
 
@@ -171,7 +188,7 @@ async def deal_task(request: AnyRequest, deal_id: AggregateIdParam, data: schema
     guards=[requires("leads:write")],
 )
 async def lead_task_done(
-    request: AnyRequest, lead_id: AggregateIdParam, task_id: AggregateIdParam, data: schemas.CompleteTask
+    request: AnyRequest, lead_id: AggregateIdParam, task_id: AggregateIdParam, data: JSONBody[schemas.CompleteTask]
 ) -> Response[Any]:
     return accepted(await _complete(request, "lead", lead_id, task_id, data))
 
@@ -183,7 +200,7 @@ async def lead_task_done(
     guards=[requires("deals:write")],
 )
 async def deal_task_done(
-    request: AnyRequest, deal_id: AggregateIdParam, task_id: AggregateIdParam, data: schemas.CompleteTask
+    request: AnyRequest, deal_id: AggregateIdParam, task_id: AggregateIdParam, data: JSONBody[schemas.CompleteTask]
 ) -> Response[Any]:
     return accepted(await _complete(request, "deal", deal_id, task_id, data))
 
@@ -204,7 +221,7 @@ async def _deal_pipeline(request: AnyRequest, deal_id: str) -> agg.PipelineState
 
 
 @post("/deals", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def open_deal(request: AnyRequest, data: schemas.OpenDeal) -> Response[Any]:
+async def open_deal(request: AnyRequest, data: JSONBody[schemas.OpenDeal]) -> Response[Any]:
     """Open a deal in a pipeline, on its own or from a lead. With an ``Idempotency-Key`` and no ``deal_id``,
     the deal id is derived from the key, so a retry opens no second deal."""
     rt = runtime(request)
@@ -236,7 +253,9 @@ async def open_deal(request: AnyRequest, data: schemas.OpenDeal) -> Response[Any
 
 
 @post("/deals/{deal_id:str}/stage", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def move_stage(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.MoveStage) -> Response[Any]:
+async def move_stage(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.MoveStage]
+) -> Response[Any]:
     """Move a deal to another stage. ``If-Match`` must carry the version you last saw; a stale one is 409."""
     pipeline = await _deal_pipeline(request, deal_id)
     decide = lambda history: agg.move_stage(agg.fold_deal(history), pipeline, data.to_stage)  # noqa: E731
@@ -244,19 +263,21 @@ async def move_stage(request: AnyRequest, deal_id: AggregateIdParam, data: schem
 
 
 @post("/deals/{deal_id:str}/amount", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def change_amount(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.ChangeAmount) -> Response[Any]:
+async def change_amount(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ChangeAmount]
+) -> Response[Any]:
     decide = lambda history: agg.change_amount(agg.fold_deal(history), data.amount, data.currency)  # noqa: E731
     return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
 
 
 @post("/deals/{deal_id:str}/won", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def win_deal(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.WinDeal) -> Response[Any]:
+async def win_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.WinDeal]) -> Response[Any]:
     decide = lambda history: agg.win_deal(agg.fold_deal(history), data.amount)  # noqa: E731
     return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
 
 
 @post("/deals/{deal_id:str}/lost", status_code=202, tags=["deals"], guards=[requires("deals:write")])
-async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: schemas.LoseDeal) -> Response[Any]:
+async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LoseDeal]) -> Response[Any]:
     decide = lambda history: agg.lose_deal(agg.fold_deal(history), data.reason)  # noqa: E731
     return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
 
@@ -266,7 +287,7 @@ async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: schema
 
 @put("/pipelines/{pipeline_id:str}", status_code=202, tags=["pipelines"], guards=[requires("pipelines:write")])
 async def define_pipeline(
-    request: AnyRequest, pipeline_id: AggregateIdParam, data: schemas.DefinePipeline
+    request: AnyRequest, pipeline_id: AggregateIdParam, data: JSONBody[schemas.DefinePipeline]
 ) -> Response[Any]:
     """Define (or redefine) a pipeline's stages in order, with win probability and rotting days."""
     event = agg.define_pipeline(PipelineDefined(name=data.name, stages=data.stages))

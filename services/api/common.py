@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Parameter
+from litestar.params import PathParameter
 from litestar.types import Guard
 
 from events.envelope import Source
@@ -18,15 +18,16 @@ from services.auth import Caller
 from services.errors import InputError
 from services.ledger import Accepted, Context
 
-AggregateIdParam = Annotated[str, Parameter(pattern=AGGREGATE_ID_PATTERN, description="Aggregate id")]
+AggregateIdParam = Annotated[str, PathParameter(pattern=AGGREGATE_ID_PATTERN, description="Aggregate id")]
 
 AnyRequest = Request[Any, Any, Any]
 
 
 def requires(scope: str, allow_query_key: bool = False) -> Guard:
-    """A guard: authenticate before the body is even read, then check the scope."""
+    """A guard: authenticate before the body is even read, then check the scope. Async, so that it runs in the
+    request's own context (a sync guard would run in a thread and lose the bound log context)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         rt: Runtime = connection.app.state.runtime
         caller = rt.authenticate(connection, allow_query_key)
         caller.require(scope)

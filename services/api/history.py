@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from events import aggregates as agg
 from events.envelope import AggregateType, RawPayload, StoredEvent
@@ -71,7 +71,7 @@ async def _history(
 async def lead_events(
     request: AnyRequest,
     lead_id: AggregateIdParam,
-    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+    include_raw: Annotated[bool, QueryParameter(description="add what the source sent")] = False,
 ) -> Response[History]:
     """A lead's every event in log order; ``include_raw=true`` adds what the source sent."""
     return await _history(request, "lead", lead_id, include_raw)
@@ -81,7 +81,7 @@ async def lead_events(
 async def deal_events(
     request: AnyRequest,
     deal_id: AggregateIdParam,
-    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+    include_raw: Annotated[bool, QueryParameter(description="add what the source sent")] = False,
 ) -> Response[History]:
     """A deal's every event in log order."""
     return await _history(request, "deal", deal_id, include_raw)
@@ -91,7 +91,7 @@ async def deal_events(
 async def pipeline_events(
     request: AnyRequest,
     pipeline_id: AggregateIdParam,
-    include_raw: Annotated[bool, Parameter(query="include_raw", description="add what the source sent")] = False,
+    include_raw: Annotated[bool, QueryParameter(description="add what the source sent")] = False,
 ) -> Response[History]:
     return await _history(request, "pipeline", pipeline_id, include_raw)
 

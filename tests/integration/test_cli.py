@@ -1,0 +1,103 @@
+"""The ``dealstream`` command as a newcomer runs it: streams, keys, and the dev stack stopped and restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.localstack import free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "services.cli"]
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_streams_creates_the_log_with_delete_and_purge_denied(nats_url: str) -> None:
+    env = {"DEALSTREAM_NATS_URL": nats_url, "DEALSTREAM_PREFIX": "clistreams"}
+    created = _run(["streams"], env)
+    assert created.returncode == 0, created.stderr
+    configs = [json.loads(chunk) for chunk in created.stdout.replace("}\n{", "}\x00{").split("\x00")]
+    events = next(c for c in configs if c["name"] == "CLISTREAMS_EVENTS")
+    assert events["deny_delete"] is True and events["deny_purge"] is True
+    assert events["storage"] == "file" and events["subjects"] == ["clistreams.evt.>"]
+    again = _run(["streams", "--check"], env)
+    assert again.returncode == 0 and "CLISTREAMS_DLQ" in again.stdout
+
+
+def test_keys_new_prints_a_key_and_its_hash_only() -> None:
+    from services.auth import hash_key
+
+    made = _run(["keys", "new", "--id", "site", "--scopes", "leads:capture", "--source", "web_form"], {})
+    assert made.returncode == 0, made.stderr
+    key = next(line[2:] for line in made.stdout.splitlines() if line.startswith("# dsk_"))
+    assert hash_key(key) in made.stdout
+    bad = _run(["keys", "new", "--id", "site", "--scopes", "everything"], {})
+    assert bad.returncode == 2 and "unknown scopes" in bad.stderr
+
+
+def _get(url: str, key: str = "dev-admin-key") -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _post(url: str, body: dict[str, Any], key: str) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json", "Idempotency-Key": "dev-lead-1"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _start_dev(data_dir: Path, api_port: int, nats_port: int, pg_url: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": pg_url, "DEALSTREAM_LOG_FORMAT": "json"}
+    return subprocess.Popen([*CLI, "dev", "--data-dir", str(data_dir), "--port", str(api_port),
+                             "--nats-port", str(nats_port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Dealstream is running"):
+            return "".join(seen)
+    raise AssertionError("dev stack exited before it was ready:\n" + "".join(seen))
+
+
+def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path, pg_url: str) -> None:
+    api_port, nats_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}/v1"
+    proc = _start_dev(tmp_path / "data", api_port, nats_port, pg_url)
+    try:
+        _wait_ready(proc)
+        lead = _post(f"{api}/leads", {"email": "marta@example.pl"}, "dev-form-key")
+        assert lead["type"] == "lead.captured.v1"
+        pipeline = _get(f"{api}/pipelines/default/events")
+        assert pipeline["events"][0]["data"]["stages"][0]["id"] == "qualified"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    proc = _start_dev(tmp_path / "data", api_port, nats_port, pg_url)
+    try:
+        _wait_ready(proc)
+        history = _get(f"{api}/leads/{lead['aggregate_id']}/events")
+        assert [e["event_id"] for e in history["events"]] == [lead["event_id"]]
+        assert len(_get(f"{api}/pipelines/default/events")["events"]) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    with pytest.raises(OSError):
+        wait_for_port(api_port, 0.5)
