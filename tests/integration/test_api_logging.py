@@ -17,8 +17,11 @@ pytestmark = pytest.mark.integration
 
 async def test_request_ids_and_appends_are_logged_without_secrets(api: AsyncTestClient[Litestar]) -> None:
     with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        r = await api.post("/v1/leads", json={"email": "a@example.com"},
-                           headers={"Authorization": f"Bearer {FORM_KEY}", "X-Request-Id": "req-abc-1"})
+        r = await api.post(
+            "/v1/leads",
+            json={"email": "a@example.com"},
+            headers={"Authorization": f"Bearer {FORM_KEY}", "X-Request-Id": "req-abc-1"},
+        )
         bad = await api.post("/v1/leads", json={"email": 5}, headers={"Authorization": f"Bearer {FORM_KEY}"})
     assert r.status_code == 202 and r.headers["x-request-id"] == "req-abc-1"
     appended = [e for e in logs if e["event"] == "event.appended"]

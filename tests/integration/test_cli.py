@@ -49,22 +49,30 @@ def test_keys_new_prints_a_key_and_its_hash_only() -> None:
 
 def _get(url: str, key: str = "dev-admin-key") -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
 def _post(url: str, body: dict[str, Any], key: str) -> Any:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json", "Idempotency-Key": "dev-lead-1"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Idempotency-Key": "dev-lead-1"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
 def _start_dev(data_dir: Path, api_port: int, nats_port: int, pg_url: str) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": pg_url, "DEALSTREAM_LOG_FORMAT": "json"}
-    return subprocess.Popen([*CLI, "dev", "--data-dir", str(data_dir), "--port", str(api_port),
-                             "--nats-port", str(nats_port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*CLI, "dev", "--data-dir", str(data_dir), "--port", str(api_port), "--nats-port", str(nats_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_ready(proc: subprocess.Popen[str]) -> str:
