@@ -84,8 +84,10 @@ def checkpoint_name(projection: Projection) -> str:
     return f"{projection.name}.v{projection.version}"
 
 
-def consumer_name(naming: Naming, projection: Projection, shard: Shard) -> str:
-    return f"{naming.prefix}_{projection.name}_v{projection.version}_{shard.index}of{shard.count}"
+def consumer_name(naming: Naming, projection: Projection, shard: Shard, instance: str = "") -> str:
+    """The durable consumer of one shard of one projection (of one ``instance``, e.g. a rebuild)."""
+    suffix = f"_{instance}" if instance else ""
+    return f"{naming.prefix}_{projection.name}_v{projection.version}_{shard.index}of{shard.count}{suffix}"
 
 
 def filter_subjects(naming: Naming, projection: Projection, shard: Shard) -> list[str]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,9 @@ _DDL_LOCK = "dealstream.ddl"
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
+    """Tuning. ``instance`` labels a second copy of a projection (a rebuild into another schema) so that it
+    gets its own durable consumer instead of fighting the live one for it."""
+
     batch_size: int = 1000
     fetch_timeout: float = 1.0
     # Longer than the slowest batch (the event-by-event slow path): a redelivery mid-batch is wasted work.
@@ -52,6 +56,20 @@ class EngineSettings:
     lag_interval: float = 30.0
     backoff_initial: float = 0.2
     backoff_max: float = 10.0
+    instance: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineSettings:
+        """``DEALSTREAM_ENGINE_BATCH``, ``_FETCH_TIMEOUT``, ``_ACK_WAIT``, ``_LAG_INTERVAL``, ``_INSTANCE``."""
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            batch_size=int(env.get("DEALSTREAM_ENGINE_BATCH", d.batch_size)),
+            fetch_timeout=float(env.get("DEALSTREAM_ENGINE_FETCH_TIMEOUT", d.fetch_timeout)),
+            ack_wait=float(env.get("DEALSTREAM_ENGINE_ACK_WAIT", d.ack_wait)),
+            lag_interval=float(env.get("DEALSTREAM_ENGINE_LAG_INTERVAL", d.lag_interval)),
+            instance=env.get("DEALSTREAM_ENGINE_INSTANCE", d.instance),
+        )
 
 
 class Lag(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,7 +180,7 @@ class ProjectionEngine:
         self.shard = shard or Shard()
         self.settings = settings or EngineSettings()
         self.checkpoint_key = checkpoint_name(projection)
-        self.durable = consumer_name(self.naming, projection, self.shard)
+        self.durable = consumer_name(self.naming, projection, self.shard, self.settings.instance)
         self.filters = filter_subjects(self.naming, projection, self.shard)
         self.log = log.bind(projection=self.checkpoint_key, partition=self.shard.key)
         self._pg: psycopg.AsyncConnection[Any] | None = None
@@ -219,7 +237,8 @@ class ProjectionEngine:
             self._nc, self._js = await connect(self.nats_settings, f"dealstream-{self.durable}")
         if self._pg is None or self._pg.closed:
             self._in_sync = False
-            pg = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5)
+            pg = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5,
+                                                       application_name=self.durable[:63])
             self._pg = pg
             await pg.execute("SET TIME ZONE 'UTC'")
             await ensure_schema(pg, self.projection)

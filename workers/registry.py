@@ -47,7 +47,7 @@ async def serve_worker(
     """Run one worker in the running loop until ``stop`` is set (or forever)."""
     shard = partition if isinstance(partition, Shard) else Shard.parse(partition)
     engine = ProjectionEngine(_projection(name), nats_settings or NatsSettings.from_env(),
-                              _database_url(database_url), shard, settings)
+                              _database_url(database_url), shard, settings or EngineSettings.from_env())
     await engine.run(stop)
 
 
@@ -60,7 +60,8 @@ def run_worker(
 ) -> int:
     """Run one worker process until SIGTERM or SIGINT (the batch in hand is finished, committed and acked).
 
-    Settings default to the environment (``DEALSTREAM_NATS_URL``, ``DEALSTREAM_PREFIX``, ``DATABASE_URL``).
+    Settings default to the environment (``DEALSTREAM_NATS_URL``, ``DEALSTREAM_PREFIX``, ``DATABASE_URL``,
+    ``DEALSTREAM_ENGINE_*``, see :class:`EngineSettings`).
     Returns the process exit code.
     """
     try:
