@@ -1,0 +1,771 @@
+"""Velocity metrics: the fold from events to time-stamped facts, and every formula over those facts. Pure: no
+I/O, no clock.
+
+The fold keeps, per deal, its opening, its stage visits (``entered_at``/``left_at``), its amount history and
+its close; per lead, its capture, qualification, disqualification and owner assignments; per pipeline, every
+definition. Every fact carries its business time (``occurred_at``), so a figure "as of" a past instant is the
+same formula over the facts known by then (:func:`deal_at`, :func:`lead_at`, :func:`pipeline_at`).
+
+Conventions shared by every formula:
+
+- A period is ``[start, end)`` in UTC instants (see :func:`period`); a fact at ``t`` is *known* when
+  ``t <= as_of``.
+- Within one deal (or lead) business times are made non-decreasing in log order: an event dated before the
+  previous one is taken at the previous one's time, so visits never have negative length and "as of" always
+  cuts a prefix of the history.
+- A closed deal is final (the decisions reject changes to it): later events of that deal are ignored, as is
+  a second ``DealOpened``, and a lead's events before its ``LeadCaptured``, or a deal's before its
+  ``DealOpened``.
+- Money is never added across currencies. Money figures obtained by division are rounded half-even to 0.01.
+- Durations are in days (86,400 s).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from events.envelope import StoredEvent
+from events.types import (
+    DealAmountChanged,
+    DealLost,
+    DealOpened,
+    DealStageChanged,
+    DealWon,
+    LeadAssigned,
+    LeadCaptured,
+    LeadDisqualified,
+    LeadQualified,
+    PipelineDefined,
+)
+
+GroupBy = Literal["overall", "owner", "source", "pipeline"]
+GROUP_BYS: tuple[GroupBy, ...] = ("overall", "owner", "source", "pipeline")
+PeriodKind = Literal["day", "week", "month", "quarter"]
+PERIOD_KINDS: tuple[PeriodKind, ...] = ("day", "week", "month", "quarter")
+Outcome = Literal["won", "lost"]
+
+DAY_SECONDS = 86_400
+_TICK = dt.timedelta(microseconds=1)
+_CENT = 100
+
+# --- facts ---------------------------------------------------------------------------------------------------
+
+
+class StageVisit(msgspec.Struct, frozen=True, kw_only=True):
+    """One stay of a deal in a stage; ``left_at`` is None while the deal is still there."""
+
+    stage: str
+    entered_at: dt.datetime
+    left_at: dt.datetime | None = None
+
+
+class AmountFact(msgspec.Struct, frozen=True, kw_only=True):
+    """The deal's amount from ``at`` on (its opening amount, then each change)."""
+
+    sequence: int
+    at: dt.datetime
+    amount: Decimal
+    currency: str
+
+
+class DealFacts(msgspec.Struct, frozen=True, kw_only=True):
+    deal_id: str
+    pipeline_id: str
+    owner: str | None
+    lead_source: str | None
+    opened_at: dt.datetime
+    expected_close_date: dt.date | None
+    outcome: Outcome | None = None
+    closed_at: dt.datetime | None = None
+    won_amount: Decimal | None = None
+    won_currency: str | None = None
+    lost_reason: str | None = None
+    visits: tuple[StageVisit, ...] = ()
+    amounts: tuple[AmountFact, ...] = ()
+    # The business time of the last applied event (times are clamped to it) and its stream sequence.
+    last_at: dt.datetime
+    version: int
+
+
+class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
+    sequence: int
+    at: dt.datetime
+    owner: str
+
+
+class LeadFacts(msgspec.Struct, frozen=True, kw_only=True):
+    lead_id: str
+    source: str
+    captured_at: dt.datetime
+    qualified_at: dt.datetime | None = None
+    disqualified_at: dt.datetime | None = None
+    disqualified_reason: str | None = None
+    owners: tuple[OwnerFact, ...] = ()
+    last_at: dt.datetime
+    version: int
+
+
+class StageDef(msgspec.Struct, frozen=True):
+    id: str
+    probability: float
+
+
+class PipelineVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``PipelineDefined``: stages in pipeline order, valid from ``defined_at`` until the next one."""
+
+    pipeline_id: str
+    sequence: int
+    defined_at: dt.datetime
+    stages: tuple[StageDef, ...]
+
+
+@dataclass
+class VelocityState:
+    """Facts by id. ``apply`` replaces facts (they are frozen) and mutates these dicts in place."""
+
+    deals: dict[str, DealFacts] = field(default_factory=dict)
+    leads: dict[str, LeadFacts] = field(default_factory=dict)
+    pipelines: dict[str, tuple[PipelineVersion, ...]] = field(default_factory=dict)
+
+    def copy(self) -> VelocityState:
+        return VelocityState(dict(self.deals), dict(self.leads), dict(self.pipelines))
+
+
+# --- the fold ------------------------------------------------------------------------------------------------
+
+
+def apply(state: VelocityState, event: StoredEvent) -> VelocityState:
+    """Fold one event into ``state`` (in place) and return it.
+
+    Idempotent per sequence: an event at or below the fact's ``version`` (or, for a pipeline, its latest
+    definition's sequence) changes nothing. Events that no figure uses (touchpoints, tasks) change nothing
+    either, so they cost no write.
+    """
+    kind = event.envelope.aggregate_type
+    if kind == "deal":
+        _apply_deal(state, event)
+    elif kind == "lead":
+        _apply_lead(state, event)
+    else:
+        _apply_pipeline(state, event)
+    return state
+
+
+def fold(events: Iterable[StoredEvent], state: VelocityState | None = None) -> VelocityState:
+    state = VelocityState() if state is None else state
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def _apply_pipeline(state: VelocityState, event: StoredEvent) -> None:
+    data = event.envelope.data
+    pipeline_id = event.envelope.aggregate_id
+    versions = state.pipelines.get(pipeline_id, ())
+    if not isinstance(data, PipelineDefined) or (versions and event.sequence <= versions[-1].sequence):
+        return
+    version = PipelineVersion(pipeline_id=pipeline_id, sequence=event.sequence, defined_at=event.envelope.occurred_at,
+                              stages=tuple(StageDef(s.id, s.probability) for s in data.stages))
+    state.pipelines[pipeline_id] = (*versions, version)
+
+
+def _close_last(visits: tuple[StageVisit, ...], at: dt.datetime) -> tuple[StageVisit, ...]:
+    if not visits or visits[-1].left_at is not None:
+        return visits
+    return (*visits[:-1], msgspec.structs.replace(visits[-1], left_at=at))
+
+
+def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
+    envelope = event.envelope
+    data = envelope.data
+    seq = event.sequence
+    deal_id = envelope.aggregate_id
+    deal = state.deals.get(deal_id)
+    if deal is None:
+        if isinstance(data, DealOpened):
+            at = envelope.occurred_at
+            state.deals[deal_id] = DealFacts(
+                deal_id=deal_id, pipeline_id=data.pipeline_id, owner=data.owner, lead_source=data.lead_source,
+                opened_at=at, expected_close_date=data.expected_close_date,
+                visits=(StageVisit(stage=data.stage, entered_at=at),),
+                amounts=(AmountFact(sequence=seq, at=at, amount=data.amount, currency=data.currency),),
+                last_at=at, version=seq,
+            )
+        return
+    if seq <= deal.version or deal.outcome is not None:
+        return
+    at = max(envelope.occurred_at, deal.last_at)
+    replace = msgspec.structs.replace
+    visits = deal.visits
+    current = visits[-1].stage
+    if isinstance(data, DealStageChanged):
+        # ``to_stage`` is what the deal entered; a moved-to-the-same-stage event is no stay at all.
+        if data.to_stage == current:
+            return
+        visits = (*_close_last(visits, at), StageVisit(stage=data.to_stage, entered_at=at))
+        deal = replace(deal, visits=visits)
+    elif isinstance(data, DealAmountChanged):
+        fact = AmountFact(sequence=seq, at=at, amount=data.to_amount, currency=data.currency)
+        deal = replace(deal, amounts=(*deal.amounts, fact))
+    elif isinstance(data, DealWon | DealLost):
+        # Closed in another stage than the current one: the deal reached that stage at the close, for no time.
+        visits = _close_last(visits, at)
+        if data.stage != current:
+            visits = (*visits, StageVisit(stage=data.stage, entered_at=at, left_at=at))
+        if isinstance(data, DealWon):
+            deal = replace(deal, visits=visits, outcome="won", closed_at=at, won_amount=data.amount,
+                           won_currency=data.currency)
+        else:
+            deal = replace(deal, visits=visits, outcome="lost", closed_at=at, lost_reason=data.reason)
+    else:
+        return
+    state.deals[deal_id] = replace(deal, last_at=at, version=seq)
+
+
+def _apply_lead(state: VelocityState, event: StoredEvent) -> None:
+    envelope = event.envelope
+    data = envelope.data
+    seq = event.sequence
+    lead_id = envelope.aggregate_id
+    lead = state.leads.get(lead_id)
+    if lead is None:
+        if isinstance(data, LeadCaptured):
+            at = envelope.occurred_at
+            state.leads[lead_id] = LeadFacts(lead_id=lead_id, source=envelope.source, captured_at=at, last_at=at,
+                                             version=seq)
+        return
+    if seq <= lead.version:
+        return
+    at = max(envelope.occurred_at, lead.last_at)
+    replace = msgspec.structs.replace
+    if isinstance(data, LeadAssigned):
+        lead = replace(lead, owners=(*lead.owners, OwnerFact(sequence=seq, at=at, owner=data.owner)))
+    elif isinstance(data, LeadQualified) and lead.qualified_at is None:
+        lead = replace(lead, qualified_at=at)
+    elif isinstance(data, LeadDisqualified) and lead.disqualified_at is None:
+        lead = replace(lead, disqualified_at=at, disqualified_reason=data.reason)
+    else:
+        return
+    state.leads[lead_id] = replace(lead, last_at=at, version=seq)
+
+
+# --- as of a past instant ------------------------------------------------------------------------------------
+
+
+def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
+    """The deal as known at ``as_of``: only facts with business time <= ``as_of`` (None if not yet opened)."""
+    if deal.opened_at > as_of:
+        return None
+    if deal.last_at <= as_of:
+        return deal
+    visits = tuple(
+        v if v.left_at is None or v.left_at <= as_of else msgspec.structs.replace(v, left_at=None)
+        for v in deal.visits
+        if v.entered_at <= as_of
+    )
+    amounts = tuple(a for a in deal.amounts if a.at <= as_of)
+    closed = deal.closed_at is not None and deal.closed_at <= as_of
+    return msgspec.structs.replace(
+        deal, visits=visits, amounts=amounts,
+        outcome=deal.outcome if closed else None, closed_at=deal.closed_at if closed else None,
+        won_amount=deal.won_amount if closed else None, won_currency=deal.won_currency if closed else None,
+        lost_reason=deal.lost_reason if closed else None,
+    )
+
+
+def lead_at(lead: LeadFacts, as_of: dt.datetime) -> LeadFacts | None:
+    """The lead as known at ``as_of`` (None if not yet captured)."""
+    if lead.captured_at > as_of:
+        return None
+    if lead.last_at <= as_of:
+        return lead
+    disqualified = lead.disqualified_at is not None and lead.disqualified_at <= as_of
+    return msgspec.structs.replace(
+        lead,
+        qualified_at=lead.qualified_at if lead.qualified_at is not None and lead.qualified_at <= as_of else None,
+        disqualified_at=lead.disqualified_at if disqualified else None,
+        disqualified_reason=lead.disqualified_reason if disqualified else None,
+        owners=tuple(o for o in lead.owners if o.at <= as_of),
+    )
+
+
+def pipeline_at(versions: Sequence[PipelineVersion], as_of: dt.datetime) -> PipelineVersion | None:
+    """The definition in force at ``as_of``: the latest in log order among those defined at or before it."""
+    known = [v for v in versions if v.defined_at <= as_of]
+    return max(known, key=lambda v: v.sequence) if known else None
+
+
+def current_amount(deal: DealFacts) -> AmountFact:
+    """The last known amount and currency."""
+    return deal.amounts[-1]
+
+
+def lead_owner(lead: LeadFacts) -> str | None:
+    return lead.owners[-1].owner if lead.owners else None
+
+
+# --- periods ---------------------------------------------------------------------------------------------------
+
+
+class Period(msgspec.Struct, frozen=True, kw_only=True):
+    """``[start, end)`` in UTC, and the period before it, ``[previous_start, start)``."""
+
+    start: dt.datetime
+    end: dt.datetime
+    previous_start: dt.datetime
+
+
+def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """The UTC instant at which ``day`` begins in ``zone``.
+
+    Where midnight does not exist (a DST jump at 00:00) this is the first instant of the day, the end of the
+    gap, because zoneinfo reads a missing wall time with the offset in force before it.
+    """
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+
+
+def _first_day(kind: PeriodKind, day: dt.date) -> dt.date:
+    if kind == "day":
+        return day
+    if kind == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if kind == "month":
+        return day.replace(day=1)
+    return dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+
+
+def _shift(kind: PeriodKind, first: dt.date, n: int) -> dt.date:
+    if kind == "day":
+        return first + dt.timedelta(days=n)
+    if kind == "week":
+        return first + dt.timedelta(weeks=n)
+    months = first.year * 12 + first.month - 1 + n * (1 if kind == "month" else 3)
+    return dt.date(months // 12, months % 12 + 1, 1)
+
+
+def period(kind: PeriodKind, day: dt.date, time_zone: str) -> Period:
+    """The calendar day, week (Monday first, ISO), month or quarter containing the local date ``day`` in the
+    IANA ``time_zone``, from local midnight to local midnight: a week across a DST change lasts 167 or 169
+    hours, a day 23 or 25. The previous period is the previous calendar period (a month before March is
+    February, whatever its length)."""
+    if kind not in PERIOD_KINDS:
+        raise ValueError(f"period must be one of {PERIOD_KINDS}")
+    zone = ZoneInfo(time_zone)
+    first = _first_day(kind, day)
+    return Period(start=local_midnight(first, zone), end=local_midnight(_shift(kind, first, 1), zone),
+                  previous_start=local_midnight(_shift(kind, first, -1), zone))
+
+
+def explicit_period(start: dt.datetime, end: dt.datetime) -> Period:
+    """``[start, end)`` as given (aware datetimes); the previous period is the one of equal length before it."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("period bounds must carry a time zone")
+    if not start < end:
+        raise ValueError("the period must end after it starts")
+    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    return Period(start=start, end=end, previous_start=start - (end - start))
+
+
+def local_range(start: dt.date, end: dt.date, time_zone: str) -> Period:
+    """Local dates ``[start, end)`` in ``time_zone``: from local midnight of ``start`` to that of ``end``."""
+    zone = ZoneInfo(time_zone)
+    return explicit_period(local_midnight(start, zone), local_midnight(end, zone))
+
+
+# --- elementary formulas --------------------------------------------------------------------------------------
+
+
+def ratio(part: int, whole: int) -> float | None:
+    """``part / whole``; None when ``whole`` is 0."""
+    return part / whole if whole else None
+
+
+def win_rate(won: int, lost: int) -> float | None:
+    """``won / (won + lost)``; None when nothing closed."""
+    return ratio(won, won + lost)
+
+
+def lead_velocity_rate(this_period: int, last_period: int) -> float | None:
+    """``(this_period - last_period) / last_period``; None when ``last_period`` is 0."""
+    return (this_period - last_period) / last_period if last_period else None
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile (0 <= q <= 1) by linear interpolation between closest ranks, as PostgreSQL's
+    ``percentile_cont`` and numpy's default: at rank ``h = (n - 1) q`` (0-based, sorted ascending),
+    ``x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h])``. None when there are no values."""
+    if not 0 <= q <= 1:
+        raise ValueError("q must be between 0 and 1")
+    if not values:
+        return None
+    xs = sorted(values)
+    h = (len(xs) - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def median(values: Sequence[float]) -> float | None:
+    """``percentile(values, 0.5)``: the middle value, or the mean of the two middle values."""
+    return percentile(values, 0.5)
+
+
+def days(delta: dt.timedelta) -> float:
+    return delta / dt.timedelta(days=1)
+
+
+def money(value: Fraction) -> Decimal:
+    """An exact amount rounded half-even to 0.01."""
+    return Decimal(round(value * _CENT)).scaleb(-2)
+
+
+def average_money(total: Decimal, count: int) -> Decimal:
+    """``total / count`` rounded to 0.01."""
+    return money(Fraction(total) / count)
+
+
+def sales_velocity(open_deals: int, average_won_value: Fraction, won: int, lost: int,
+                   average_cycle_days: Fraction) -> Decimal | None:
+    """``open_deals x average_won_value x win_rate / average_cycle_days``, money per day, rounded to 0.01;
+    None when the win rate or the cycle is undefined or the cycle is 0."""
+    if won + lost == 0 or average_cycle_days <= 0:
+        return None
+    return money(open_deals * average_won_value * Fraction(won, won + lost) / average_cycle_days)
+
+
+def weighted_amount(amount: Decimal, probability: float) -> Decimal:
+    """``amount x probability``, the probability as written (0.3, not 0.2999...)."""
+    return amount * Decimal(repr(probability))
+
+
+# --- stage paths -----------------------------------------------------------------------------------------------
+
+
+def reached_any(stages: Sequence[str], a: str, b: str) -> bool:
+    """Any-stage conversion of one deal from ``a`` to ``b``: it was ever in ``a`` and ever in ``b``, in any
+    order, whatever it skipped or moved back through."""
+    return a in stages and b in stages
+
+
+def reached_all(stages: Sequence[str], order: Sequence[str], a: str, b: str) -> bool:
+    """All-stage conversion of one deal from ``a`` to ``b`` (``a`` before ``b`` in ``order``): its visited
+    ``stages`` (in time order, re-entries included) contain ``a``, then every stage between ``a`` and ``b`` in
+    pipeline order, then ``b``, as a subsequence. Skipping a stage breaks the path unless the deal comes back
+    through it and then reaches the later ones again; moving backward never undoes progress already made."""
+    i, j = order.index(a), order.index(b)
+    if i >= j:
+        raise ValueError(f"{a!r} is not before {b!r} in the pipeline")
+    wanted = iter(order[i : j + 1])
+    target = next(wanted)
+    for stage in stages:
+        if stage == target:
+            nxt = next(wanted, None)
+            if nxt is None:
+                return True
+            target = nxt
+    return False
+
+
+def stays(visits: Sequence[StageVisit], stage: str) -> tuple[float, float] | None:
+    """(latest, cumulative) days in ``stage`` if the deal's latest visit to it has ended: latest is that
+    visit's length, cumulative the sum over all its visits to the stage. None if it never left the stage."""
+    mine = [v for v in visits if v.stage == stage]
+    if not mine or mine[-1].left_at is None:
+        return None
+    lengths = [days(v.left_at - v.entered_at) for v in mine if v.left_at is not None]
+    return lengths[-1], math.fsum(lengths)
+
+
+# --- the report ----------------------------------------------------------------------------------------------
+
+
+class StageConversion(msgspec.Struct, frozen=True, kw_only=True):
+    """Of the cohort's deals that reached ``from_stage``: how many reached ``to_stage`` at all (any-stage) and
+    how many went through every stage in between in order (all-stage)."""
+
+    pipeline_id: str
+    from_stage: str
+    to_stage: str
+    reached_from: int
+    any_stage: int
+    all_stage: int
+    any_stage_rate: float | None
+    all_stage_rate: float | None
+
+
+class TimeInStage(msgspec.Struct, frozen=True, kw_only=True):
+    """Days in one stage of one pipeline, over the deals whose latest stay in it ended in the period."""
+
+    pipeline_id: str
+    stage: str
+    deals: int
+    latest_mean: float
+    latest_median: float
+    latest_p90: float
+    cumulative_mean: float
+    cumulative_median: float
+    cumulative_p90: float
+
+
+class LeadSource(msgspec.Struct, frozen=True, kw_only=True):
+    source: str
+    captured: int
+    qualified: int
+    lead_to_qualified: float | None
+
+
+class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Every figure for one group (``key`` is the owner, source or pipeline; None for "overall", and for deals
+    or leads without an owner or source)."""
+
+    key: str | None
+    deals_opened: int
+    deals_won: int
+    deals_lost: int
+    win_rate: float | None
+    average_cycle_days: float | None
+    median_cycle_days: float | None
+    won_value: dict[str, Decimal]
+    average_won_value: dict[str, Decimal]
+    open_deals: int
+    open_deals_by_currency: dict[str, int]
+    sales_velocity: dict[str, Decimal]
+    lost_by_reason: dict[str, int]
+    stage_conversion: list[StageConversion]
+    time_in_stage: list[TimeInStage]
+    leads_captured: int
+    leads_qualified: int
+    lead_to_qualified: float | None
+    lead_sources: list[LeadSource]
+    qualified_this_period: int
+    qualified_last_period: int
+    lead_velocity_rate: float | None
+
+
+class VelocityReport(msgspec.Struct, frozen=True, kw_only=True):
+    period_start: dt.datetime
+    period_end: dt.datetime
+    previous_start: dt.datetime
+    as_of: dt.datetime
+    group_by: GroupBy
+    groups: list[GroupMetrics]
+
+
+class WeightedMonth(msgspec.Struct, frozen=True, kw_only=True):
+    """Open deals expected to close in ``month`` (``YYYY-MM``; None without a date), in one currency."""
+
+    month: str | None
+    currency: str
+    deals: int
+    amount: Decimal
+    weighted: Decimal
+
+
+def _in(t: dt.datetime | None, start: dt.datetime, end: dt.datetime) -> bool:
+    return t is not None and start <= t < end
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _count(keys: Iterable[K]) -> dict[K, int]:
+    out: dict[K, int] = {}
+    for k in keys:
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def _none_last(key: str | None) -> tuple[bool, str]:
+    return key is None, key or ""
+
+
+def stage_conversions(cohort: Sequence[DealFacts], definitions: Mapping[str, PipelineVersion]) -> list[StageConversion]:
+    """Every ordered pair of defined stages (earlier, later) of each pipeline the cohort's deals are in; stages
+    a definition does not name are left out (their order is unknown)."""
+    out: list[StageConversion] = []
+    for pipeline_id in sorted({d.pipeline_id for d in cohort}):
+        definition = definitions.get(pipeline_id)
+        if definition is None:
+            continue
+        order = [s.id for s in definition.stages]
+        paths = [[v.stage for v in d.visits] for d in cohort if d.pipeline_id == pipeline_id]
+        for i, a in enumerate(order):
+            reached = [p for p in paths if a in p]
+            for b in order[i + 1 :]:
+                n_any = sum(reached_any(p, a, b) for p in reached)
+                n_all = sum(reached_all(p, order, a, b) for p in reached)
+                out.append(StageConversion(pipeline_id=pipeline_id, from_stage=a, to_stage=b,
+                                           reached_from=len(reached), any_stage=n_any, all_stage=n_all,
+                                           any_stage_rate=ratio(n_any, len(reached)),
+                                           all_stage_rate=ratio(n_all, len(reached))))
+    return out
+
+
+def time_in_stage(deals: Sequence[DealFacts], start: dt.datetime, end: dt.datetime) -> list[TimeInStage]:
+    """Per (pipeline, stage): latest and cumulative stays (:func:`stays`) of the deals whose latest visit to the
+    stage ended in ``[start, end)``; deals are taken as known at the period end (pass them cut there)."""
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for deal in deals:
+        for stage in dict.fromkeys(v.stage for v in deal.visits):
+            last = [v for v in deal.visits if v.stage == stage][-1]
+            pair = stays(deal.visits, stage)
+            if pair is not None and _in(last.left_at, start, end):
+                samples.setdefault((deal.pipeline_id, stage), []).append(pair)
+    out = []
+    for (pipeline_id, stage), pairs in sorted(samples.items()):
+        latest = [p[0] for p in pairs]
+        total = [p[1] for p in pairs]
+        out.append(TimeInStage(
+            pipeline_id=pipeline_id, stage=stage, deals=len(pairs),
+            latest_mean=_f(mean(latest)), latest_median=_f(median(latest)), latest_p90=_f(percentile(latest, 0.9)),
+            cumulative_mean=_f(mean(total)), cumulative_median=_f(median(total)),
+            cumulative_p90=_f(percentile(total, 0.9)),
+        ))
+    return out
+
+
+def _f(value: float | None) -> float:
+    assert value is not None  # only called on non-empty samples
+    return value
+
+
+def group_metrics(key: str | None, deals: Sequence[DealFacts], leads: Sequence[LeadFacts],
+                  definitions: Mapping[str, PipelineVersion], p: Period, as_of: dt.datetime) -> GroupMetrics:
+    """All figures of one group from facts already cut at ``as_of`` (see :func:`metrics_report`)."""
+    start, end = p.start, p.end
+    won = [d for d in deals if d.outcome == "won" and _in(d.closed_at, start, end)]
+    lost = [d for d in deals if d.outcome == "lost" and _in(d.closed_at, start, end)]
+    cycles = [(d.closed_at - d.opened_at) for d in won if d.closed_at is not None]
+    cycle_total = sum(cycles, dt.timedelta())
+    avg_cycle = Fraction(cycle_total // _TICK, len(cycles) * (dt.timedelta(days=1) // _TICK)) if cycles else None
+
+    won_value: dict[str, Decimal] = {}
+    won_count: dict[str, int] = {}
+    for d in won:
+        assert d.won_currency is not None and d.won_amount is not None
+        won_value[d.won_currency] = won_value.get(d.won_currency, Decimal(0)) + d.won_amount
+        won_count[d.won_currency] = won_count.get(d.won_currency, 0) + 1
+
+    # Open at the period end: the deals as known just before ``end`` (and at ``as_of`` if that is earlier).
+    cut = min(as_of, end - _TICK)
+    at_end = [x for x in (deal_at(d, cut) for d in deals) if x is not None]
+    open_by_currency = _count(current_amount(d).currency for d in at_end if d.outcome is None)
+    velocity: dict[str, Decimal] = {}
+    for currency, n in sorted(open_by_currency.items()):
+        if currency in won_count and avg_cycle is not None:
+            v = sales_velocity(n, Fraction(won_value[currency]) / won_count[currency], len(won), len(lost), avg_cycle)
+            if v is not None:
+                velocity[currency] = v
+
+    cohort = [d for d in deals if _in(d.opened_at, start, end)]
+    captured = [lead for lead in leads if _in(lead.captured_at, start, end)]
+    qualified = [lead for lead in captured if lead.qualified_at is not None]
+    by_source = _count(lead.source for lead in captured)
+    qualified_by_source = _count(lead.source for lead in qualified)
+    this_period = sum(_in(lead.qualified_at, start, end) for lead in leads)
+    last_period = sum(_in(lead.qualified_at, p.previous_start, start) for lead in leads)
+    cycle_days = [days(c) for c in cycles]
+    return GroupMetrics(
+        key=key,
+        deals_opened=len(cohort),
+        deals_won=len(won),
+        deals_lost=len(lost),
+        win_rate=win_rate(len(won), len(lost)),
+        average_cycle_days=mean(cycle_days),
+        median_cycle_days=median(cycle_days),
+        won_value=dict(sorted(won_value.items())),
+        average_won_value={c: average_money(won_value[c], won_count[c]) for c in sorted(won_value)},
+        open_deals=sum(open_by_currency.values()),
+        open_deals_by_currency=dict(sorted(open_by_currency.items())),
+        sales_velocity=velocity,
+        lost_by_reason=dict(sorted(_count(d.lost_reason or "" for d in lost).items())),
+        stage_conversion=stage_conversions(cohort, definitions),
+        time_in_stage=time_in_stage(at_end, start, end),
+        leads_captured=len(captured),
+        leads_qualified=len(qualified),
+        lead_to_qualified=ratio(len(qualified), len(captured)),
+        lead_sources=[LeadSource(source=s, captured=n, qualified=qualified_by_source.get(s, 0),
+                                 lead_to_qualified=ratio(qualified_by_source.get(s, 0), n))
+                      for s, n in sorted(by_source.items())],
+        qualified_this_period=this_period,
+        qualified_last_period=last_period,
+        lead_velocity_rate=lead_velocity_rate(this_period, last_period),
+    )
+
+
+def _deal_key(group_by: GroupBy) -> Callable[[DealFacts], str | None]:
+    if group_by == "owner":
+        return lambda d: d.owner
+    if group_by == "source":
+        return lambda d: d.lead_source
+    if group_by == "pipeline":
+        return lambda d: d.pipeline_id
+    return lambda d: None
+
+
+def _lead_key(group_by: GroupBy) -> Callable[[LeadFacts], str | None]:
+    if group_by == "owner":
+        return lead_owner
+    if group_by == "source":
+        return lambda lead: lead.source
+    # A lead belongs to no pipeline: under "pipeline" its figures are in the group with key None.
+    return lambda lead: None
+
+
+def metrics_report(deals: Iterable[DealFacts], leads: Iterable[LeadFacts],
+                   pipelines: Mapping[str, Sequence[PipelineVersion]], p: Period, group_by: GroupBy,
+                   as_of: dt.datetime) -> VelocityReport:
+    """The report for period ``p`` as known at ``as_of``, one group per key (None last); facts are cut at
+    ``as_of`` here, so any superset of the relevant facts may be passed."""
+    if group_by not in GROUP_BYS:
+        raise ValueError(f"group_by must be one of {GROUP_BYS}")
+    known_deals = [x for x in (deal_at(d, as_of) for d in deals) if x is not None]
+    known_leads = [x for x in (lead_at(lead, as_of) for lead in leads) if x is not None]
+    definitions = {k: v for k, v in ((k, pipeline_at(vs, as_of)) for k, vs in pipelines.items()) if v is not None}
+    deal_key, lead_key = _deal_key(group_by), _lead_key(group_by)
+    deal_groups: dict[str | None, list[DealFacts]] = {}
+    for d in known_deals:
+        deal_groups.setdefault(deal_key(d), []).append(d)
+    lead_groups: dict[str | None, list[LeadFacts]] = {}
+    for lead in known_leads:
+        lead_groups.setdefault(lead_key(lead), []).append(lead)
+    keys = [None] if group_by == "overall" else sorted(deal_groups.keys() | lead_groups.keys(), key=_none_last)
+    groups = [group_metrics(k, deal_groups.get(k, []), lead_groups.get(k, []), definitions, p, as_of) for k in keys]
+    return VelocityReport(period_start=p.start, period_end=p.end, previous_start=p.previous_start, as_of=as_of,
+                          group_by=group_by, groups=groups)
+
+
+def weighted_by_close_month(deals: Iterable[DealFacts], pipelines: Mapping[str, Sequence[PipelineVersion]],
+                            as_of: dt.datetime) -> list[WeightedMonth]:
+    """Open deals at ``as_of`` by (expected close month, currency): count, sum of amounts and sum of
+    ``amount x probability`` of the deal's stage in the pipeline definition in force at ``as_of`` (0 for a stage
+    or pipeline it does not define). Amount, currency and stage are those known at ``as_of``."""
+    rows: dict[tuple[str | None, str], tuple[int, Decimal, Decimal]] = {}
+    for deal in deals:
+        known = deal_at(deal, as_of)
+        if known is None or known.outcome is not None:
+            continue
+        definition = pipeline_at(pipelines.get(known.pipeline_id, ()), as_of)
+        stage = known.visits[-1].stage
+        probability = next((s.probability for s in definition.stages if s.id == stage), 0.0) if definition else 0.0
+        money_now = current_amount(known)
+        month = known.expected_close_date.strftime("%Y-%m") if known.expected_close_date else None
+        n, total, weighted = rows.get((month, money_now.currency), (0, Decimal(0), Decimal(0)))
+        rows[(month, money_now.currency)] = (n + 1, total + money_now.amount,
+                                             weighted + weighted_amount(money_now.amount, probability))
+    return [WeightedMonth(month=m, currency=c, deals=n, amount=a, weighted=w)
+            for (m, c), (n, a, w) in sorted(rows.items(), key=lambda kv: (*_none_last(kv[0][0]), kv[0][1]))]
+
