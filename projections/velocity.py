@@ -173,8 +173,12 @@ def _apply_pipeline(state: VelocityState, event: StoredEvent) -> None:
     versions = state.pipelines.get(pipeline_id, ())
     if not isinstance(data, PipelineDefined) or (versions and event.sequence <= versions[-1].sequence):
         return
-    version = PipelineVersion(pipeline_id=pipeline_id, sequence=event.sequence, defined_at=event.envelope.occurred_at,
-                              stages=tuple(StageDef(s.id, s.probability) for s in data.stages))
+    version = PipelineVersion(
+        pipeline_id=pipeline_id,
+        sequence=event.sequence,
+        defined_at=event.envelope.occurred_at,
+        stages=tuple(StageDef(s.id, s.probability) for s in data.stages),
+    )
     state.pipelines[pipeline_id] = (*versions, version)
 
 
@@ -194,11 +198,16 @@ def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
         if isinstance(data, DealOpened):
             at = envelope.occurred_at
             state.deals[deal_id] = DealFacts(
-                deal_id=deal_id, pipeline_id=data.pipeline_id, owner=data.owner, lead_source=data.lead_source,
-                opened_at=at, expected_close_date=data.expected_close_date,
+                deal_id=deal_id,
+                pipeline_id=data.pipeline_id,
+                owner=data.owner,
+                lead_source=data.lead_source,
+                opened_at=at,
+                expected_close_date=data.expected_close_date,
                 visits=(StageVisit(stage=data.stage, entered_at=at),),
                 amounts=(AmountFact(sequence=seq, at=at, amount=data.amount, currency=data.currency),),
-                last_at=at, version=seq,
+                last_at=at,
+                version=seq,
             )
         return
     if seq <= deal.version or deal.outcome is not None:
@@ -222,8 +231,9 @@ def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
         if data.stage != current:
             visits = (*visits, StageVisit(stage=data.stage, entered_at=at, left_at=at))
         if isinstance(data, DealWon):
-            deal = replace(deal, visits=visits, outcome="won", closed_at=at, won_amount=data.amount,
-                           won_currency=data.currency)
+            deal = replace(
+                deal, visits=visits, outcome="won", closed_at=at, won_amount=data.amount, won_currency=data.currency
+            )
         else:
             deal = replace(deal, visits=visits, outcome="lost", closed_at=at, lost_reason=data.reason)
     else:
@@ -240,8 +250,9 @@ def _apply_lead(state: VelocityState, event: StoredEvent) -> None:
     if lead is None:
         if isinstance(data, LeadCaptured):
             at = envelope.occurred_at
-            state.leads[lead_id] = LeadFacts(lead_id=lead_id, source=envelope.source, captured_at=at, last_at=at,
-                                             version=seq)
+            state.leads[lead_id] = LeadFacts(
+                lead_id=lead_id, source=envelope.source, captured_at=at, last_at=at, version=seq
+            )
         return
     if seq <= lead.version:
         return
@@ -275,9 +286,13 @@ def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
     amounts = tuple(a for a in deal.amounts if a.at <= as_of)
     closed = deal.closed_at is not None and deal.closed_at <= as_of
     return msgspec.structs.replace(
-        deal, visits=visits, amounts=amounts,
-        outcome=deal.outcome if closed else None, closed_at=deal.closed_at if closed else None,
-        won_amount=deal.won_amount if closed else None, won_currency=deal.won_currency if closed else None,
+        deal,
+        visits=visits,
+        amounts=amounts,
+        outcome=deal.outcome if closed else None,
+        closed_at=deal.closed_at if closed else None,
+        won_amount=deal.won_amount if closed else None,
+        won_currency=deal.won_currency if closed else None,
         lost_reason=deal.lost_reason if closed else None,
     )
 
@@ -361,8 +376,11 @@ def period(kind: PeriodKind, day: dt.date, time_zone: str) -> Period:
         raise ValueError(f"period must be one of {PERIOD_KINDS}")
     zone = ZoneInfo(time_zone)
     first = _first_day(kind, day)
-    return Period(start=local_midnight(first, zone), end=local_midnight(_shift(kind, first, 1), zone),
-                  previous_start=local_midnight(_shift(kind, first, -1), zone))
+    return Period(
+        start=local_midnight(first, zone),
+        end=local_midnight(_shift(kind, first, 1), zone),
+        previous_start=local_midnight(_shift(kind, first, -1), zone),
+    )
 
 
 def explicit_period(start: dt.datetime, end: dt.datetime) -> Period:
@@ -437,8 +455,9 @@ def average_money(total: Decimal, count: int) -> Decimal:
     return money(Fraction(total) / count)
 
 
-def sales_velocity(open_deals: int, average_won_value: Fraction, won: int, lost: int,
-                   average_cycle_days: Fraction) -> Decimal | None:
+def sales_velocity(
+    open_deals: int, average_won_value: Fraction, won: int, lost: int, average_cycle_days: Fraction
+) -> Decimal | None:
     """``open_deals x average_won_value x win_rate / average_cycle_days``, money per day, rounded to 0.01;
     None when the win rate or the cycle is undefined or the cycle is 0."""
     if won + lost == 0 or average_cycle_days <= 0:
@@ -607,10 +626,18 @@ def stage_conversions(cohort: Sequence[DealFacts], definitions: Mapping[str, Pip
             for b in order[i + 1 :]:
                 n_any = sum(reached_any(p, a, b) for p in reached)
                 n_all = sum(reached_all(p, order, a, b) for p in reached)
-                out.append(StageConversion(pipeline_id=pipeline_id, from_stage=a, to_stage=b,
-                                           reached_from=len(reached), any_stage=n_any, all_stage=n_all,
-                                           any_stage_rate=ratio(n_any, len(reached)),
-                                           all_stage_rate=ratio(n_all, len(reached))))
+                out.append(
+                    StageConversion(
+                        pipeline_id=pipeline_id,
+                        from_stage=a,
+                        to_stage=b,
+                        reached_from=len(reached),
+                        any_stage=n_any,
+                        all_stage=n_all,
+                        any_stage_rate=ratio(n_any, len(reached)),
+                        all_stage_rate=ratio(n_all, len(reached)),
+                    )
+                )
     return out
 
 
@@ -628,12 +655,19 @@ def time_in_stage(deals: Sequence[DealFacts], start: dt.datetime, end: dt.dateti
     for (pipeline_id, stage), pairs in sorted(samples.items()):
         latest = [p[0] for p in pairs]
         total = [p[1] for p in pairs]
-        out.append(TimeInStage(
-            pipeline_id=pipeline_id, stage=stage, deals=len(pairs),
-            latest_mean=_f(mean(latest)), latest_median=_f(median(latest)), latest_p90=_f(percentile(latest, 0.9)),
-            cumulative_mean=_f(mean(total)), cumulative_median=_f(median(total)),
-            cumulative_p90=_f(percentile(total, 0.9)),
-        ))
+        out.append(
+            TimeInStage(
+                pipeline_id=pipeline_id,
+                stage=stage,
+                deals=len(pairs),
+                latest_mean=_f(mean(latest)),
+                latest_median=_f(median(latest)),
+                latest_p90=_f(percentile(latest, 0.9)),
+                cumulative_mean=_f(mean(total)),
+                cumulative_median=_f(median(total)),
+                cumulative_p90=_f(percentile(total, 0.9)),
+            )
+        )
     return out
 
 
@@ -642,8 +676,14 @@ def _f(value: float | None) -> float:
     return value
 
 
-def group_metrics(key: str | None, deals: Sequence[DealFacts], leads: Sequence[LeadFacts],
-                  definitions: Mapping[str, PipelineVersion], p: Period, as_of: dt.datetime) -> GroupMetrics:
+def group_metrics(
+    key: str | None,
+    deals: Sequence[DealFacts],
+    leads: Sequence[LeadFacts],
+    definitions: Mapping[str, PipelineVersion],
+    p: Period,
+    as_of: dt.datetime,
+) -> GroupMetrics:
     """All figures of one group from facts already cut at ``as_of`` (see :func:`metrics_report`)."""
     start, end = p.start, p.end
     won = [d for d in deals if d.outcome == "won" and _in(d.closed_at, start, end)]
@@ -697,9 +737,15 @@ def group_metrics(key: str | None, deals: Sequence[DealFacts], leads: Sequence[L
         leads_captured=len(captured),
         leads_qualified=len(qualified),
         lead_to_qualified=ratio(len(qualified), len(captured)),
-        lead_sources=[LeadSource(source=s, captured=n, qualified=qualified_by_source.get(s, 0),
-                                 lead_to_qualified=ratio(qualified_by_source.get(s, 0), n))
-                      for s, n in sorted(by_source.items())],
+        lead_sources=[
+            LeadSource(
+                source=s,
+                captured=n,
+                qualified=qualified_by_source.get(s, 0),
+                lead_to_qualified=ratio(qualified_by_source.get(s, 0), n),
+            )
+            for s, n in sorted(by_source.items())
+        ],
         qualified_this_period=this_period,
         qualified_last_period=last_period,
         lead_velocity_rate=lead_velocity_rate(this_period, last_period),
@@ -725,9 +771,14 @@ def _lead_key(group_by: GroupBy) -> Callable[[LeadFacts], str | None]:
     return lambda lead: None
 
 
-def metrics_report(deals: Iterable[DealFacts], leads: Iterable[LeadFacts],
-                   pipelines: Mapping[str, Sequence[PipelineVersion]], p: Period, group_by: GroupBy,
-                   as_of: dt.datetime) -> VelocityReport:
+def metrics_report(
+    deals: Iterable[DealFacts],
+    leads: Iterable[LeadFacts],
+    pipelines: Mapping[str, Sequence[PipelineVersion]],
+    p: Period,
+    group_by: GroupBy,
+    as_of: dt.datetime,
+) -> VelocityReport:
     """The report for period ``p`` as known at ``as_of``, one group per key (None last); facts are cut at
     ``as_of`` here, so any superset of the relevant facts may be passed."""
     if group_by not in GROUP_BYS:
@@ -744,12 +795,19 @@ def metrics_report(deals: Iterable[DealFacts], leads: Iterable[LeadFacts],
         lead_groups.setdefault(lead_key(lead), []).append(lead)
     keys = [None] if group_by == "overall" else sorted(deal_groups.keys() | lead_groups.keys(), key=_none_last)
     groups = [group_metrics(k, deal_groups.get(k, []), lead_groups.get(k, []), definitions, p, as_of) for k in keys]
-    return VelocityReport(period_start=p.start, period_end=p.end, previous_start=p.previous_start, as_of=as_of,
-                          group_by=group_by, groups=groups)
+    return VelocityReport(
+        period_start=p.start,
+        period_end=p.end,
+        previous_start=p.previous_start,
+        as_of=as_of,
+        group_by=group_by,
+        groups=groups,
+    )
 
 
-def weighted_by_close_month(deals: Iterable[DealFacts], pipelines: Mapping[str, Sequence[PipelineVersion]],
-                            as_of: dt.datetime) -> list[WeightedMonth]:
+def weighted_by_close_month(
+    deals: Iterable[DealFacts], pipelines: Mapping[str, Sequence[PipelineVersion]], as_of: dt.datetime
+) -> list[WeightedMonth]:
     """Open deals at ``as_of`` by (expected close month, currency): count, sum of amounts and sum of
     ``amount x probability`` of the deal's stage in the pipeline definition in force at ``as_of`` (0 for a stage
     or pipeline it does not define). Amount, currency and stage are those known at ``as_of``."""
@@ -764,8 +822,12 @@ def weighted_by_close_month(deals: Iterable[DealFacts], pipelines: Mapping[str, 
         money_now = current_amount(known)
         month = known.expected_close_date.strftime("%Y-%m") if known.expected_close_date else None
         n, total, weighted = rows.get((month, money_now.currency), (0, Decimal(0), Decimal(0)))
-        rows[(month, money_now.currency)] = (n + 1, total + money_now.amount,
-                                             weighted + weighted_amount(money_now.amount, probability))
-    return [WeightedMonth(month=m, currency=c, deals=n, amount=a, weighted=w)
-            for (m, c), (n, a, w) in sorted(rows.items(), key=lambda kv: (*_none_last(kv[0][0]), kv[0][1]))]
-
+        rows[(month, money_now.currency)] = (
+            n + 1,
+            total + money_now.amount,
+            weighted + weighted_amount(money_now.amount, probability),
+        )
+    return [
+        WeightedMonth(month=m, currency=c, deals=n, amount=a, weighted=w)
+        for (m, c), (n, a, w) in sorted(rows.items(), key=lambda kv: (*_none_last(kv[0][0]), kv[0][1]))
+    ]

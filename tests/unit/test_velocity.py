@@ -57,8 +57,11 @@ def test_a_week_across_the_spring_dst_change_in_warsaw_has_167_hours() -> None:
     assert p.end == utc(2025, 3, 30, 22)
     assert p.end - p.start == 167 * H
     assert p.previous_start == utc(2025, 3, 16, 23)  # the week before: all CET, 168 hours
-    assert period("week", dt.date(2025, 3, 24), "Europe/Warsaw") == p == period("week", dt.date(2025, 3, 30),
-                                                                                "Europe/Warsaw")
+    assert (
+        period("week", dt.date(2025, 3, 24), "Europe/Warsaw")
+        == p
+        == period("week", dt.date(2025, 3, 30), "Europe/Warsaw")
+    )
 
 
 def test_a_week_across_the_autumn_dst_change_in_warsaw_has_169_hours() -> None:
@@ -69,14 +72,19 @@ def test_a_week_across_the_autumn_dst_change_in_warsaw_has_169_hours() -> None:
 
 def test_days_months_and_quarters_are_local_calendar_periods() -> None:
     day = period("day", dt.date(2025, 3, 30), "Europe/Warsaw")
-    assert (day.start, day.end, day.previous_start) == (utc(2025, 3, 29, 23), utc(2025, 3, 30, 22),
-                                                        utc(2025, 3, 28, 23))
+    assert (day.start, day.end, day.previous_start) == (
+        utc(2025, 3, 29, 23),
+        utc(2025, 3, 30, 22),
+        utc(2025, 3, 28, 23),
+    )
     march = period("month", dt.date(2025, 3, 31), "Europe/Warsaw")
-    assert (march.previous_start, march.start, march.end) == (utc(2025, 1, 31, 23), utc(2025, 2, 28, 23),
-                                                              utc(2025, 3, 31, 22))
+    assert (march.previous_start, march.start, march.end) == (
+        utc(2025, 1, 31, 23),
+        utc(2025, 2, 28, 23),
+        utc(2025, 3, 31, 22),
+    )
     q2 = period("quarter", dt.date(2025, 5, 15), "Europe/Warsaw")
-    assert (q2.previous_start, q2.start, q2.end) == (utc(2024, 12, 31, 23), utc(2025, 3, 31, 22),
-                                                     utc(2025, 6, 30, 22))
+    assert (q2.previous_start, q2.start, q2.end) == (utc(2024, 12, 31, 23), utc(2025, 3, 31, 22), utc(2025, 6, 30, 22))
     q1 = period("quarter", dt.date(2025, 1, 1), "UTC")
     assert (q1.previous_start, q1.start, q1.end) == (utc(2024, 10, 1), utc(2025, 1, 1), utc(2025, 4, 1))
     with pytest.raises(ValueError, match="period must be one of"):
@@ -185,46 +193,55 @@ def test_a_re_entered_stage_has_a_latest_and_a_cumulative_stay() -> None:
 
 
 def test_the_fold_records_visits_amounts_and_the_close() -> None:
-    state = fold([
-        stored(1, opened(stage="new", amount="100"), "d", T),
-        stored(2, touch(), "d", T + D),
-        stored(3, moved("new", "qualified"), "d", T + 2 * D),
-        stored(5, moved("qualified", "qualified"), "d", T + 3 * D),  # no stay: ignored
-        stored(6, amount("100", "150", "USD"), "d", T + 4 * D),
-        stored(7, won("proposal", "160", "USD"), "d", T + 5 * D),  # won in another stage: reached it at the close
-        stored(8, moved("proposal", "new"), "d", T + 6 * D),  # after the close: ignored
-        stored(9, opened(stage="new"), "d", T + 7 * D),  # a second opening: ignored
-        stored(10, moved("new", "qualified"), "ghost", T),  # before any opening: ignored
-    ])
+    state = fold(
+        [
+            stored(1, opened(stage="new", amount="100"), "d", T),
+            stored(2, touch(), "d", T + D),
+            stored(3, moved("new", "qualified"), "d", T + 2 * D),
+            stored(5, moved("qualified", "qualified"), "d", T + 3 * D),  # no stay: ignored
+            stored(6, amount("100", "150", "USD"), "d", T + 4 * D),
+            stored(7, won("proposal", "160", "USD"), "d", T + 5 * D),  # won in another stage: reached it at the close
+            stored(8, moved("proposal", "new"), "d", T + 6 * D),  # after the close: ignored
+            stored(9, opened(stage="new"), "d", T + 7 * D),  # a second opening: ignored
+            stored(10, moved("new", "qualified"), "ghost", T),  # before any opening: ignored
+        ]
+    )
     [deal] = state.deals.values()
     assert [(v.stage, v.entered_at, v.left_at) for v in deal.visits] == [
-        ("new", T, T + 2 * D), ("qualified", T + 2 * D, T + 5 * D), ("proposal", T + 5 * D, T + 5 * D),
+        ("new", T, T + 2 * D),
+        ("qualified", T + 2 * D, T + 5 * D),
+        ("proposal", T + 5 * D, T + 5 * D),
     ]
     assert [(a.sequence, a.amount, a.currency) for a in deal.amounts] == [
-        (1, Decimal(100), "EUR"), (6, Decimal(150), "USD"),
+        (1, Decimal(100), "EUR"),
+        (6, Decimal(150), "USD"),
     ]
     assert (deal.outcome, deal.closed_at, deal.won_amount, deal.won_currency) == ("won", T + 5 * D, Decimal(160), "USD")
     assert deal.version == 7
 
 
 def test_a_backdated_event_is_taken_at_the_previous_events_time() -> None:
-    state = fold([
-        stored(1, opened(stage="new"), "d", T),
-        stored(2, moved("new", "qualified"), "d", T + 3 * D),
-        stored(3, lost("qualified", "price"), "d", T + D),  # dated before the move
-    ])
+    state = fold(
+        [
+            stored(1, opened(stage="new"), "d", T),
+            stored(2, moved("new", "qualified"), "d", T + 3 * D),
+            stored(3, lost("qualified", "price"), "d", T + D),  # dated before the move
+        ]
+    )
     deal = state.deals["d"]
     assert deal.closed_at == T + 3 * D
     assert deal.visits[-1].entered_at == deal.visits[-1].left_at == T + 3 * D
 
 
 def test_a_deal_as_of_a_past_instant_keeps_only_what_was_known() -> None:
-    deal = fold([
-        stored(1, opened(stage="new", amount="100"), "d", T),
-        stored(2, moved("new", "qualified"), "d", T + 2 * D),
-        stored(3, amount("100", "150"), "d", T + 3 * D),
-        stored(4, lost("qualified", "price"), "d", T + 4 * D),
-    ]).deals["d"]
+    deal = fold(
+        [
+            stored(1, opened(stage="new", amount="100"), "d", T),
+            stored(2, moved("new", "qualified"), "d", T + 2 * D),
+            stored(3, amount("100", "150"), "d", T + 3 * D),
+            stored(4, lost("qualified", "price"), "d", T + 4 * D),
+        ]
+    ).deals["d"]
     assert deal_at(deal, T - H) is None
     early = deal_at(deal, T + 2 * D + H)
     assert early is not None
@@ -235,13 +252,25 @@ def test_a_deal_as_of_a_past_instant_keeps_only_what_was_known() -> None:
 
 
 def test_leads_and_pipeline_definitions_as_of() -> None:
-    state = fold([
-        stored(1, PipelineDefined(name="P", stages=[StageDefinition(id="a", name="A", probability=0.5)]),
-               "p", T, "pipeline"),
-        stored(2, PipelineDefined(name="P", stages=[StageDefinition(id="b", name="B", probability=0.2)]),
-               "p", T + 2 * D, "pipeline"),
-        stored(3, LeadQualified(), "ghost", T, "lead"),
-    ])
+    state = fold(
+        [
+            stored(
+                1,
+                PipelineDefined(name="P", stages=[StageDefinition(id="a", name="A", probability=0.5)]),
+                "p",
+                T,
+                "pipeline",
+            ),
+            stored(
+                2,
+                PipelineDefined(name="P", stages=[StageDefinition(id="b", name="B", probability=0.2)]),
+                "p",
+                T + 2 * D,
+                "pipeline",
+            ),
+            stored(3, LeadQualified(), "ghost", T, "lead"),
+        ]
+    )
     versions = state.pipelines["p"]
     assert pipeline_at(versions, T - H) is None
     assert [s.id for s in pipeline_at(versions, T + D).stages] == ["a"]  # type: ignore[union-attr]
@@ -250,12 +279,14 @@ def test_leads_and_pipeline_definitions_as_of() -> None:
 
 
 def test_time_in_stage_counts_stays_whose_latest_visit_ended_in_the_period() -> None:
-    deal = fold([
-        stored(1, opened(stage="new"), "d", T),
-        stored(2, moved("new", "qualified"), "d", T + D),
-        stored(3, moved("qualified", "new"), "d", T + 3 * D),
-        stored(4, moved("new", "proposal"), "d", T + 6 * D),
-    ]).deals["d"]
+    deal = fold(
+        [
+            stored(1, opened(stage="new"), "d", T),
+            stored(2, moved("new", "qualified"), "d", T + D),
+            stored(3, moved("qualified", "new"), "d", T + 3 * D),
+            stored(4, moved("new", "proposal"), "d", T + 6 * D),
+        ]
+    ).deals["d"]
     # Period [T + 5 d, T + 10 d): new's latest stay (3 d) ended in it; qualified's ended before it.
     [new] = time_in_stage([deal], T + 5 * D, T + 10 * D)
     assert (new.stage, new.deals, new.latest_mean, new.cumulative_mean) == ("new", 1, 3.0, 4.0)
@@ -267,13 +298,15 @@ def test_time_in_stage_counts_stays_whose_latest_visit_ended_in_the_period() -> 
 
 
 def test_a_lead_is_qualified_once_and_as_of_hides_later_facts() -> None:
-    lead = fold([
-        stored(1, LeadCaptured(email="a@b.io"), "l", T, "lead"),
-        stored(2, LeadAssigned(owner="ana"), "l", T + D, "lead"),
-        stored(3, LeadQualified(), "l", T + 2 * D, "lead"),
-        stored(4, LeadQualified(), "l", T + 3 * D, "lead"),
-        stored(5, LeadDisqualified(reason="gone"), "l", T + 4 * D, "lead"),
-    ]).leads["l"]
+    lead = fold(
+        [
+            stored(1, LeadCaptured(email="a@b.io"), "l", T, "lead"),
+            stored(2, LeadAssigned(owner="ana"), "l", T + D, "lead"),
+            stored(3, LeadQualified(), "l", T + 2 * D, "lead"),
+            stored(4, LeadQualified(), "l", T + 3 * D, "lead"),
+            stored(5, LeadDisqualified(reason="gone"), "l", T + 4 * D, "lead"),
+        ]
+    ).leads["l"]
     assert (lead.source, lead.qualified_at, lead.disqualified_at, lead.version) == ("api", T + 2 * D, T + 4 * D, 5)
     early = lead_at(lead, T + 2 * D - H)
     assert early is not None and (early.qualified_at, [o.owner for o in early.owners]) == (None, ["ana"])

@@ -48,8 +48,13 @@ def deal_event(draw: st.DrawFn) -> Event:
     kind = draw(st.sampled_from(["open", "move", "move", "touch", "amount", "won", "lost"]))
     stage = draw(st.sampled_from(STAGES))
     if kind == "open":
-        return opened(stage=stage, amount=str(draw(st.integers(0, 10_000))), owner=draw(st.sampled_from(["a", "b"])),
-                      currency=draw(st.sampled_from(["EUR", "USD"])), pipeline_id=draw(st.sampled_from(PIPELINES)))
+        return opened(
+            stage=stage,
+            amount=str(draw(st.integers(0, 10_000))),
+            owner=draw(st.sampled_from(["a", "b"])),
+            currency=draw(st.sampled_from(["EUR", "USD"])),
+            pipeline_id=draw(st.sampled_from(PIPELINES)),
+        )
     if kind == "move":
         return moved("x", stage)
     if kind == "touch":
@@ -79,10 +84,13 @@ def logs(draw: st.DrawFn) -> list[StoredEvent]:
         roll = draw(st.integers(0, 9))
         if roll == 0:
             stages = draw(st.lists(st.sampled_from(STAGES[:3]), min_size=1, max_size=3, unique=True))
-            data: Event = PipelineDefined(name="P", stages=[
-                StageDefinition(id=s, name=s.title(), probability=draw(st.sampled_from([0.0, 0.25, 1.0])))
-                for s in stages
-            ])
+            data: Event = PipelineDefined(
+                name="P",
+                stages=[
+                    StageDefinition(id=s, name=s.title(), probability=draw(st.sampled_from([0.0, 0.25, 1.0])))
+                    for s in stages
+                ],
+            )
             events.append(stored(seq, data, draw(st.sampled_from(PIPELINES)), at, "pipeline"))
         elif roll <= 3:
             events.append(stored(seq, lead_event(draw), draw(st.sampled_from(LEADS)), at, "lead"))

@@ -1,0 +1,442 @@
+"""The velocity facts in PostgreSQL: the projection that writes them and the queries that read them back.
+
+``apply_batch`` loads the facts of the touched deals, leads and pipelines, folds the batch in memory with
+:func:`projections.velocity.apply` and writes only what changed, with one ``executemany`` per table. Every
+write is idempotent on its own too: a deal or lead row only moves to a higher ``version``, a visit's
+``left_at`` is only set once, and amount, owner and pipeline rows are keyed by the sequence of their event.
+
+The read side selects the facts that can matter to a period (business time <= ``as_of``), and the formulas
+in :mod:`projections.velocity` compute the figures from them, so SQL and the reference cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from events.envelope import AggregateType, StoredEvent
+from projections.velocity import (
+    AmountFact,
+    DealFacts,
+    GroupBy,
+    LeadFacts,
+    OwnerFact,
+    Period,
+    PipelineVersion,
+    StageDef,
+    StageVisit,
+    VelocityReport,
+    VelocityState,
+    WeightedMonth,
+    apply,
+    explicit_period,
+    metrics_report,
+    weighted_by_close_month,
+)
+
+P = "velocity_v1_"
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+VELOCITY_DDL: tuple[str, ...] = (
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}deals (
+        deal_id text PRIMARY KEY,
+        pipeline_id text NOT NULL,
+        owner text,
+        lead_source text,
+        opened_at timestamptz NOT NULL,
+        expected_close_date date,
+        outcome text CHECK (outcome IN ('won', 'lost')),
+        closed_at timestamptz,
+        won_amount numeric,
+        won_currency text,
+        lost_reason text,
+        last_at timestamptz NOT NULL,
+        version bigint NOT NULL
+    )
+    """,
+    f"CREATE INDEX IF NOT EXISTS {P}deals_opened ON {P}deals (opened_at)",
+    f"CREATE INDEX IF NOT EXISTS {P}deals_closed ON {P}deals (closed_at)",
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}stage_visits (
+        deal_id text NOT NULL,
+        n integer NOT NULL,
+        stage text NOT NULL,
+        entered_at timestamptz NOT NULL,
+        left_at timestamptz,
+        PRIMARY KEY (deal_id, n)
+    )
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}deal_amounts (
+        deal_id text NOT NULL,
+        sequence bigint NOT NULL,
+        at timestamptz NOT NULL,
+        amount numeric NOT NULL,
+        currency text NOT NULL,
+        PRIMARY KEY (deal_id, sequence)
+    )
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}leads (
+        lead_id text PRIMARY KEY,
+        source text NOT NULL,
+        captured_at timestamptz NOT NULL,
+        qualified_at timestamptz,
+        disqualified_at timestamptz,
+        disqualified_reason text,
+        last_at timestamptz NOT NULL,
+        version bigint NOT NULL
+    )
+    """,
+    f"CREATE INDEX IF NOT EXISTS {P}leads_captured ON {P}leads (captured_at)",
+    f"CREATE INDEX IF NOT EXISTS {P}leads_qualified ON {P}leads (qualified_at)",
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}lead_owners (
+        lead_id text NOT NULL,
+        sequence bigint NOT NULL,
+        at timestamptz NOT NULL,
+        owner text NOT NULL,
+        PRIMARY KEY (lead_id, sequence)
+    )
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}pipelines (
+        pipeline_id text NOT NULL,
+        sequence bigint NOT NULL,
+        defined_at timestamptz NOT NULL,
+        stages jsonb NOT NULL,
+        PRIMARY KEY (pipeline_id, sequence)
+    )
+    """,
+)
+
+_DEAL_COLUMNS = (
+    "deal_id, pipeline_id, owner, lead_source, opened_at, expected_close_date, outcome, closed_at, won_amount, "
+    "won_currency, lost_reason, last_at, version"
+)
+_LEAD_COLUMNS = "lead_id, source, captured_at, qualified_at, disqualified_at, disqualified_reason, last_at, version"
+
+_UPSERT_DEAL = f"""
+INSERT INTO {P}deals ({_DEAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (deal_id) DO UPDATE SET
+    outcome = EXCLUDED.outcome, closed_at = EXCLUDED.closed_at, won_amount = EXCLUDED.won_amount,
+    won_currency = EXCLUDED.won_currency, lost_reason = EXCLUDED.lost_reason, last_at = EXCLUDED.last_at,
+    version = EXCLUDED.version
+WHERE {P}deals.version < EXCLUDED.version
+"""  # noqa: S608 - the prefix is a constant
+_UPSERT_VISIT = f"""
+INSERT INTO {P}stage_visits (deal_id, n, stage, entered_at, left_at) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (deal_id, n) DO UPDATE SET left_at = EXCLUDED.left_at
+WHERE {P}stage_visits.left_at IS NULL
+"""  # noqa: S608
+_INSERT_AMOUNT = f"""
+INSERT INTO {P}deal_amounts (deal_id, sequence, at, amount, currency) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""  # noqa: S608
+_UPSERT_LEAD = f"""
+INSERT INTO {P}leads ({_LEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (lead_id) DO UPDATE SET
+    qualified_at = EXCLUDED.qualified_at, disqualified_at = EXCLUDED.disqualified_at,
+    disqualified_reason = EXCLUDED.disqualified_reason, last_at = EXCLUDED.last_at, version = EXCLUDED.version
+WHERE {P}leads.version < EXCLUDED.version
+"""  # noqa: S608
+_INSERT_OWNER = f"""
+INSERT INTO {P}lead_owners (lead_id, sequence, at, owner) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""  # noqa: S608
+_INSERT_PIPELINE = f"""
+INSERT INTO {P}pipelines (pipeline_id, sequence, defined_at, stages) VALUES (%s, %s, %s, %s::jsonb)
+ON CONFLICT DO NOTHING
+"""  # noqa: S608
+
+_stages_decoder = msgspec.json.Decoder(tuple[StageDef, ...])
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC)
+
+
+# --- rows <-> facts ------------------------------------------------------------------------------------------
+
+
+def _deal_params(d: DealFacts) -> tuple[Any, ...]:
+    return (
+        d.deal_id,
+        d.pipeline_id,
+        d.owner,
+        d.lead_source,
+        d.opened_at,
+        d.expected_close_date,
+        d.outcome,
+        d.closed_at,
+        d.won_amount,
+        d.won_currency,
+        d.lost_reason,
+        d.last_at,
+        d.version,
+    )
+
+
+def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
+    return (
+        x.lead_id,
+        x.source,
+        x.captured_at,
+        x.qualified_at,
+        x.disqualified_at,
+        x.disqualified_reason,
+        x.last_at,
+        x.version,
+    )
+
+
+async def _select_deals(conn: AsyncConnection[Any], where: str, params: Params) -> dict[str, DealFacts]:
+    """Deals matching ``where`` (over ``d``, a deal row) with their visits and amounts."""
+    visits: dict[str, list[StageVisit]] = {}
+    amounts: dict[str, list[AmountFact]] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(
+            f"SELECT v.deal_id, v.stage, v.entered_at, v.left_at FROM {P}stage_visits v "  # noqa: S608
+            f"JOIN {P}deals d USING (deal_id) WHERE {where} ORDER BY v.deal_id, v.n",
+            params,
+        )
+        for deal_id, stage, entered_at, left_at in await cur.fetchall():
+            visits.setdefault(deal_id, []).append(
+                StageVisit(stage=stage, entered_at=_utc(entered_at), left_at=_utc_or_none(left_at))
+            )
+        await cur.execute(
+            f"SELECT a.deal_id, a.sequence, a.at, a.amount, a.currency FROM {P}deal_amounts a "  # noqa: S608
+            f"JOIN {P}deals d USING (deal_id) WHERE {where} ORDER BY a.deal_id, a.sequence",
+            params,
+        )
+        for deal_id, seq, at, amount, currency in await cur.fetchall():
+            amounts.setdefault(deal_id, []).append(
+                AmountFact(sequence=seq, at=_utc(at), amount=amount, currency=currency)
+            )
+        cols = ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
+        await cur.execute(f"SELECT {cols} FROM {P}deals d WHERE {where}", params)  # noqa: S608
+        out: dict[str, DealFacts] = {}
+        for r in await cur.fetchall():
+            out[r[0]] = DealFacts(
+                deal_id=r[0],
+                pipeline_id=r[1],
+                owner=r[2],
+                lead_source=r[3],
+                opened_at=_utc(r[4]),
+                expected_close_date=r[5],
+                outcome=r[6],
+                closed_at=_utc_or_none(r[7]),
+                won_amount=r[8],
+                won_currency=r[9],
+                lost_reason=r[10],
+                visits=tuple(visits.get(r[0], ())),
+                amounts=tuple(amounts.get(r[0], ())),
+                last_at=_utc(r[11]),
+                version=r[12],
+            )
+    return out
+
+
+async def _select_leads(conn: AsyncConnection[Any], where: str, params: Params) -> dict[str, LeadFacts]:
+    owners: dict[str, list[OwnerFact]] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(
+            f"SELECT o.lead_id, o.sequence, o.at, o.owner FROM {P}lead_owners o "  # noqa: S608
+            f"JOIN {P}leads l USING (lead_id) WHERE {where} ORDER BY o.lead_id, o.sequence",
+            params,
+        )
+        for lead_id, seq, at, owner in await cur.fetchall():
+            owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=_utc(at), owner=owner))
+        cols = ", ".join(f"l.{c.strip()}" for c in _LEAD_COLUMNS.split(","))
+        await cur.execute(f"SELECT {cols} FROM {P}leads l WHERE {where}", params)  # noqa: S608
+        out: dict[str, LeadFacts] = {}
+        for r in await cur.fetchall():
+            out[r[0]] = LeadFacts(
+                lead_id=r[0],
+                source=r[1],
+                captured_at=_utc(r[2]),
+                qualified_at=_utc_or_none(r[3]),
+                disqualified_at=_utc_or_none(r[4]),
+                disqualified_reason=r[5],
+                owners=tuple(owners.get(r[0], ())),
+                last_at=_utc(r[6]),
+                version=r[7],
+            )
+    return out
+
+
+async def _select_pipelines(
+    conn: AsyncConnection[Any], where: str, params: Params
+) -> dict[str, tuple[PipelineVersion, ...]]:
+    out: dict[str, list[PipelineVersion]] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(
+            f"SELECT pipeline_id, sequence, defined_at, stages::text FROM {P}pipelines p "  # noqa: S608
+            f"WHERE {where} ORDER BY pipeline_id, sequence",
+            params,
+        )
+        for pipeline_id, seq, defined_at, stages in await cur.fetchall():
+            out.setdefault(pipeline_id, []).append(
+                PipelineVersion(
+                    pipeline_id=pipeline_id,
+                    sequence=seq,
+                    defined_at=_utc(defined_at),
+                    stages=_stages_decoder.decode(stages),
+                )
+            )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+async def load_state(
+    conn: AsyncConnection[Any], deal_ids: Iterable[str], lead_ids: Iterable[str], pipeline_ids: Iterable[str]
+) -> VelocityState:
+    """The stored facts of these deals, leads and pipelines."""
+    deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
+    return VelocityState(
+        deals=await _select_deals(conn, "d.deal_id = ANY(%s)", (deals,)) if deals else {},
+        leads=await _select_leads(conn, "l.lead_id = ANY(%s)", (leads,)) if leads else {},
+        pipelines=await _select_pipelines(conn, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
+    )
+
+
+async def read_state(conn: AsyncConnection[Any]) -> VelocityState:
+    """Every stored fact: for tests and rebuild comparisons."""
+    return VelocityState(
+        deals=await _select_deals(conn, "true", ()),
+        leads=await _select_leads(conn, "true", ()),
+        pipelines=await _select_pipelines(conn, "true", ()),
+    )
+
+
+# --- the projection --------------------------------------------------------------------------------------------
+
+
+class VelocityProjection:
+    """Velocity facts: per deal (opening, stage visits, amounts, close), per lead, per pipeline definition."""
+
+    name = "velocity"
+    version = 1
+    # No fact of one aggregate is needed to fold another (pipelines are joined at query time), so every type
+    # is split by partition and each row has exactly one writer.
+    partitioned: tuple[AggregateType, ...] = ("deal", "lead", "pipeline")
+    broadcast: tuple[AggregateType, ...] = ()
+
+    def ddl(self) -> Sequence[str]:
+        return VELOCITY_DDL
+
+    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
+        ids: dict[str, set[str]] = {"deal": set(), "lead": set(), "pipeline": set()}
+        for e in events:
+            ids[e.envelope.aggregate_type].add(e.envelope.aggregate_id)
+        state = await load_state(conn, ids["deal"], ids["lead"], ids["pipeline"])
+        before = state.copy()
+        for event in events:
+            apply(state, event)
+        deals: list[tuple[Any, ...]] = []
+        visits: list[tuple[Any, ...]] = []
+        amounts: list[tuple[Any, ...]] = []
+        # Sorted: a fixed lock order, so two writers can never deadlock.
+        for deal_id in sorted(state.deals):
+            deal, old = state.deals[deal_id], before.deals.get(deal_id)
+            if deal is old:
+                continue
+            deals.append(_deal_params(deal))
+            old_visits = old.visits if old else ()
+            visits += [
+                (deal_id, n, v.stage, v.entered_at, v.left_at)
+                for n, v in enumerate(deal.visits)
+                if n >= len(old_visits) or old_visits[n] != v
+            ]
+            amounts += [
+                (deal_id, a.sequence, a.at, a.amount, a.currency)
+                for a in deal.amounts[len(old.amounts) if old else 0 :]
+            ]
+        leads: list[tuple[Any, ...]] = []
+        owners: list[tuple[Any, ...]] = []
+        for lead_id in sorted(state.leads):
+            lead, old_lead = state.leads[lead_id], before.leads.get(lead_id)
+            if lead is old_lead:
+                continue
+            leads.append(_lead_params(lead))
+            new_owners = lead.owners[len(old_lead.owners) if old_lead else 0 :]
+            owners += [(lead_id, o.sequence, o.at, o.owner) for o in new_owners]
+        pipelines = [
+            (v.pipeline_id, v.sequence, v.defined_at, msgspec.json.encode(v.stages).decode())
+            for pipeline_id in sorted(state.pipelines)
+            for v in state.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
+        ]
+        async with conn.cursor() as cur:
+            for statement, rows in (
+                (_UPSERT_DEAL, deals),
+                (_UPSERT_VISIT, visits),
+                (_INSERT_AMOUNT, amounts),
+                (_UPSERT_LEAD, leads),
+                (_INSERT_OWNER, owners),
+                (_INSERT_PIPELINE, pipelines),
+            ):
+                if rows:
+                    await cur.executemany(statement, rows)
+
+
+# --- the read side ------------------------------------------------------------------------------------------------
+
+
+async def metrics(
+    conn: AsyncConnection[Any],
+    period_start: dt.datetime,
+    period_end: dt.datetime,
+    group_by: GroupBy = "overall",
+    as_of: dt.datetime | None = None,
+    previous_start: dt.datetime | None = None,
+) -> VelocityReport:
+    """Every velocity figure for ``[period_start, period_end)`` as known at ``as_of`` (business time; default
+    now), overall or per owner, lead source or pipeline. ``previous_start`` begins the period the lead velocity
+    rate compares with (``[previous_start, period_start)``; default: the same length before). Pass the bounds
+    of :func:`projections.velocity.period` for a calendar period in a time zone. Raises ``ValueError`` on
+    naive or inverted bounds or an unknown ``group_by``."""
+    p = explicit_period(period_start, period_end)
+    if previous_start is not None:
+        if previous_start.tzinfo is None or not previous_start < p.start:
+            raise ValueError("previous_start must be an aware instant before period_start")
+        p = Period(start=p.start, end=p.end, previous_start=previous_start.astimezone(dt.UTC))
+    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must carry a time zone")
+    as_of = as_of.astimezone(dt.UTC)
+    # Every deal that can count: opened before the period ends (and by as_of), and not closed before it began.
+    deals = await _select_deals(
+        conn,
+        "d.opened_at < %(end)s AND d.opened_at <= %(as_of)s "
+        "AND (d.closed_at IS NULL OR d.closed_at >= %(start)s OR d.closed_at > %(as_of)s)",
+        {"start": p.start, "end": p.end, "as_of": as_of},
+    )
+    leads = await _select_leads(
+        conn,
+        "l.captured_at <= %(as_of)s AND ((l.captured_at >= %(start)s AND l.captured_at < %(end)s) "
+        "OR (l.qualified_at >= %(previous)s AND l.qualified_at < %(end)s))",
+        {"start": p.start, "end": p.end, "previous": p.previous_start, "as_of": as_of},
+    )
+    pipelines = await _select_pipelines(conn, "p.defined_at <= %(as_of)s", {"as_of": as_of})
+    return metrics_report(deals.values(), leads.values(), pipelines, p, group_by, as_of)
+
+
+async def weighted_pipeline(conn: AsyncConnection[Any], as_of: dt.datetime | None = None) -> list[WeightedMonth]:
+    """Open deals at ``as_of`` (default now) by expected close month and currency: count, amount, and amount x
+    stage probability (see :func:`projections.velocity.weighted_by_close_month`)."""
+    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must carry a time zone")
+    deals = await _select_deals(
+        conn, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
+    )
+    pipelines = await _select_pipelines(conn, "p.defined_at <= %(as_of)s", {"as_of": as_of})
+    return weighted_by_close_month(deals.values(), pipelines, as_of.astimezone(dt.UTC))
