@@ -9,7 +9,7 @@ import msgspec
 from events.envelope import RawPayload
 from services.errors import FieldError, InputError
 from services.providers.base import InboundLead
-from services.providers.html_form import body_text, build_lead, decode_json
+from services.providers.fields import body_text, build_lead, decode_json
 
 _CONTACT = "0-1"
 _COMPANY = "0-2"

@@ -19,7 +19,7 @@ from events.envelope import RawPayload
 from events.types import Ref
 from services.errors import AuthError, FieldError, InputError
 from services.providers.base import InboundLead
-from services.providers.html_form import body_text, build_lead, decode_json, to_utc
+from services.providers.fields import body_text, build_lead, decode_json, to_utc
 
 MAX_CHANGES = 1_000
 """Meta batches at most this many changes in one request."""

@@ -14,7 +14,7 @@ from events.envelope import RawPayload
 from events.types import Ref
 from services.errors import AuthError, InputError
 from services.providers.base import InboundLead
-from services.providers.html_form import (
+from services.providers.fields import (
     AwareDatetime,
     body_text,
     build_lead,
