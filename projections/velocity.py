@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from typing import Literal, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -339,6 +339,14 @@ class Period(msgspec.Struct, frozen=True, kw_only=True):
     previous_start: dt.datetime
 
 
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; ``ValueError`` if there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
 def local_midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     """The UTC instant at which ``day`` begins in ``zone``.
 
@@ -374,12 +382,12 @@ def period(kind: PeriodKind, day: dt.date, time_zone: str) -> Period:
     February, whatever its length)."""
     if kind not in PERIOD_KINDS:
         raise ValueError(f"period must be one of {PERIOD_KINDS}")
-    zone = ZoneInfo(time_zone)
+    tz = zone(time_zone)
     first = _first_day(kind, day)
     return Period(
-        start=local_midnight(first, zone),
-        end=local_midnight(_shift(kind, first, 1), zone),
-        previous_start=local_midnight(_shift(kind, first, -1), zone),
+        start=local_midnight(first, tz),
+        end=local_midnight(_shift(kind, first, 1), tz),
+        previous_start=local_midnight(_shift(kind, first, -1), tz),
     )
 
 
@@ -395,8 +403,8 @@ def explicit_period(start: dt.datetime, end: dt.datetime) -> Period:
 
 def local_range(start: dt.date, end: dt.date, time_zone: str) -> Period:
     """Local dates ``[start, end)`` in ``time_zone``: from local midnight of ``start`` to that of ``end``."""
-    zone = ZoneInfo(time_zone)
-    return explicit_period(local_midnight(start, zone), local_midnight(end, zone))
+    tz = zone(time_zone)
+    return explicit_period(local_midnight(start, tz), local_midnight(end, tz))
 
 
 # --- elementary formulas --------------------------------------------------------------------------------------

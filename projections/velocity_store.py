@@ -199,24 +199,36 @@ def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
     )
 
 
-async def _select_deals(conn: AsyncConnection[Any], where: str, params: Params) -> dict[str, DealFacts]:
-    """Deals matching ``where`` (over ``d``, a deal row) with their visits and amounts."""
+def _children(table: str, key: str, where: str, params: Params, ids: list[str] | None) -> tuple[str, Params]:
+    """FROM and WHERE of the child rows of the parents matching ``where``: by ``ids`` when the caller has them,
+    which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
+    if ids is not None:
+        return f"{P}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (ids,)
+    parent = "deals d" if key == "deal_id" else "leads l"
+    return f"{P}{table} c JOIN {P}{parent} USING ({key}) WHERE {where}", params
+
+
+async def _select_deals(
+    conn: AsyncConnection[Any], where: str, params: Params, ids: list[str] | None = None
+) -> dict[str, DealFacts]:
+    """Deals matching ``where`` (over ``d``, a deal row; or exactly ``ids``) with their visits and amounts."""
     visits: dict[str, list[StageVisit]] = {}
     amounts: dict[str, list[AmountFact]] = {}
     async with conn.cursor() as cur:
+        source, args = _children("stage_visits", "deal_id", where, params, ids)
         await cur.execute(
-            f"SELECT v.deal_id, v.stage, v.entered_at, v.left_at FROM {P}stage_visits v "  # noqa: S608
-            f"JOIN {P}deals d USING (deal_id) WHERE {where} ORDER BY v.deal_id, v.n",
-            params,
+            f"SELECT c.deal_id, c.stage, c.entered_at, c.left_at FROM {source} ORDER BY c.deal_id, c.n",  # noqa: S608
+            args,
         )
         for deal_id, stage, entered_at, left_at in await cur.fetchall():
             visits.setdefault(deal_id, []).append(
                 StageVisit(stage=stage, entered_at=_utc(entered_at), left_at=_utc_or_none(left_at))
             )
+        source, args = _children("deal_amounts", "deal_id", where, params, ids)
         await cur.execute(
-            f"SELECT a.deal_id, a.sequence, a.at, a.amount, a.currency FROM {P}deal_amounts a "  # noqa: S608
-            f"JOIN {P}deals d USING (deal_id) WHERE {where} ORDER BY a.deal_id, a.sequence",
-            params,
+            f"SELECT c.deal_id, c.sequence, c.at, c.amount, c.currency FROM {source} "  # noqa: S608
+            "ORDER BY c.deal_id, c.sequence",
+            args,
         )
         for deal_id, seq, at, amount, currency in await cur.fetchall():
             amounts.setdefault(deal_id, []).append(
@@ -246,13 +258,16 @@ async def _select_deals(conn: AsyncConnection[Any], where: str, params: Params) 
     return out
 
 
-async def _select_leads(conn: AsyncConnection[Any], where: str, params: Params) -> dict[str, LeadFacts]:
+async def _select_leads(
+    conn: AsyncConnection[Any], where: str, params: Params, ids: list[str] | None = None
+) -> dict[str, LeadFacts]:
+    """Leads matching ``where`` (over ``l``, a lead row; or exactly ``ids``) with their owner assignments."""
     owners: dict[str, list[OwnerFact]] = {}
     async with conn.cursor() as cur:
+        source, args = _children("lead_owners", "lead_id", where, params, ids)
         await cur.execute(
-            f"SELECT o.lead_id, o.sequence, o.at, o.owner FROM {P}lead_owners o "  # noqa: S608
-            f"JOIN {P}leads l USING (lead_id) WHERE {where} ORDER BY o.lead_id, o.sequence",
-            params,
+            f"SELECT c.lead_id, c.sequence, c.at, c.owner FROM {source} ORDER BY c.lead_id, c.sequence",  # noqa: S608
+            args,
         )
         for lead_id, seq, at, owner in await cur.fetchall():
             owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=_utc(at), owner=owner))
@@ -302,8 +317,8 @@ async def load_state(
     """The stored facts of these deals, leads and pipelines."""
     deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
     return VelocityState(
-        deals=await _select_deals(conn, "d.deal_id = ANY(%s)", (deals,)) if deals else {},
-        leads=await _select_leads(conn, "l.lead_id = ANY(%s)", (leads,)) if leads else {},
+        deals=await _select_deals(conn, "d.deal_id IN (SELECT unnest(%s::text[]))", (deals,), deals) if deals else {},
+        leads=await _select_leads(conn, "l.lead_id IN (SELECT unnest(%s::text[]))", (leads,), leads) if leads else {},
         pipelines=await _select_pipelines(conn, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
     )
 

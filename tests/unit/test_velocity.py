@@ -87,6 +87,10 @@ def test_days_months_and_quarters_are_local_calendar_periods() -> None:
     assert (q2.previous_start, q2.start, q2.end) == (utc(2024, 12, 31, 23), utc(2025, 3, 31, 22), utc(2025, 6, 30, 22))
     q1 = period("quarter", dt.date(2025, 1, 1), "UTC")
     assert (q1.previous_start, q1.start, q1.end) == (utc(2024, 10, 1), utc(2025, 1, 1), utc(2025, 4, 1))
+    with pytest.raises(ValueError, match="unknown time zone"):
+        period("day", dt.date(2025, 1, 1), "Mars/Olympus_Mons")
+    with pytest.raises(ValueError, match="unknown time zone"):
+        period("day", dt.date(2025, 1, 1), "../etc")
     with pytest.raises(ValueError, match="period must be one of"):
         period("year", dt.date(2025, 1, 1), "UTC")  # type: ignore[arg-type]
 
