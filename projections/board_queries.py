@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from projections.board import BoardQuery, ColumnStats, DealRow, PipelineBoard, PipelineRow, Status, layout
-from projections.board_store import DEAL_COLUMNS, PIPELINE_COLUMNS, deal_from_record, pipeline_from_record
+from projections.board_store import PIPELINE_COLUMNS, deal_from_record, deal_select, pipeline_from_record
 
 
 async def board(
@@ -80,7 +80,7 @@ async def board(
                 "ORDER BY d.stage_entered_at, d.deal_id LIMIT {n}) AS d "
                 "ORDER BY d.pipeline_id, d.stage, d.stage_entered_at, d.deal_id"
             ).format(
-                cols=sql.SQL(", ".join(f"d.{c.strip()}" for c in DEAL_COLUMNS.split(","))),
+                cols=sql.SQL(deal_select("d")),
                 p=[k[0] for k in keys],
                 s=[k[1] for k in keys],
                 status=query.status,

@@ -90,14 +90,33 @@ def consumer_name(naming: Naming, projection: Projection, shard: Shard, instance
     return f"{naming.prefix}_{projection.name}_v{projection.version}_{shard.index}of{shard.count}{suffix}"
 
 
-def filter_subjects(naming: Naming, projection: Projection, shard: Shard) -> list[str]:
-    """The consumer's filters; they never overlap (JetStream refuses overlapping filter subjects)."""
-    subjects = [naming.events_of_type(t) for t in projection.broadcast]
-    for t in projection.partitioned:
-        if t in projection.broadcast:
-            continue
-        if shard.count == 1:
-            subjects.append(naming.events_of_type(t))
-        else:
-            subjects += [f"{naming.prefix}.evt.{t}.{p}.*" for p in shard.partitions]
-    return subjects
+def consumer_filter(naming: Naming, projection: Projection) -> str:
+    """The one subject filter of the projection's consumer.
+
+    One filter, never ``filter_subjects``: measured on nats-server 2.15.1, a consumer with several filters
+    delivers about 2.5-3k msgs/s against 16-24k for one wildcard filter (see workers/bench_board.py). So a
+    projection of one aggregate type filters on it; otherwise, and for the partitions of a shard, the
+    consumer takes the whole log and :class:`Selector` skips the rest by subject, without decoding it.
+    """
+    types = set(projection.partitioned) | set(projection.broadcast)
+    if len(types) == 1:
+        return naming.events_of_type(next(iter(types)))
+    return naming.all_events
+
+
+class Selector:
+    """Whether this shard applies an event, from its subject ``<prefix>.evt.<type>.<partition>.<id>``."""
+
+    def __init__(self, projection: Projection, shard: Shard) -> None:
+        self._broadcast = frozenset(projection.broadcast)
+        self._partitioned = frozenset(projection.partitioned)
+        self._partitions = None if shard.count == 1 else frozenset(str(p) for p in shard.partitions)
+
+    def __call__(self, subject: str) -> bool:
+        parts = subject.split(".")
+        if len(parts) != 5:
+            return False
+        kind = parts[2]
+        if kind in self._broadcast:
+            return True
+        return kind in self._partitioned and (self._partitions is None or parts[3] in self._partitions)

@@ -47,16 +47,24 @@ SALES = PipelineDefined(
 )
 
 
-def stored(seq: int, data: Event, aggregate_id: str = "d1", at: dt.datetime = T0,
-           aggregate_type: AggregateType = "deal") -> StoredEvent:
+def stored(
+    seq: int, data: Event, aggregate_id: str = "d1", at: dt.datetime = T0, aggregate_type: AggregateType = "deal"
+) -> StoredEvent:
     env = envelope(data, aggregate_type=aggregate_type, aggregate_id=aggregate_id, occurred_at=at)
     return StoredEvent(sequence=seq, subject=f"t.evt.{aggregate_type}.0.{aggregate_id}", envelope=env)
 
 
-def opened(name: str = "Acme", stage: str = "new", amount: str = "1000", currency: str = "EUR",
-           owner: str | None = "ana", pipeline_id: str = "sales") -> DealOpened:
-    return DealOpened(name=name, pipeline_id=pipeline_id, stage=stage, amount=Decimal(amount), currency=currency,
-                      owner=owner)
+def opened(
+    name: str = "Acme",
+    stage: str = "new",
+    amount: str = "1000",
+    currency: str = "EUR",
+    owner: str | None = "ana",
+    pipeline_id: str = "sales",
+) -> DealOpened:
+    return DealOpened(
+        name=name, pipeline_id=pipeline_id, stage=stage, amount=Decimal(amount), currency=currency, owner=owner
+    )
 
 
 def moved(a: str, b: str) -> DealStageChanged:
@@ -112,24 +120,63 @@ def sales_script() -> Script:
     ]
 
 
-def row(deal_id: str, stage: str, name: str, value: int, currency: str, owner: str, status: Status,
-        entered: dt.datetime, opened_at: dt.datetime, version: int, closed_at: dt.datetime | None = None,
-        lost_reason: str | None = None, tasks: tuple[tuple[str, dt.datetime], ...] = ()) -> DealRow:
-    return DealRow(deal_id=deal_id, pipeline_id="sales", stage=stage, name=name, amount=Decimal(value),
-                   currency=currency, owner=owner, status=status, stage_entered_at=entered, last_activity_at=entered,
-                   next_task_due_at=min((due for _, due in tasks), default=None), opened_at=opened_at,
-                   closed_at=closed_at, lost_reason=lost_reason, open_tasks=tasks, version=version)
+def row(
+    deal_id: str,
+    stage: str,
+    name: str,
+    value: int,
+    currency: str,
+    owner: str,
+    status: Status,
+    entered: dt.datetime,
+    opened_at: dt.datetime,
+    version: int,
+    closed_at: dt.datetime | None = None,
+    lost_reason: str | None = None,
+    tasks: tuple[tuple[str, dt.datetime], ...] = (),
+) -> DealRow:
+    return DealRow(
+        deal_id=deal_id,
+        pipeline_id="sales",
+        stage=stage,
+        name=name,
+        amount=Decimal(value),
+        currency=currency,
+        owner=owner,
+        status=status,
+        stage_entered_at=entered,
+        last_activity_at=entered,
+        next_task_due_at=min((due for _, due in tasks), default=None),
+        opened_at=opened_at,
+        closed_at=closed_at,
+        lost_reason=lost_reason,
+        open_tasks=tasks,
+        version=version,
+    )
 
 
 def expected_rows() -> dict[str, DealRow]:
     """The rows the scripted scenario must produce (sequences 1..16 in append order)."""
     rows = [
-        row("acme", "qualified", "Acme", 1000, "EUR", "ana", "open", T0 + 2 * DAY, T0, 7,
-            tasks=(("t1", T0 + 30 * DAY),)),
+        row(
+            "acme", "qualified", "Acme", 1000, "EUR", "ana", "open", T0 + 2 * DAY, T0, 7, tasks=(("t1", T0 + 30 * DAY),)
+        ),
         row("globex", "new", "Globex", 300, "USD", "bo", "open", T0 + DAY, T0 + DAY, 9),
         row("initech", "proposal", "Initech", 5200, "EUR", "ana", "won", T0 + DAY, T0, 12, closed_at=T0 + 5 * DAY),
-        row("umbrella", "new", "Umbrella", 700, "EUR", "bo", "lost", T0, T0, 14, closed_at=T0 + 3 * DAY,
-            lost_reason="no budget"),
+        row(
+            "umbrella",
+            "new",
+            "Umbrella",
+            700,
+            "EUR",
+            "bo",
+            "lost",
+            T0,
+            T0,
+            14,
+            closed_at=T0 + 3 * DAY,
+            lost_reason="no budget",
+        ),
         row("hooli", "pilot", "Hooli", 90, "EUR", "ana", "open", T0 + DAY, T0 + DAY, 15),
     ]
     return {r.deal_id: r for r in rows}
@@ -144,8 +191,13 @@ async def append_script(store: EventStore, script: Script) -> list[StoredEvent]:
         key = (aggregate_type, aggregate_id)
         [appended] = await store.append([env], expected_version=versions.get(key, 0))
         versions[key] = appended.sequence
-        out.append(StoredEvent(sequence=appended.sequence,
-                               subject=store.naming.aggregate_subject(aggregate_type, aggregate_id), envelope=env))
+        out.append(
+            StoredEvent(
+                sequence=appended.sequence,
+                subject=store.naming.aggregate_subject(aggregate_type, aggregate_id),
+                envelope=env,
+            )
+        )
     return out
 
 
@@ -154,7 +206,8 @@ async def append_concurrently(store: EventStore, script: Script, window: int = 6
     by_aggregate: dict[tuple[AggregateType, str], list[Envelope]] = {}
     for aggregate_type, aggregate_id, data, at in script:
         by_aggregate.setdefault((aggregate_type, aggregate_id), []).append(
-            envelope(data, aggregate_type=aggregate_type, aggregate_id=aggregate_id, occurred_at=at))
+            envelope(data, aggregate_type=aggregate_type, aggregate_id=aggregate_id, occurred_at=at)
+        )
     groups = list(by_aggregate.values())
     for i in range(0, len(groups), window):
         # No version check: a later workload may redefine the pipeline, which is a legitimate event.
@@ -170,8 +223,19 @@ def workload(deals: int, seed: int = 7) -> Script:
         deal_id = f"w{seed}-{i}"
         at = T0 + dt.timedelta(hours=rng.randrange(0, 2000))
         stage = rng.choice(stages)
-        script.append(("deal", deal_id, opened(f"Deal {i}", stage=stage, amount=str(rng.randrange(0, 100_000)),
-                                               owner=rng.choice(["ana", "bo", None])), at))
+        script.append(
+            (
+                "deal",
+                deal_id,
+                opened(
+                    f"Deal {i}",
+                    stage=stage,
+                    amount=str(rng.randrange(0, 100_000)),
+                    owner=rng.choice(["ana", "bo", None]),
+                ),
+                at,
+            )
+        )
         for n in range(rng.randrange(0, 6)):
             at += dt.timedelta(hours=rng.randrange(1, 200))
             roll = rng.random()
@@ -194,8 +258,10 @@ def workload(deals: int, seed: int = 7) -> Script:
 
 def script_events(script: Script) -> list[StoredEvent]:
     """The script as a log, without a server: sequences 1, 2, 3..."""
-    return [stored(i + 1, data, aggregate_id, at, aggregate_type)
-            for i, (aggregate_type, aggregate_id, data, at) in enumerate(script)]
+    return [
+        stored(i + 1, data, aggregate_id, at, aggregate_type)
+        for i, (aggregate_type, aggregate_id, data, at) in enumerate(script)
+    ]
 
 
 # --- engine helpers ---------------------------------------------------------------------------------------
@@ -215,8 +281,9 @@ async def running(engine: ProjectionEngine) -> AsyncIterator[ProjectionEngine]:
         await asyncio.wait_for(task, 30)
 
 
-async def lags(js: JetStreamContext, dsn: str, naming: Naming, projection: Projection,
-               shards: Sequence[Shard]) -> list[Lag]:
+async def lags(
+    js: JetStreamContext, dsn: str, naming: Naming, projection: Projection, shards: Sequence[Shard]
+) -> list[Lag]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         try:
             return [await measure_lag(js, conn, naming, projection, s) for s in shards]
@@ -224,9 +291,15 @@ async def lags(js: JetStreamContext, dsn: str, naming: Naming, projection: Proje
             return []
 
 
-async def wait_caught_up(js: JetStreamContext, dsn: str, naming: Naming, projection: Projection,
-                         shards: Sequence[Shard] = (Shard(),), within: float = 60.0) -> list[Lag]:
-    """Poll until no event in any shard's filters lies past that shard's checkpoint."""
+async def wait_caught_up(
+    js: JetStreamContext,
+    dsn: str,
+    naming: Naming,
+    projection: Projection,
+    shards: Sequence[Shard] = (Shard(),),
+    within: float = 60.0,
+) -> list[Lag]:
+    """Poll until no event in any shard's consumer filter lies past that shard's checkpoint."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         current = await lags(js, dsn, naming, projection, shards)

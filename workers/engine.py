@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,15 @@ from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.envelope import StoredEvent
 from events.subjects import Naming
-from projections.engine import CHECKPOINT_DDL, Projection, Shard, checkpoint_name, consumer_name, filter_subjects
+from projections.engine import (
+    CHECKPOINT_DDL,
+    Projection,
+    Selector,
+    Shard,
+    checkpoint_name,
+    consumer_filter,
+    consumer_name,
+)
 
 log = structlog.get_logger("dealstream.engine")
 
@@ -57,6 +66,12 @@ class EngineSettings:
     backoff_initial: float = 0.2
     backoff_max: float = 10.0
     instance: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{0,32}", self.instance):
+            raise ValueError("engine instance: up to 32 of A-Z a-z 0-9 _ -")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EngineSettings:
@@ -137,18 +152,16 @@ async def measure_lag(
     projection: Projection,
     shard: Shard,
 ) -> Lag:
-    """The stream's last sequence, this shard's checkpoint, and the first event in its filters past the
-    checkpoint with its age (wall clock since it entered the log: an operational figure, not business time)."""
+    """The stream's last sequence, this shard's checkpoint, and the first event in its consumer's filter past
+    the checkpoint with its age (wall clock since it entered the log: an operational figure, not business time).
+
+    Every shard reads (and skips) the events of the other shards, so its checkpoint moves past them too."""
     info = await js.stream_info(naming.events_stream)
     checkpoint = await read_checkpoint(conn, checkpoint_name(projection), shard.key)
     first: Any = None
-    for subject in filter_subjects(naming, projection, shard):
-        try:
-            msg = await js.get_msg(naming.events_stream, seq=checkpoint + 1, subject=subject, next=True, direct=True)
-        except NotFoundError:
-            continue
-        if first is None or msg.seq < first.seq:
-            first = msg
+    with contextlib.suppress(NotFoundError):
+        first = await js.get_msg(naming.events_stream, seq=checkpoint + 1, subject=consumer_filter(naming, projection),
+                                 next=True, direct=True)
     age = None
     if first is not None and first.time is not None:
         age = max(0.0, (dt.datetime.now(dt.UTC) - first.time).total_seconds())
@@ -181,7 +194,8 @@ class ProjectionEngine:
         self.settings = settings or EngineSettings()
         self.checkpoint_key = checkpoint_name(projection)
         self.durable = consumer_name(self.naming, projection, self.shard, self.settings.instance)
-        self.filters = filter_subjects(self.naming, projection, self.shard)
+        self.filter = consumer_filter(self.naming, projection)
+        self.selects = Selector(projection, self.shard)
         self.log = log.bind(projection=self.checkpoint_key, partition=self.shard.key)
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._nc: NATS | None = None
@@ -193,6 +207,7 @@ class ProjectionEngine:
         self._stalled_at: int | None = None
         self.applied = 0
         self.dead_lettered = 0
+        self.batches = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -200,7 +215,7 @@ class ProjectionEngine:
         """Consume until ``stop`` is set (the current batch is finished, committed and acked first)."""
         stop = stop or asyncio.Event()
         backoff = self.settings.backoff_initial
-        self.log.info("engine.start", filters=len(self.filters), durable=self.durable)
+        self.log.info("engine.start", filter=self.filter, durable=self.durable)
         try:
             while not stop.is_set():
                 try:
@@ -293,20 +308,21 @@ class ProjectionEngine:
             opt_start_seq=self._checkpoint + 1,
             ack_policy=AckPolicy.ALL,
             ack_wait=self.settings.ack_wait,
-            max_ack_pending=self.settings.batch_size,
+            # Two batches: the one being applied and the one prefetched meanwhile.
+            max_ack_pending=2 * self.settings.batch_size,
             max_deliver=-1,
-            filter_subjects=self.filters,
+            filter_subject=self.filter,
         )
 
     def _agrees(self, info: ConsumerInfo) -> bool:
         config = info.config
-        filters = set(config.filter_subjects or ([config.filter_subject] if config.filter_subject else []))
+        filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
         delivered = info.delivered.stream_seq if info.delivered else None
         acked = info.ack_floor.stream_seq if info.ack_floor else None
         return (
-            filters == set(self.filters)
+            filters == [self.filter]
             and config.ack_policy == AckPolicy.ALL
-            and config.max_ack_pending == self.settings.batch_size
+            and config.max_ack_pending == 2 * self.settings.batch_size
             and not info.num_ack_pending
             and not info.num_redelivered
             and delivered == acked == self._checkpoint
@@ -343,20 +359,36 @@ class ProjectionEngine:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self._sub is not None and self._nc is not None
+        sub = self._sub
         next_lag = time.monotonic()
         reconnects = self._nc.stats["reconnects"]
-        while not stop.is_set():
-            if self._nc.stats["reconnects"] != reconnects:
-                # Deliveries in flight during the outage are lost to us; re-sync rather than wait for ack_wait.
-                raise _Reset("reconnected to NATS")
-            if time.monotonic() >= next_lag:
-                next_lag = time.monotonic() + self.settings.lag_interval
-                await self._log_lag()
-            try:
-                msgs = await self._sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
-            except nats.errors.TimeoutError:
-                continue
-            await self.process(msgs)
+        prefetch: asyncio.Task[list[Msg]] | None = None
+        try:
+            while not stop.is_set():
+                if self._nc.stats["reconnects"] != reconnects:
+                    # Deliveries in flight during the outage are lost to us; re-sync rather than wait for ack_wait.
+                    raise _Reset("reconnected to NATS")
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + self.settings.lag_interval
+                    await self._log_lag()
+                fetching = prefetch or asyncio.create_task(
+                    sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout))
+                prefetch = None
+                try:
+                    msgs = await fetching
+                except nats.errors.TimeoutError:
+                    continue
+                # Fetch the next batch while PostgreSQL works on this one: the batch's time in the database is
+                # mostly waiting, and nats-py's per-message work fills it. Batches are still applied in order.
+                prefetch = asyncio.create_task(sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout))
+                await self.process(msgs)
+        finally:
+            if prefetch is not None:
+                # Whatever it received stays unacked: the next sync sees that and restarts from the checkpoint.
+                prefetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await prefetch
+                self._in_sync = False
 
     async def _log_lag(self) -> None:
         assert self._js is not None and self._pg is not None
@@ -387,7 +419,7 @@ class ProjectionEngine:
                 raise _Reset(f"consumer sequence {meta.sequence.consumer}, expected {self._next_consumer_seq}")
             self._next_consumer_seq += 1
             seq = meta.sequence.stream
-            if seq <= self._checkpoint:
+            if seq <= self._checkpoint or not self.selects(msg.subject):
                 continue
             try:
                 events.append(StoredEvent(sequence=seq, subject=msg.subject, envelope=decode(msg.data)))
@@ -410,8 +442,11 @@ class ProjectionEngine:
                 await self._slow_path(pg, events, poison, last)
             self._checkpoint = last
             self.applied += len(events)
-        # Ack after the commit: a crash in between replays the batch, which the checkpoint then skips.
-        await msgs[-1].ack()
+            self.batches += 1
+        # Ack after the commit: a crash in between replays the batch, which the checkpoint then skips. Wait
+        # for the server to take the ack: an ack still in flight when the next pull arrives counts against
+        # max_ack_pending, and the pull then lingers half-filled until it expires.
+        await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
 
     async def _slow_path(self, pg: psycopg.AsyncConnection[Any], events: Sequence[StoredEvent],
                          poison: list[_Poison], last: int) -> None:
