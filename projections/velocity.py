@@ -555,8 +555,30 @@ class LeadSource(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
-    """Every figure for one group (``key`` is the owner, source or pipeline; None for "overall", and for deals
-    or leads without an owner or source)."""
+    """Every figure for one group, for the period ``[start, end)``, counting only facts dated <= ``as_of``.
+
+    ``key``: the deal's owner, the deal's ``lead_source`` or its pipeline (a lead: its capture ``source``, its
+    owner as of ``as_of``, no pipeline); None for "overall" and for what has no owner or source.
+
+    - ``deals_won``/``deals_lost``: deals whose win/loss is dated in the period; ``win_rate`` = won / (won +
+      lost), None when both are 0. ``lost_by_reason``: the lost ones by reason.
+    - ``average_cycle_days``/``median_cycle_days``: over deals won in the period, won_at - opened_at in days.
+    - ``won_value``/``average_won_value``: sum and mean of the won amount per currency.
+    - ``open_deals``(``_by_currency``): the *open qualified deals*: every deal open at the period end (opened
+      before ``end`` and not closed before it, as known at ``min(as_of, end)``), by its currency then.
+    - ``sales_velocity[c]`` = open_deals[c] x average_won_value[c] x win_rate / average_cycle_days, money per
+      day, for currencies with open and won deals.
+    - ``stage_conversion``: cohort = deals opened in the period, their stage visits up to ``as_of``; for each
+      pipeline (definition in force at ``as_of``) and stages A before B: ``reached_from`` = deals ever in A;
+      ``any_stage`` = of those, ever in B; ``all_stage`` = of those, whose visits contain A, every stage between,
+      then B, in that order. Rates divide by ``reached_from``.
+    - ``time_in_stage``: per pipeline and stage, deals whose latest stay in it ended in the period: latest
+      stay and cumulative (all its stays) in days, mean, median and p90 (linear interpolation).
+    - ``leads_captured``: leads captured in the period; ``leads_qualified``: of those, qualified by ``as_of``;
+      ``lead_to_qualified`` = qualified / captured; ``lead_sources``: the same per source (lead volume).
+    - ``qualified_this_period``/``qualified_last_period``: leads qualified in ``[start, end)`` and in the
+      previous period; ``lead_velocity_rate`` = (this - last) / last, None when last is 0.
+    """
 
     key: str | None
     deals_opened: int
