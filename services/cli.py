@@ -92,7 +92,9 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
-    return run_dev(data_dir=args.data_dir, api_port=args.port, nats_port=args.nats_port)
+    return run_dev(
+        data_dir=args.data_dir, api_port=args.port, nats_port=args.nats_port, monitor_port=args.nats_monitor_port
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
     dev.add_argument("--port", type=int, default=8080, help="API port")
     dev.add_argument("--nats-port", type=int, default=4333)
+    dev.add_argument("--nats-monitor-port", type=int, default=8333)
     dev.set_defaults(func=_cmd_dev)
     return parser
 

@@ -79,7 +79,7 @@ def _wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
-def run_dev(data_dir: str, api_port: int, nats_port: int) -> int:
+def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 8333) -> int:
     root = Path(data_dir).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def run_dev(data_dir: str, api_port: int, nats_port: int) -> int:
             f"\nDealstream is running (Ctrl-C stops it; data in {root}):\n"
             f"  API           http://127.0.0.1:{api_port}/v1   (key: dev-admin-key)\n"
             f"  OpenAPI       http://127.0.0.1:{api_port}/v1/openapi\n"
-            f"  NATS          {nats.url}\n"
+            f"  NATS          {nats.url}   (monitoring http://127.0.0.1:{monitor_port})\n"
             f"  PostgreSQL    {database_url}\n"
             f"  workers       {', '.join(_worker_names()) or 'none'}\n"
             f"  logs          {logs}/\n",

@@ -66,6 +66,7 @@ class NatsServer:
     config: Path | None = None
     name: str = "dealstream-dev"
     log_file: Path | None = None
+    monitor_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,6 +88,8 @@ class NatsServer:
         args += ["-n", self.name]
         if self.config is not None:
             args += ["-c", str(self.config)]
+        if self.monitor_port is not None:
+            args += ["-m", str(self.monitor_port)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
         wait_for_port(self.port, timeout, self.proc)
@@ -160,23 +163,7 @@ class PostgresServer:
                 os.chown(path, user.pw_uid, user.pw_gid)
         run_as = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ],
-                check=True,
-                capture_output=True,
-                **run_as,  # type: ignore[call-overload]
-            )
+            self._initdb(bindir, run_as)
         args = [
             str(bindir / "postgres"),
             "-D",
@@ -197,6 +184,23 @@ class PostgresServer:
         wait_for_port(self.port, timeout, self.proc)
         self._wait_ready(timeout)
         return self
+
+    def _initdb(self, bindir: Path, run_as: dict[str, int]) -> None:
+        args = [
+            str(bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]
+        done = subprocess.run(args, capture_output=True, text=True, check=False, **run_as)  # type: ignore[call-overload]
+        if done.returncode != 0:
+            raise LocalStackError(f"initdb failed in {self.data_dir}: {done.stderr.strip() or done.stdout.strip()}")
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -97,9 +99,12 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", durable=False).start()
+    # Not under pytest's tmp dir: as root, PostgreSQL runs as another user, who must be able to reach the folder.
+    root = Path(tempfile.mkdtemp(prefix="dealstream-test-pg-"))
+    server = PostgresServer(root / "data", durable=False).start()
     yield server.url
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.localstack import free_port, wait_for_port
+from services.localstack import LocalStackError, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,18 @@ def _post(url: str, body: dict[str, Any], key: str) -> Any:
 def _start_dev(data_dir: Path, api_port: int, nats_port: int, pg_url: str) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": pg_url, "DEALSTREAM_LOG_FORMAT": "json"}
     return subprocess.Popen(
-        [*CLI, "dev", "--data-dir", str(data_dir), "--port", str(api_port), "--nats-port", str(nats_port)],
+        [
+            *CLI,
+            "dev",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(api_port),
+            "--nats-port",
+            str(nats_port),
+            "--nats-monitor-port",
+            str(free_port()),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -107,5 +118,5 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
-    with pytest.raises(OSError):
+    with pytest.raises(LocalStackError):  # the API is gone: nothing listens any more
         wait_for_port(api_port, 0.5)
