@@ -216,28 +216,38 @@ class ProjectionEngine:
         stop = stop or asyncio.Event()
         backoff = self.settings.backoff_initial
         self.log.info("engine.start", filter=self.filter, durable=self.durable)
+        resets = 0
         try:
             while not stop.is_set():
+                progress = self.batches
                 try:
                     await self._connect(stop)
                     if stop.is_set():
                         break
                     if not self._in_sync:
                         await self._sync_consumer()
-                    backoff = self.settings.backoff_initial
                     await self._consume(stop)
                 except _Reset as exc:
                     self.log.warning("engine.resync", reason=str(exc))
                     self._in_sync = False
+                    resets = 0 if self.batches != progress else resets + 1
+                    if resets < 2:
+                        continue  # a first re-sync is immediate; repeated ones back off below
                 except Exception as exc:
-                    if not self._retryable(exc):
-                        raise
-                    self.log.warning("engine.retry", error=f"{type(exc).__name__}: {exc}", backoff=backoff)
+                    if self._retryable(exc):
+                        self.log.warning("engine.retry", error=f"{type(exc).__name__}: {exc}", backoff=backoff)
+                    else:
+                        # A bug or a state nobody planned for: keep trying, loudly, rather than exit and leave
+                        # the board silently stale.
+                        self.log.error("engine.error", error=f"{type(exc).__name__}: {exc}", backoff=backoff,
+                                       exc_info=True)
                     self._in_sync = False
                     await self._drop_broken()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
-                    backoff = min(backoff * 2, self.settings.backoff_max)
+                if self.batches != progress:
+                    backoff = self.settings.backoff_initial
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
         finally:
             await self._close()
             self.log.info("engine.stop", checkpoint=self._checkpoint, applied=self.applied,
@@ -376,7 +386,7 @@ class ProjectionEngine:
                 prefetch = None
                 try:
                     msgs = await fetching
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises both its own TimeoutError and asyncio's: no messages
                     continue
                 # Fetch the next batch while PostgreSQL works on this one: the batch's time in the database is
                 # mostly waiting, and nats-py's per-message work fills it. Batches are still applied in order.
