@@ -40,6 +40,7 @@ from tests.projection_fixtures import (
 )
 from workers.board import board_engine
 from workers.engine import EngineSettings
+from workers.registry import serve_worker, worker_lag
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +73,11 @@ async def same_rows(a: str, b: str) -> None:
 
 async def rebuild(nats_settings: NatsSettings, js: JetStreamContext, dsn: str) -> None:
     """The board from sequence 1 into ``dsn``, through its own durable consumer."""
-    async with running(board_engine(nats_settings, dsn, settings=EngineSettings(
-            batch_size=1000, fetch_timeout=0.2, instance="rebuild"))):
+    async with running(
+        board_engine(
+            nats_settings, dsn, settings=EngineSettings(batch_size=1000, fetch_timeout=0.2, instance="rebuild")
+        )
+    ):
         await wait_caught_up(js, dsn, nats_settings.naming, BOARD)
 
 
@@ -87,17 +91,28 @@ async def checkpoint(dsn: str) -> int:
 
 
 def start_worker(nats_url: str, naming: Naming, dsn: str, batch: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DEALSTREAM_NATS_URL": nats_url, "DEALSTREAM_PREFIX": naming.prefix, "DATABASE_URL": dsn,
-           "DEALSTREAM_ENGINE_BATCH": str(batch), "DEALSTREAM_ENGINE_FETCH_TIMEOUT": "0.2",
-           "DEALSTREAM_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "DEALSTREAM_NATS_URL": nats_url,
+        "DEALSTREAM_PREFIX": naming.prefix,
+        "DATABASE_URL": dsn,
+        "DEALSTREAM_ENGINE_BATCH": str(batch),
+        "DEALSTREAM_ENGINE_FETCH_TIMEOUT": "0.2",
+        "DEALSTREAM_LOG_FORMAT": "json",
+    }
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "workers", "board"], cwd=ROOT, env=env,
-                                stdout=out, stderr=out)
+        return subprocess.Popen([sys.executable, "-m", "workers", "board"], cwd=ROOT, env=env, stdout=out, stderr=out)
 
 
 async def test_killed_mid_way_and_restarted_equals_a_rebuild(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, nats_url: str,
-    naming: Naming, pg_dsn: str, other_dsn: str, tmp_path: Path,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    nats_url: str,
+    naming: Naming,
+    pg_dsn: str,
+    other_dsn: str,
+    tmp_path: Path,
 ) -> None:
     _, js = nats_conn
     log = tmp_path / "worker.log"
@@ -134,14 +149,20 @@ async def test_killed_mid_way_and_restarted_equals_a_rebuild(
 
 
 async def test_two_shards_produce_the_same_rows_as_one(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
-    pg_dsn: str, other_dsn: str,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+    other_dsn: str,
 ) -> None:
     _, js = nats_conn
     await append_concurrently(store, workload(600))
     shards = [Shard(0, 2), Shard(1, 2)]
-    async with running(board_engine(nats_settings, pg_dsn, shards[0], FAST)) as a, \
-            running(board_engine(nats_settings, pg_dsn, shards[1], FAST)) as b:
+    async with (
+        running(board_engine(nats_settings, pg_dsn, shards[0], FAST)) as a,
+        running(board_engine(nats_settings, pg_dsn, shards[1], FAST)) as b,
+    ):
         # appended while both run, too
         await append_concurrently(store, workload(200, seed=8))
         await wait_caught_up(js, pg_dsn, naming, BOARD, shards)
@@ -155,8 +176,12 @@ async def test_two_shards_produce_the_same_rows_as_one(
 
 
 async def test_a_restart_resumes_from_the_checkpoint_and_the_database_wins_over_the_consumer(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
-    pg_dsn: str, other_dsn: str,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+    other_dsn: str,
 ) -> None:
     _, js = nats_conn
     await append_concurrently(store, workload(100))
@@ -192,7 +217,10 @@ async def test_a_restart_resumes_from_the_checkpoint_and_the_database_wins_over_
 
 
 async def test_a_second_process_on_the_same_partition_waits_as_a_standby(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
     pg_dsn: str,
 ) -> None:
     _, js = nats_conn
@@ -207,13 +235,23 @@ async def test_a_second_process_on_the_same_partition_waits_as_a_standby(
 
 
 async def test_a_killed_database_connection_is_survived(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
-    pg_dsn: str, pg_url: str, other_dsn: str,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+    pg_url: str,
+    other_dsn: str,
 ) -> None:
     _, js = nats_conn
     await append_concurrently(store, workload(200))
-    async with running(board_engine(nats_settings, pg_dsn, settings=EngineSettings(
-            batch_size=50, fetch_timeout=0.2, backoff_initial=0.05, backoff_max=0.2))):
+    async with running(
+        board_engine(
+            nats_settings,
+            pg_dsn,
+            settings=EngineSettings(batch_size=50, fetch_timeout=0.2, backoff_initial=0.05, backoff_max=0.2),
+        )
+    ):
         await wait_caught_up(js, pg_dsn, naming, BOARD)  # connected, for sure
         for i in range(3):
             # The server drops the engine's session, as on a PostgreSQL restart or failover.
@@ -256,14 +294,20 @@ async def append_when_back(store: EventStore, script: Script, within: float = 30
 
 async def test_a_nats_restart_is_survived(pg_dsn: str, other_dsn: str) -> None:
     async with private_nats() as server:
-        settings = NatsSettings(servers=(server.url,), naming=Naming(f"o{uuid.uuid4().hex[:8]}"),
-                                streams=StreamSettings())
+        settings = NatsSettings(
+            servers=(server.url,), naming=Naming(f"o{uuid.uuid4().hex[:8]}"), streams=StreamSettings()
+        )
         nc, js = await connect(settings, "test")
         await ensure_streams(js, settings.naming, settings.streams)
         store = EventStore(nc, js, settings.naming)
         await append_concurrently(store, workload(100))
-        async with running(board_engine(settings, pg_dsn, settings=EngineSettings(
-                batch_size=50, fetch_timeout=0.2, backoff_initial=0.05, backoff_max=0.5))) as engine:
+        async with running(
+            board_engine(
+                settings,
+                pg_dsn,
+                settings=EngineSettings(batch_size=50, fetch_timeout=0.2, backoff_initial=0.05, backoff_max=0.5),
+            )
+        ) as engine:
             await wait_caught_up(js, pg_dsn, settings.naming, BOARD)
             server.kill()  # SIGKILL: the file store keeps what was acknowledged
             await asyncio.sleep(1.0)
@@ -275,3 +319,26 @@ async def test_a_nats_restart_is_survived(pg_dsn: str, other_dsn: str) -> None:
         await rebuild(settings, js, other_dsn)
         await same_rows(pg_dsn, other_dsn)
         await nc.close()
+
+
+async def test_the_registry_runs_the_board_and_reports_its_lag(
+    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    assert await worker_lag("board", nats_settings, pg_dsn) == []  # never ran: no checkpoint yet
+    await append_concurrently(store, workload(20))
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_worker("board", "0/1", nats_settings, pg_dsn, FAST, stop))
+    await wait_caught_up(js, pg_dsn, naming, BOARD)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    last = (await js.stream_info(naming.events_stream)).state.last_seq
+    [lag] = await worker_lag("board", nats_settings, pg_dsn)
+    assert (lag.projection, lag.partition_key) == ("board.v1", "0/1")
+    assert lag.checkpoint == lag.stream_last_sequence == last
+    assert lag.caught_up and lag.oldest_unapplied_age_seconds is None
+    [appended] = await append_script(store, [("deal", "after", opened(), T0)])
+    [lag] = await worker_lag("board", nats_settings, pg_dsn)
+    assert lag.first_unapplied_sequence == appended.sequence == lag.stream_last_sequence
+    assert lag.oldest_unapplied_age_seconds is not None and lag.oldest_unapplied_age_seconds >= 0
