@@ -449,7 +449,9 @@ class ProjectionEngine:
                     await self._finish(pg, poison, last)
             except _BatchFailed as failed:
                 self.log.warning("engine.batch.failed", error=str(failed), size=len(events))
-                await self._slow_path(pg, events, poison, last)
+                # The original bytes go to the dead letters, not a re-encoding of what we understood of them.
+                data = {m.metadata.sequence.stream: m.data for m in msgs}
+                await self._slow_path(pg, events, poison, last, data)
             self._checkpoint = last
             self.applied += len(events)
             self.batches += 1
@@ -459,7 +461,7 @@ class ProjectionEngine:
         await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
 
     async def _slow_path(self, pg: psycopg.AsyncConnection[Any], events: Sequence[StoredEvent],
-                         poison: list[_Poison], last: int) -> None:
+                         poison: list[_Poison], last: int, data: Mapping[int, bytes]) -> None:
         """Retry the batch event by event, each in a savepoint; what still fails is poison."""
         poison = list(poison)
         async with pg.transaction():
@@ -470,7 +472,7 @@ class ProjectionEngine:
                 except Exception as exc:
                     if not _is_poison(exc):
                         raise
-                    poison.append(_Poison(event.sequence, event.subject, msgspec.json.encode(event.envelope),
+                    poison.append(_Poison(event.sequence, event.subject, data[event.sequence],
                                           f"apply: {type(exc).__name__}: {exc}"))
             await self._finish(pg, poison, last)
 
