@@ -114,8 +114,9 @@ def _apply_pipeline(state: BoardState, event: StoredEvent) -> None:
     stages = tuple(
         Stage(id=s.id, name=s.name, probability=s.probability, rotting_days=s.rotting_days) for s in data.stages
     )
-    state.pipelines[pipeline_id] = PipelineRow(pipeline_id=pipeline_id, name=data.name, stages=stages,
-                                               version=event.sequence)
+    state.pipelines[pipeline_id] = PipelineRow(
+        pipeline_id=pipeline_id, name=data.name, stages=stages, version=event.sequence
+    )
 
 
 def _next_due(tasks: tuple[tuple[str, dt.datetime], ...]) -> dt.datetime | None:
@@ -134,9 +135,22 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
     if isinstance(data, DealOpened):
         # A second DealOpened on one deal starts it afresh: the log's last word wins.
         state.deals[deal_id] = DealRow(
-            deal_id=deal_id, pipeline_id=data.pipeline_id, stage=data.stage, name=data.name, amount=data.amount,
-            currency=data.currency, owner=data.owner, status="open", stage_entered_at=at, last_activity_at=at,
-            next_task_due_at=None, opened_at=at, closed_at=None, lost_reason=None, open_tasks=(), version=seq,
+            deal_id=deal_id,
+            pipeline_id=data.pipeline_id,
+            stage=data.stage,
+            name=data.name,
+            amount=data.amount,
+            currency=data.currency,
+            owner=data.owner,
+            status="open",
+            stage_entered_at=at,
+            last_activity_at=at,
+            next_task_due_at=None,
+            opened_at=at,
+            closed_at=None,
+            lost_reason=None,
+            open_tasks=(),
+            version=seq,
         )
         return
     if row is None:
@@ -152,12 +166,21 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
         row = replace(row, amount=data.to_amount, currency=data.currency)
     elif isinstance(data, DealWon):
         entered = row.stage_entered_at if data.stage == row.stage else at
-        row = replace(row, status="won", stage=data.stage, stage_entered_at=entered, amount=data.amount,
-                      currency=data.currency, closed_at=at, lost_reason=None)
+        row = replace(
+            row,
+            status="won",
+            stage=data.stage,
+            stage_entered_at=entered,
+            amount=data.amount,
+            currency=data.currency,
+            closed_at=at,
+            lost_reason=None,
+        )
     elif isinstance(data, DealLost):
         entered = row.stage_entered_at if data.stage == row.stage else at
-        row = replace(row, status="lost", stage=data.stage, stage_entered_at=entered, closed_at=at,
-                      lost_reason=data.reason)
+        row = replace(
+            row, status="lost", stage=data.stage, stage_entered_at=entered, closed_at=at, lost_reason=data.reason
+        )
     elif isinstance(data, TaskScheduled):
         # Scheduling is not activity: a task due next month must not keep a deal from rotting.
         tasks = tuple(sorted({**dict(row.open_tasks), data.task_id: data.due_at}.items()))
@@ -257,8 +280,9 @@ class BoardQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 50
 
     @classmethod
-    def make(cls, pipeline_id: str | None, owner: str | None, status: Status, cursor: str | None,
-             limit: int) -> BoardQuery:
+    def make(
+        cls, pipeline_id: str | None, owner: str | None, status: Status, cursor: str | None, limit: int
+    ) -> BoardQuery:
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         if status not in STATUSES:
@@ -268,12 +292,23 @@ class BoardQuery(msgspec.Struct, frozen=True, kw_only=True):
         c = BoardCursor.decode(cursor)
         if (pipeline_id not in (None, c.pipeline_id)) or (owner not in (None, c.owner)):
             raise ValueError("the cursor belongs to another filter")
-        return cls(pipeline_id=c.pipeline_id, stage=c.stage, owner=c.owner, status=c.status,
-                   after=(c.stage_entered_at, c.deal_id), limit=limit)
+        return cls(
+            pipeline_id=c.pipeline_id,
+            stage=c.stage,
+            owner=c.owner,
+            status=c.status,
+            after=(c.stage_entered_at, c.deal_id),
+            limit=limit,
+        )
 
 
-def layout(query: BoardQuery, pipelines: Mapping[str, PipelineRow], stats: Mapping[tuple[str, str], ColumnStats],
-           pages: Mapping[tuple[str, str], list[DealRow]], as_of: dt.datetime) -> list[PipelineBoard]:
+def layout(
+    query: BoardQuery,
+    pipelines: Mapping[str, PipelineRow],
+    stats: Mapping[tuple[str, str], ColumnStats],
+    pages: Mapping[tuple[str, str], list[DealRow]],
+    as_of: dt.datetime,
+) -> list[PipelineBoard]:
     """Assemble the board from pipeline definitions, per-column stats and per-column pages (``limit + 1`` rows).
 
     Every defined pipeline appears (even empty) unless one is asked for; a pipeline or stage that deals refer
@@ -301,30 +336,44 @@ def layout(query: BoardQuery, pipelines: Mapping[str, PipelineRow], stats: Mappi
             page = page[: query.limit]
             cards = [
                 DealCard(
-                    deal_id=d.deal_id, name=d.name, amount=d.amount, currency=d.currency, owner=d.owner,
-                    status=d.status, stage_entered_at=d.stage_entered_at,
+                    deal_id=d.deal_id,
+                    name=d.name,
+                    amount=d.amount,
+                    currency=d.currency,
+                    owner=d.owner,
+                    status=d.status,
+                    stage_entered_at=d.stage_entered_at,
                     age_in_stage_seconds=(as_of - d.stage_entered_at).total_seconds(),
-                    last_activity_at=d.last_activity_at, next_task_due_at=d.next_task_due_at,
+                    last_activity_at=d.last_activity_at,
+                    next_task_due_at=d.next_task_due_at,
                     rotting=is_rotting(d.status, d.last_activity_at, stage.rotting_days if defined else None, as_of),
                 )
                 for d in page
             ]
             next_cursor = (
-                BoardCursor(pipeline_id, stage.id, query.status, query.owner, page[-1].stage_entered_at,
-                            page[-1].deal_id).encode()
+                BoardCursor(
+                    pipeline_id, stage.id, query.status, query.owner, page[-1].stage_entered_at, page[-1].deal_id
+                ).encode()
                 if more
                 else None
             )
             columns.append(
                 Column(
-                    stage=stage.id, name=stage.name if defined else None, probability=stage.probability,
-                    rotting_days=stage.rotting_days, defined=defined, count=st.count, total=dict(st.total),
+                    stage=stage.id,
+                    name=stage.name if defined else None,
+                    probability=stage.probability,
+                    rotting_days=stage.rotting_days,
+                    defined=defined,
+                    count=st.count,
+                    total=dict(st.total),
                     weighted={c: weighted(t, stage.probability) for c, t in st.total.items()},
-                    deals=cards, next_cursor=next_cursor,
+                    deals=cards,
+                    next_cursor=next_cursor,
                 )
             )
-        boards.append(PipelineBoard(pipeline_id=pipeline_id, name=definition.name if definition else None,
-                                    columns=columns))
+        boards.append(
+            PipelineBoard(pipeline_id=pipeline_id, name=definition.name if definition else None, columns=columns)
+        )
     return boards
 
 
@@ -337,8 +386,15 @@ def _matches(query: BoardQuery, deal: DealRow) -> bool:
     )
 
 
-def build_board(state: BoardState, as_of: dt.datetime, pipeline_id: str | None = None, owner: str | None = None,
-                status: Status = "open", cursor: str | None = None, limit: int = 50) -> list[PipelineBoard]:
+def build_board(
+    state: BoardState,
+    as_of: dt.datetime,
+    pipeline_id: str | None = None,
+    owner: str | None = None,
+    status: Status = "open",
+    cursor: str | None = None,
+    limit: int = 50,
+) -> list[PipelineBoard]:
     """The board from in-memory rows: the reference the SQL query is tested against."""
     query = BoardQuery.make(pipeline_id, owner, status, cursor, limit)
     counts: dict[tuple[str, str], int] = {}

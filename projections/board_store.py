@@ -54,8 +54,22 @@ BOARD_DDL: tuple[str, ...] = (
 )
 
 _DEAL_FIELDS = (
-    "deal_id", "pipeline_id", "stage", "name", "amount", "currency", "owner", "status", "stage_entered_at",
-    "last_activity_at", "next_task_due_at", "opened_at", "closed_at", "lost_reason", "open_tasks", "version",
+    "deal_id",
+    "pipeline_id",
+    "stage",
+    "name",
+    "amount",
+    "currency",
+    "owner",
+    "status",
+    "stage_entered_at",
+    "last_activity_at",
+    "next_task_due_at",
+    "opened_at",
+    "closed_at",
+    "lost_reason",
+    "open_tasks",
+    "version",
 )
 DEAL_COLUMNS = ", ".join(_DEAL_FIELDS)
 
@@ -105,18 +119,43 @@ def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
 def deal_from_record(r: Sequence[Any]) -> DealRow:
     """A :func:`deal_select` record as a row (times in UTC, whatever the session's time zone)."""
     return DealRow(
-        deal_id=r[0], pipeline_id=r[1], stage=r[2], name=r[3], amount=r[4], currency=r[5], owner=r[6], status=r[7],
-        stage_entered_at=_utc(r[8]), last_activity_at=_utc(r[9]), next_task_due_at=_utc_or_none(r[10]),
-        opened_at=_utc(r[11]), closed_at=_utc_or_none(r[12]), lost_reason=r[13],
-        open_tasks=_tasks_decoder.decode(r[14]), version=r[15],
+        deal_id=r[0],
+        pipeline_id=r[1],
+        stage=r[2],
+        name=r[3],
+        amount=r[4],
+        currency=r[5],
+        owner=r[6],
+        status=r[7],
+        stage_entered_at=_utc(r[8]),
+        last_activity_at=_utc(r[9]),
+        next_task_due_at=_utc_or_none(r[10]),
+        opened_at=_utc(r[11]),
+        closed_at=_utc_or_none(r[12]),
+        lost_reason=r[13],
+        open_tasks=_tasks_decoder.decode(r[14]),
+        version=r[15],
     )
 
 
 def _deal_record(d: DealRow) -> tuple[Any, ...]:
     return (
-        d.deal_id, d.pipeline_id, d.stage, d.name, d.amount, d.currency, d.owner, d.status, d.stage_entered_at,
-        d.last_activity_at, d.next_task_due_at, d.opened_at, d.closed_at, d.lost_reason,
-        _encode(d.open_tasks).decode(), d.version,
+        d.deal_id,
+        d.pipeline_id,
+        d.stage,
+        d.name,
+        d.amount,
+        d.currency,
+        d.owner,
+        d.status,
+        d.stage_entered_at,
+        d.last_activity_at,
+        d.next_task_due_at,
+        d.opened_at,
+        d.closed_at,
+        d.lost_reason,
+        _encode(d.open_tasks).decode(),
+        d.version,
     )
 
 
@@ -165,8 +204,9 @@ class BoardProjection:
             apply(state, event)
         # Sorted: a fixed lock order, so two writers of shared rows can never deadlock.
         deals = [state.deals[k] for k in sorted(state.deals) if state.deals[k] is not before.deals.get(k)]
-        pipelines = [state.pipelines[k] for k in sorted(state.pipelines)
-                     if state.pipelines[k] is not before.pipelines.get(k)]
+        pipelines = [
+            state.pipelines[k] for k in sorted(state.pipelines) if state.pipelines[k] is not before.pipelines.get(k)
+        ]
         async with conn.cursor() as cur:
             if deals:
                 await cur.execute(_STAGING)

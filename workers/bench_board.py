@@ -61,8 +61,17 @@ STAGES = ["new", "qualified", "proposal", "negotiation"]
 
 
 def _envelope(aggregate_type: Any, aggregate_id: str, data: Event, at: dt.datetime) -> Envelope:
-    return Envelope(event_id=uuid7(), aggregate_type=aggregate_type, aggregate_id=aggregate_id, occurred_at=at,
-                    recorded_at=at, actor="bench", source="system", correlation_id=uuid7(), data=data)
+    return Envelope(
+        event_id=uuid7(),
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        occurred_at=at,
+        recorded_at=at,
+        actor="bench",
+        source="system",
+        correlation_id=uuid7(),
+        data=data,
+    )
 
 
 def workload(events: int, seed: int = 1) -> list[list[Envelope]]:
@@ -71,10 +80,13 @@ def workload(events: int, seed: int = 1) -> list[list[Envelope]]:
     Five events per deal: opened, then a mix of touchpoints, stage moves, tasks and amount changes.
     """
     rng = random.Random(seed)
-    pipeline = PipelineDefined(name="Sales", stages=[
-        StageDefinition(id=s, name=s.title(), probability=p, rotting_days=d)
-        for s, p, d in zip(STAGES, (0.1, 0.3, 0.6, 0.8), (7, 10, 14, None), strict=True)
-    ])
+    pipeline = PipelineDefined(
+        name="Sales",
+        stages=[
+            StageDefinition(id=s, name=s.title(), probability=p, rotting_days=d)
+            for s, p, d in zip(STAGES, (0.1, 0.3, 0.6, 0.8), (7, 10, 14, None), strict=True)
+        ],
+    )
     rounds: list[list[Envelope]] = [[_envelope("pipeline", "sales", pipeline, T0)]]
     deals = max(1, (events - 1) // 5)
     for r in range(5):
@@ -83,9 +95,14 @@ def workload(events: int, seed: int = 1) -> list[list[Envelope]]:
             at = T0 + dt.timedelta(hours=i % 500 + 24 * r)
             data: Event
             if r == 0:
-                data = DealOpened(name=f"Deal {i}", pipeline_id="sales", stage=rng.choice(STAGES),
-                                  amount=Decimal(rng.randrange(100, 100_000)), currency="EUR",
-                                  owner=rng.choice(["ana", "bo", "cy"]))
+                data = DealOpened(
+                    name=f"Deal {i}",
+                    pipeline_id="sales",
+                    stage=rng.choice(STAGES),
+                    amount=Decimal(rng.randrange(100, 100_000)),
+                    currency="EUR",
+                    owner=rng.choice(["ana", "bo", "cy"]),
+                )
             else:
                 roll = rng.random()
                 if roll < 0.35:
@@ -95,8 +112,9 @@ def workload(events: int, seed: int = 1) -> list[list[Envelope]]:
                 elif roll < 0.85:
                     data = TaskScheduled(task_id=f"t{r}", title="Call back", due_at=at + dt.timedelta(days=3))
                 else:
-                    data = DealAmountChanged(from_amount=Decimal(0), to_amount=Decimal(rng.randrange(100, 9000)),
-                                             currency="EUR")
+                    data = DealAmountChanged(
+                        from_amount=Decimal(0), to_amount=Decimal(rng.randrange(100, 9000)), currency="EUR"
+                    )
             batch.append(_envelope("deal", f"deal-{i}", data, at))
         rounds.append(batch)
     return rounds
@@ -109,11 +127,18 @@ async def append(js: JetStreamContext, naming: Naming, rounds: list[list[Envelop
     for batch in rounds:
         for i in range(0, len(batch), 512):
             window = batch[i : i + 512]
-            await asyncio.gather(*(
-                js.publish(naming.aggregate_subject(e.aggregate_type, e.aggregate_id), encode(e),
-                           stream=naming.events_stream, headers={"Nats-Msg-Id": e.event_id}, timeout=10)
-                for e in window
-            ))
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        naming.aggregate_subject(e.aggregate_type, e.aggregate_id),
+                        encode(e),
+                        stream=naming.events_stream,
+                        headers={"Nats-Msg-Id": e.event_id},
+                        timeout=10,
+                    )
+                    for e in window
+                )
+            )
             total += len(window)
     return total / (time.perf_counter() - start)
 
@@ -128,9 +153,17 @@ async def new_schema(pg_url: str) -> str:
 async def raw_consume(js: JetStreamContext, naming: Naming, total: int, dsn: str | None) -> float:
     """Fetch 1000, (decode + one executemany upsert + commit,) ack the last: the ceiling of the design."""
     name = f"raw_{uuid.uuid4().hex[:8]}"
-    await js.add_consumer(naming.events_stream, ConsumerConfig(
-        name=name, durable_name=name, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
-        max_ack_pending=1000, filter_subject=naming.all_events))
+    await js.add_consumer(
+        naming.events_stream,
+        ConsumerConfig(
+            name=name,
+            durable_name=name,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.ALL,
+            max_ack_pending=1000,
+            filter_subject=naming.all_events,
+        ),
+    )
     sub = await js.pull_subscribe_bind(durable=name, stream=naming.events_stream)
     conn = None
     if dsn is not None:
@@ -148,7 +181,9 @@ async def raw_consume(js: JetStreamContext, naming: Naming, total: int, dsn: str
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO raw_bench (id, seq, at) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, at = EXCLUDED.at", rows)
+                    "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, at = EXCLUDED.at",
+                    rows,
+                )
         await msgs[-1].ack()
         seen += len(msgs)
     rate = seen / (time.perf_counter() - start)
@@ -172,8 +207,14 @@ async def wait_caught_up(js: JetStreamContext, dsn: str, naming: Naming, shards:
 
 
 async def board_engine_rate(settings: NatsSettings, js: JetStreamContext, dsn: str, total: int) -> float:
-    engine = ProjectionEngine(BoardProjection(), settings, dsn, settings=EngineSettings(
-        batch_size=1000, fetch_timeout=0.5, lag_interval=3600, instance=f"b{uuid.uuid4().hex[:6]}"))
+    engine = ProjectionEngine(
+        BoardProjection(),
+        settings,
+        dsn,
+        settings=EngineSettings(
+            batch_size=1000, fetch_timeout=0.5, lag_interval=3600, instance=f"b{uuid.uuid4().hex[:6]}"
+        ),
+    )
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.create_task(engine.run(stop))
@@ -184,14 +225,26 @@ async def board_engine_rate(settings: NatsSettings, js: JetStreamContext, dsn: s
     return total / elapsed
 
 
-async def board_processes_rate(settings: NatsSettings, js: JetStreamContext, dsn: str, total: int,
-                               shards: int) -> float:
-    env = {**os.environ, "DEALSTREAM_NATS_URL": settings.servers[0], "DEALSTREAM_PREFIX": settings.naming.prefix,
-           "DATABASE_URL": dsn, "DEALSTREAM_ENGINE_LAG_INTERVAL": "3600", "DEALSTREAM_ENGINE_FETCH_TIMEOUT": "0.5",
-           "DEALSTREAM_ENGINE_INSTANCE": f"p{uuid.uuid4().hex[:6]}", "DEALSTREAM_LOG_LEVEL": "warning"}
+async def board_processes_rate(
+    settings: NatsSettings, js: JetStreamContext, dsn: str, total: int, shards: int
+) -> float:
+    env = {
+        **os.environ,
+        "DEALSTREAM_NATS_URL": settings.servers[0],
+        "DEALSTREAM_PREFIX": settings.naming.prefix,
+        "DATABASE_URL": dsn,
+        "DEALSTREAM_ENGINE_LAG_INTERVAL": "3600",
+        "DEALSTREAM_ENGINE_FETCH_TIMEOUT": "0.5",
+        "DEALSTREAM_ENGINE_INSTANCE": f"p{uuid.uuid4().hex[:6]}",
+        "DEALSTREAM_LOG_LEVEL": "warning",
+    }
     start = time.perf_counter()
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "workers", "board", "--partition",
-                                                  f"{k}/{shards}", env=env) for k in range(shards)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers", "board", "--partition", f"{k}/{shards}", env=env
+        )
+        for k in range(shards)
+    ]
     try:
         await wait_caught_up(js, dsn, settings.naming, [Shard(k, shards) for k in range(shards)])
         elapsed = time.perf_counter() - start
@@ -240,7 +293,8 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
         figures["board engine"].append(await board_engine_rate(settings, js, last_dsn, total))
         if shards > 1:
             figures[f"board x{shards} processes"].append(
-                await board_processes_rate(settings, js, await new_schema(pg_url), total, shards))
+                await board_processes_rate(settings, js, await new_schema(pg_url), total, shards)
+            )
         print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures.items()), flush=True)
     raw = statistics.median(figures["raw fetch+decode+executemany"])
     print(f"\nmedians of {runs} runs, {total} events:")
@@ -253,8 +307,9 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.bench_board", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.bench_board", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shards", type=int, default=2, help="also time N worker processes together (1: skip)")
@@ -266,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     pg_server = None
     pg_url = os.environ.get("DATABASE_URL")
     if not pg_url:
-        pg_server = PostgresServer(Path(tempfile.mkdtemp(prefix="dealstream-bench-pg-")) / "data",
-                                   durable=not args.pg_fsync_off).start()
+        pg_server = PostgresServer(
+            Path(tempfile.mkdtemp(prefix="dealstream-bench-pg-")) / "data", durable=not args.pg_fsync_off
+        ).start()
         pg_url = pg_server.url
     try:
         asyncio.run(bench(args.events, args.runs, args.shards, pg_url, nats_server.url))

@@ -8,6 +8,7 @@ from projections.engine import Shard
 from workers.engine import EngineSettings, ProjectionEngine
 
 
-def board_engine(nats_settings: NatsSettings, database_url: str, shard: Shard | None = None,
-                 settings: EngineSettings | None = None) -> ProjectionEngine:
+def board_engine(
+    nats_settings: NatsSettings, database_url: str, shard: Shard | None = None, settings: EngineSettings | None = None
+) -> ProjectionEngine:
     return ProjectionEngine(BoardProjection(), nats_settings, database_url, shard, settings)

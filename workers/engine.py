@@ -160,8 +160,13 @@ async def measure_lag(
     checkpoint = await read_checkpoint(conn, checkpoint_name(projection), shard.key)
     first: Any = None
     with contextlib.suppress(NotFoundError):
-        first = await js.get_msg(naming.events_stream, seq=checkpoint + 1, subject=consumer_filter(naming, projection),
-                                 next=True, direct=True)
+        first = await js.get_msg(
+            naming.events_stream,
+            seq=checkpoint + 1,
+            subject=consumer_filter(naming, projection),
+            next=True,
+            direct=True,
+        )
     age = None
     if first is not None and first.time is not None:
         age = max(0.0, (dt.datetime.now(dt.UTC) - first.time).total_seconds())
@@ -239,8 +244,9 @@ class ProjectionEngine:
                     else:
                         # A bug or a state nobody planned for: keep trying, loudly, rather than exit and leave
                         # the board silently stale.
-                        self.log.error("engine.error", error=f"{type(exc).__name__}: {exc}", backoff=backoff,
-                                       exc_info=True)
+                        self.log.error(
+                            "engine.error", error=f"{type(exc).__name__}: {exc}", backoff=backoff, exc_info=True
+                        )
                     self._in_sync = False
                     await self._drop_broken()
                 if self.batches != progress:
@@ -250,8 +256,9 @@ class ProjectionEngine:
                 backoff = min(backoff * 2, self.settings.backoff_max)
         finally:
             await self._close()
-            self.log.info("engine.stop", checkpoint=self._checkpoint, applied=self.applied,
-                          dead_lettered=self.dead_lettered)
+            self.log.info(
+                "engine.stop", checkpoint=self._checkpoint, applied=self.applied, dead_lettered=self.dead_lettered
+            )
 
     @staticmethod
     def _retryable(exc: Exception) -> bool:
@@ -262,8 +269,9 @@ class ProjectionEngine:
             self._nc, self._js = await connect(self.nats_settings, f"dealstream-{self.durable}")
         if self._pg is None or self._pg.closed:
             self._in_sync = False
-            pg = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True, connect_timeout=5,
-                                                       application_name=self.durable[:63])
+            pg = await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, connect_timeout=5, application_name=self.durable[:63]
+            )
             self._pg = pg
             await pg.execute("SET TIME ZONE 'UTC'")
             await ensure_schema(pg, self.projection)
@@ -382,7 +390,8 @@ class ProjectionEngine:
                     next_lag = time.monotonic() + self.settings.lag_interval
                     await self._log_lag()
                 fetching = prefetch or asyncio.create_task(
-                    sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout))
+                    sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
+                )
                 prefetch = None
                 try:
                     msgs = await fetching
@@ -460,8 +469,14 @@ class ProjectionEngine:
         # max_ack_pending, and the pull then lingers half-filled until it expires.
         await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
 
-    async def _slow_path(self, pg: psycopg.AsyncConnection[Any], events: Sequence[StoredEvent],
-                         poison: list[_Poison], last: int, data: Mapping[int, bytes]) -> None:
+    async def _slow_path(
+        self,
+        pg: psycopg.AsyncConnection[Any],
+        events: Sequence[StoredEvent],
+        poison: list[_Poison],
+        last: int,
+        data: Mapping[int, bytes],
+    ) -> None:
         """Retry the batch event by event, each in a savepoint; what still fails is poison."""
         poison = list(poison)
         async with pg.transaction():
@@ -472,8 +487,11 @@ class ProjectionEngine:
                 except Exception as exc:
                     if not _is_poison(exc):
                         raise
-                    poison.append(_Poison(event.sequence, event.subject, data[event.sequence],
-                                          f"apply: {type(exc).__name__}: {exc}"))
+                    poison.append(
+                        _Poison(
+                            event.sequence, event.subject, data[event.sequence], f"apply: {type(exc).__name__}: {exc}"
+                        )
+                    )
             await self._finish(pg, poison, last)
 
     async def _finish(self, pg: psycopg.AsyncConnection[Any], poison: list[_Poison], last: int) -> None:
@@ -510,9 +528,7 @@ class ProjectionEngine:
         self.dead_lettered += len(poison)
 
 
-async def lag_of(
-    projection: Projection, nats_settings: NatsSettings, database_url: str
-) -> list[Lag]:
+async def lag_of(projection: Projection, nats_settings: NatsSettings, database_url: str) -> list[Lag]:
     """Lag of every shard of a projection that has a checkpoint row (connects, measures, disconnects)."""
     nc, js = await connect(nats_settings, "dealstream-lag")
     try:

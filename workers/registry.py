@@ -46,8 +46,13 @@ async def serve_worker(
 ) -> None:
     """Run one worker in the running loop until ``stop`` is set (or forever)."""
     shard = partition if isinstance(partition, Shard) else Shard.parse(partition)
-    engine = ProjectionEngine(_projection(name), nats_settings or NatsSettings.from_env(),
-                              _database_url(database_url), shard, settings or EngineSettings.from_env())
+    engine = ProjectionEngine(
+        _projection(name),
+        nats_settings or NatsSettings.from_env(),
+        _database_url(database_url),
+        shard,
+        settings or EngineSettings.from_env(),
+    )
     await engine.run(stop)
 
 
@@ -84,7 +89,8 @@ def run_worker(
     return 0
 
 
-async def worker_lag(name: str, nats_settings: NatsSettings | None = None,
-                     database_url: str | None = None) -> list[Lag]:
+async def worker_lag(
+    name: str, nats_settings: NatsSettings | None = None, database_url: str | None = None
+) -> list[Lag]:
     """Lag of every shard of a worker's projection that has a checkpoint (for the CLI, the API and alerts)."""
     return await lag_of(_projection(name), nats_settings or NatsSettings.from_env(), _database_url(database_url))

@@ -322,7 +322,10 @@ async def test_a_nats_restart_is_survived(pg_dsn: str, other_dsn: str) -> None:
 
 
 async def test_the_registry_runs_the_board_and_reports_its_lag(
-    store: EventStore, nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings, naming: Naming,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
     pg_dsn: str,
 ) -> None:
     _, js = nats_conn

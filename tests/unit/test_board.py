@@ -67,11 +67,13 @@ def test_replayed_and_stale_events_change_nothing() -> None:
 
 
 def test_a_scheduled_task_is_not_activity_and_the_earliest_open_task_is_next() -> None:
-    state = fold([
-        stored(1, opened()),
-        stored(2, task("a", T0 + 9 * DAY), at=T0 + DAY),
-        stored(3, task("b", T0 + 5 * DAY), at=T0 + 2 * DAY),
-    ])
+    state = fold(
+        [
+            stored(1, opened()),
+            stored(2, task("a", T0 + 9 * DAY), at=T0 + DAY),
+            stored(3, task("b", T0 + 5 * DAY), at=T0 + 2 * DAY),
+        ]
+    )
     row = state.deals["d1"]
     assert row.last_activity_at == T0 and row.next_task_due_at == T0 + 5 * DAY
     fold([stored(4, done("b"), at=T0 + 3 * DAY)], state)
@@ -112,8 +114,14 @@ def test_rotting(idle: int, days: int | None, status: Status, expected: bool) ->
 
 
 def test_cursor_pages_walk_one_column_in_order() -> None:
-    events = [stored(1, PipelineDefined(name="P", stages=[StageDefinition(id="new", name="New", probability=0.5)]),
-                     "sales", aggregate_type="pipeline")]
+    events = [
+        stored(
+            1,
+            PipelineDefined(name="P", stages=[StageDefinition(id="new", name="New", probability=0.5)]),
+            "sales",
+            aggregate_type="pipeline",
+        )
+    ]
     events += [stored(i + 2, opened(f"D{i}"), f"d{i:02}", at=T0 + (i % 4) * DAY) for i in range(23)]
     state = fold(events)
     [first] = build_board(state, as_of=T0 + 10 * DAY, limit=10)

@@ -27,8 +27,13 @@ def deal_event(draw: st.DrawFn) -> Event:
     kind = draw(st.sampled_from(["open", "move", "touch", "task", "done", "amount", "won", "lost"]))
     stage = draw(st.sampled_from(STAGES))
     if kind == "open":
-        return opened(stage=stage, amount=str(draw(st.integers(0, 10_000))), owner=draw(st.sampled_from(["a", "b"])),
-                      currency=draw(st.sampled_from(["EUR", "USD"])), pipeline_id=draw(st.sampled_from(PIPELINES)))
+        return opened(
+            stage=stage,
+            amount=str(draw(st.integers(0, 10_000))),
+            owner=draw(st.sampled_from(["a", "b"])),
+            currency=draw(st.sampled_from(["EUR", "USD"])),
+            pipeline_id=draw(st.sampled_from(PIPELINES)),
+        )
     if kind == "move":
         return moved("x", stage)
     if kind == "touch":
@@ -55,9 +60,12 @@ def logs(draw: st.DrawFn) -> list[StoredEvent]:
         if draw(st.integers(0, 9)) == 0:
             stages = draw(st.lists(st.sampled_from(STAGES[:3]), min_size=1, max_size=3, unique=True))
             rotting = st.none() | st.integers(0, 30)
-            data: Event = PipelineDefined(name="P", stages=[
-                StageDefinition(id=s, name=s.title(), probability=0.25, rotting_days=draw(rotting)) for s in stages
-            ])
+            data: Event = PipelineDefined(
+                name="P",
+                stages=[
+                    StageDefinition(id=s, name=s.title(), probability=0.25, rotting_days=draw(rotting)) for s in stages
+                ],
+            )
             events.append(stored(seq, data, draw(st.sampled_from(PIPELINES)), at, "pipeline"))
         else:
             events.append(stored(seq, draw(deal_event()), draw(st.sampled_from(DEALS)), at))
