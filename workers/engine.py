@@ -269,15 +269,21 @@ class ProjectionEngine:
             self._nc, self._js = await connect(self.nats_settings, f"dealstream-{self.durable}")
         if self._pg is None or self._pg.closed:
             self._in_sync = False
-            pg = await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, connect_timeout=5, application_name=self.durable[:63]
-            )
-            self._pg = pg
+            self._pg = await self._open_database(stop)
+
+    async def _open_database(self, stop: asyncio.Event) -> psycopg.AsyncConnection[Any] | None:
+        """A connection that owns this shard (its advisory lock held), or None if stopped while waiting for it.
+
+        Only a connection that got all the way is kept: a half-set-up one must never pass for the owner."""
+        pg = await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, connect_timeout=5, application_name=self.durable[:63]
+        )
+        try:
             await pg.execute("SET TIME ZONE 'UTC'")
             await ensure_schema(pg, self.projection)
             # One owner per (schema, projection, shard): a second process with the same partition waits here
             # as a standby instead of splitting the consumer's messages with the first.
-            while not stop.is_set():
+            while True:
                 cur = await pg.execute(
                     "SELECT pg_try_advisory_lock(hashtext(current_schema() || %s), hashtext(%s))",
                     (self.checkpoint_key, self.shard.key),
@@ -288,11 +294,19 @@ class ProjectionEngine:
                 self.log.info("engine.standby", reason="another process owns this partition")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
+                if stop.is_set():
+                    await pg.close()
+                    return None
             await pg.execute(
                 "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) VALUES (%s, %s, 0) "
                 "ON CONFLICT DO NOTHING",
                 (self.checkpoint_key, self.shard.key),
             )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pg.close()
+            raise
+        return pg
 
     async def _drop_broken(self) -> None:
         # A PostgreSQL connection in an unknown state is replaced: the checkpoint is re-read from the new one.
