@@ -12,12 +12,14 @@ import structlog
 from events.config import NatsSettings
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
+from projections.velocity_store import VelocityProjection
 from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
 
 log = structlog.get_logger("dealstream.worker")
 
 WORKERS: dict[str, Callable[[], Projection]] = {
     "board": BoardProjection,
+    "velocity": VelocityProjection,
 }
 """Worker name -> the projection it feeds. velocity, scores, sla and notify join here."""
 
