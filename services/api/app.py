@@ -18,8 +18,8 @@ from litestar.types import ASGIApp, Message, Receive, Send
 from events.aggregates import Rejected
 from events.ids import uuid7
 from events.store import ConcurrencyError, StoreUnavailable
-from services.api import capture, commands, history
-from services.api.runtime import Runtime
+from services.api import capture, commands, history, reads
+from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError
 
@@ -115,6 +115,11 @@ def _on_unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> R
     return _error(request, 503, body, {"Retry-After": "2"})
 
 
+def _on_reads_unavailable(request: Request[Any, Any, Any], exc: ReadModelUnavailable) -> Response[ErrorBody]:
+    log.warning("reads.unavailable", reason=str(exc))
+    return _error(request, 503, ErrorBody("unavailable", str(exc)), {"Retry-After": "2"})
+
+
 def _on_crash(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("request.crashed", error_type=type(exc).__name__)
     return _error(request, 500, ErrorBody("internal", "an internal error occurred; it is logged under this request id"))
@@ -184,7 +189,7 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     return Litestar(
-        route_handlers=[health, capture.router, commands.router, history.router],
+        route_handlers=[health, capture.router, commands.router, history.router, reads.router],
         lifespan=[lifespan],
         middleware=[RequestContext],
         exception_handlers={
@@ -194,6 +199,7 @@ def create_app(settings: Settings) -> Litestar:
             Rejected: _on_rejected,
             ConcurrencyError: _on_conflict,
             StoreUnavailable: _on_unavailable,
+            ReadModelUnavailable: _on_reads_unavailable,
             HTTPException: _on_http,
             Exception: _on_crash,
         },

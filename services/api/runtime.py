@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import structlog
 from litestar.connection import ASGIConnection
 from nats.aio.client import Client as NATS
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from events.config import connect
 from events.store import EventStore, StoreUnavailable
@@ -22,6 +26,10 @@ from services.ledger import Ledger
 log = structlog.get_logger("dealstream.api")
 
 
+class ReadModelUnavailable(Exception):
+    """PostgreSQL is not configured or not reachable; reads of the read models answer 503."""
+
+
 class Runtime:
     """Owns the NATS connection. Until it is up, every write or read of the log answers 503."""
 
@@ -31,6 +39,16 @@ class Runtime:
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+        if settings.database_url:
+            self._pool = AsyncConnectionPool(
+                settings.database_url,
+                min_size=1,
+                max_size=8,
+                open=False,
+                kwargs={"autocommit": True},
+                name="dealstream-api-reads",
+            )
 
     @property
     def ledger(self) -> Ledger:
@@ -44,6 +62,24 @@ class Runtime:
 
     async def start(self) -> None:
         self._connector = asyncio.create_task(self._connect_forever())
+        if self._pool is not None:
+            await self._pool.open(wait=False)
+
+    def database_url(self) -> str:
+        if not self.settings.database_url:
+            raise ReadModelUnavailable("no DATABASE_URL configured: the read models are not served here")
+        return self.settings.database_url
+
+    @contextlib.asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection to the read models; 503 if PostgreSQL cannot be reached within 2 seconds."""
+        if self._pool is None:
+            raise ReadModelUnavailable("no DATABASE_URL configured: the read models are not served here")
+        try:
+            async with self._pool.connection(timeout=2.0) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise ReadModelUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
 
     async def _connect_forever(self) -> None:
         delay = 0.2
@@ -69,6 +105,8 @@ class Runtime:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
+        if self._pool is not None:
+            await self._pool.close()
 
     def authenticate(self, request: ASGIConnection[Any, Any, Any, Any], allow_query_key: bool = False) -> Caller:
         """A key from ``Authorization: Bearer``, ``X-Api-Key``, or (capture-only keys) the ``key`` query field."""

@@ -1,0 +1,220 @@
+"""Read models over HTTP: the board (and its live feed), velocity metrics, projection lag."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Response, Router, get
+from litestar.params import FromQuery, QueryParameter
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from events.aggregates import Rejected
+from projections import board_changes, board_queries, velocity, velocity_store
+from projections.board import PipelineBoard, Status
+from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.errors import InputError
+from workers.registry import WORKERS, worker_lag
+
+READ = [requires("read")]
+
+AsOf = Annotated[dt.datetime | None, QueryParameter(description="a past moment (with offset); default now")]
+
+
+def _as_of(value: dt.datetime | None, field: str = "as_of") -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise InputError.one(field, "must carry a time zone offset, e.g. 2025-12-31T23:59:59+01:00")
+    return value.astimezone(dt.UTC)
+
+
+async def _board(
+    request: AnyRequest,
+    pipeline_id: str | None,
+    owner: str | None,
+    status: Status,
+    cursor: str | None,
+    limit: int,
+    as_of: dt.datetime | None,
+) -> list[PipelineBoard]:
+    async with runtime(request).read_connection() as conn:
+        try:
+            return await board_queries.board(conn, pipeline_id, owner, cursor, limit, _as_of(as_of), status)
+        except ValueError as exc:
+            raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
+
+
+@get("/board", tags=["board"], guards=READ)
+async def board(
+    request: AnyRequest,
+    pipeline_id: FromQuery[str | None] = None,
+    owner: FromQuery[str | None] = None,
+    status: FromQuery[Status] = "open",
+    cursor: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    as_of: AsOf = None,
+) -> list[PipelineBoard]:
+    """Every pipeline's columns (stages in order) with count, total and weighted amount per currency, and a
+    page of deals per column (longest in stage first; ``next_cursor`` fetches that column's next page).
+    Weighted amount = amount x the stage's win probability. ``rotting``: no activity for longer than the
+    stage's rotting days at ``as_of``."""
+    return await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
+
+
+@get("/board/{pipeline_id:str}", tags=["board"], guards=READ)
+async def pipeline_board(
+    request: AnyRequest,
+    pipeline_id: AggregateIdParam,
+    owner: FromQuery[str | None] = None,
+    status: FromQuery[Status] = "open",
+    cursor: FromQuery[str | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    as_of: AsOf = None,
+) -> PipelineBoard:
+    """One pipeline's board."""
+    boards = await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
+    if not boards:
+        raise Rejected("pipeline_id", "no such pipeline on the board", 404)
+    return boards[0]
+
+
+class BoardChange(msgspec.Struct, frozen=True):
+    """A deal as the board now holds it; ``version`` is the stream sequence of the event that changed it."""
+
+    deal_id: str
+    pipeline_id: str
+    stage: str
+    status: str
+    name: str
+    amount: str
+    currency: str
+    owner: str | None
+    version: int
+
+
+@get("/board/changes", tags=["board"], guards=READ)
+async def board_feed(
+    request: AnyRequest,
+    after: Annotated[int | None, QueryParameter(ge=0, description="stream sequence to start after")] = None,
+) -> ServerSentEvent:
+    """Server-Sent Events: one ``deal`` event per board change, as the board worker commits it. The event id is
+    the change's stream sequence, so a reconnecting client (``Last-Event-ID``) misses nothing."""
+    rt = runtime(request)
+    last_event_id = request.headers.get("last-event-id") or ""
+    start = after if after is not None else int(last_event_id) if last_event_id.isdigit() else None
+
+    async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
+        cursor = start
+        idle = 0.0
+        while True:
+            async with rt.read_connection() as conn:
+                if cursor is None:
+                    cursor = await board_changes.latest_change(conn)
+                    yield ServerSentEventMessage(comment=f"from sequence {cursor}")
+                rows = await board_changes.changes_after(conn, cursor, 500)
+            for row in rows:
+                cursor = row.version
+                change = BoardChange(
+                    row.deal_id,
+                    row.pipeline_id,
+                    row.stage,
+                    row.status,
+                    row.name,
+                    str(row.amount),
+                    row.currency,
+                    row.owner,
+                    row.version,
+                )
+                yield ServerSentEventMessage(
+                    data=msgspec.json.encode(change).decode(), event="deal", id=str(row.version)
+                )
+            if rows:
+                idle = 0.0
+                continue
+            await asyncio.sleep(0.5)
+            idle += 0.5
+            if idle >= 15:
+                idle = 0.0
+                yield ServerSentEventMessage(comment="keep-alive")
+
+    return ServerSentEvent(stream())
+
+
+@get("/metrics/velocity", tags=["metrics"], guards=READ)
+async def velocity_metrics(
+    request: AnyRequest,
+    period: FromQuery[Literal["day", "week", "month", "quarter"] | None] = "month",
+    date: Annotated[dt.date | None, QueryParameter(description="a local date inside the period; default today")] = None,
+    tz: Annotated[str, QueryParameter(description="IANA time zone of the period")] = "UTC",
+    start: Annotated[dt.datetime | None, QueryParameter(query="from", description="explicit range start")] = None,
+    end: Annotated[dt.datetime | None, QueryParameter(query="to", description="explicit range end")] = None,
+    group_by: FromQuery[Literal["overall", "owner", "source", "pipeline"]] = "overall",
+    as_of: AsOf = None,
+) -> velocity.VelocityReport:
+    """Win rate, sales cycle, stage conversion (any-stage and all-stage), time in stage, sales velocity, lead
+    velocity rate, lead-to-qualified conversion and volume by source, lost deals by reason: for a calendar
+    period in ``tz`` (or an explicit ``from``/``to`` range), overall or by owner, source or pipeline, counting
+    only what was known at ``as_of``. Every formula is stated in the README and on ``GroupMetrics``."""
+    try:
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise InputError.one("from" if start is None else "to", "give both from and to, or neither")
+            chosen = velocity.explicit_period(start, end)
+        else:
+            day = date or dt.datetime.now(velocity.zone(tz)).date()
+            chosen = velocity.period(period or "month", day, tz)
+        async with runtime(request).read_connection() as conn:
+            return await velocity_store.metrics(
+                conn, chosen.start, chosen.end, group_by, _as_of(as_of), previous_start=chosen.previous_start
+            )
+    except ValueError as exc:
+        raise InputError.one("tz" if "time zone" in str(exc) else "period", str(exc)) from exc
+
+
+@get("/metrics/weighted-pipeline", tags=["metrics"], guards=READ)
+async def weighted_pipeline(request: AnyRequest, as_of: AsOf = None) -> list[velocity.WeightedMonth]:
+    """Open deals by expected close month and currency: amount, and weighted = sum of amount x stage probability."""
+    async with runtime(request).read_connection() as conn:
+        return await velocity_store.weighted_pipeline(conn, _as_of(as_of))
+
+
+class ProjectionLag(msgspec.Struct, frozen=True):
+    worker: str
+    partition_key: str
+    stream_last_sequence: int
+    checkpoint: int
+    oldest_unapplied_age_seconds: float | None
+    caught_up: bool
+
+
+@get("/projections", tags=["ops"], guards=READ)
+async def projections_lag(request: AnyRequest) -> Response[Any]:
+    """Per projection and shard: the log's last sequence, the checkpoint, and the age of the oldest event not
+    yet applied (business time is not used here: this is record time)."""
+    rt = runtime(request)
+    url = rt.database_url()
+    out: list[ProjectionLag] = []
+    for name in sorted(WORKERS):
+        for lag in await worker_lag(name, rt.settings.nats, url):
+            out.append(
+                ProjectionLag(
+                    name,
+                    lag.partition_key,
+                    lag.stream_last_sequence,
+                    lag.checkpoint,
+                    lag.oldest_unapplied_age_seconds,
+                    lag.caught_up,
+                )
+            )
+    return Response(out)
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[board, board_feed, pipeline_board, velocity_metrics, weighted_pipeline, projections_lag],
+)

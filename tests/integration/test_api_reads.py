@@ -1,0 +1,180 @@
+"""From the API's 202 to the read models and back out: board, live feed, metrics and lag over HTTP, with the
+real board and velocity workers running against the real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from events.config import NatsSettings
+from services.config import Settings
+from services.localstack import free_port
+from tests.conftest import ADMIN_KEY, api_config, wait_healthy
+from tests.waiting import eventually
+from workers.registry import serve_worker
+
+pytestmark = pytest.mark.integration
+
+Client = AsyncTestClient[Litestar]
+
+PIPELINE = {
+    "name": "New business",
+    "stages": [
+        {"id": "qualified", "name": "Qualified", "probability": 0.1, "rotting_days": 14},
+        {"id": "proposal", "name": "Proposal", "probability": 0.5, "rotting_days": 7},
+    ],
+}
+
+
+@pytest.fixture
+async def reads_api(nats_settings: NatsSettings, pg_dsn: str) -> AsyncIterator[Client]:
+    from services.api.app import create_app
+
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(serve_worker(name, "0/1", nats_settings, pg_dsn, stop=stop))
+        for name in ("board", "velocity")
+    ]
+    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
+    try:
+        async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+            client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+            await wait_healthy(client)
+            yield client
+    finally:
+        stop.set()
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+
+
+async def _caught_up(client: Client) -> None:
+    async def all_caught_up() -> bool:
+        lags = (await client.get("/v1/projections")).json()
+        return {lag["worker"] for lag in lags} == {"board", "velocity"} and all(lag["caught_up"] for lag in lags)
+
+    await eventually(all_caught_up)
+
+
+async def _deal(client: Client, deal_id: str, amount: str, owner: str) -> int:
+    r = await client.post(
+        "/v1/deals",
+        json={
+            "deal_id": deal_id,
+            "name": deal_id,
+            "pipeline_id": "sales",
+            "amount": amount,
+            "currency": "EUR",
+            "owner": owner,
+            "occurred_at": "2025-11-03T09:00:00+01:00",
+        },
+    )
+    assert r.status_code == 202, r.text
+    version: int = r.json()["version"]
+    return version
+
+
+async def test_board_metrics_and_lag_follow_the_log(reads_api: Client) -> None:
+    client = reads_api
+    assert (await client.put("/v1/pipelines/sales", json=PIPELINE)).status_code == 202
+    v1 = await _deal(client, "acme", "1000", "ana")
+    await _deal(client, "beta", "3000", "ben")
+    await _deal(client, "gamma", "500", "ana")
+    moved = await client.post(
+        "/v1/deals/acme/stage",
+        json={"to_stage": "proposal", "occurred_at": "2025-11-10T09:00:00+01:00"},
+        headers={"If-Match": str(v1)},
+    )
+    assert moved.status_code == 202, moved.text
+    assert (
+        await client.post("/v1/deals/beta/won", json={"occurred_at": "2025-11-20T12:00:00+01:00"})
+    ).status_code == 202
+    assert (
+        await client.post("/v1/deals/gamma/lost", json={"reason": "price", "occurred_at": "2025-11-21T12:00:00+01:00"})
+    ).status_code == 202
+    await _caught_up(client)
+
+    [board] = (await client.get("/v1/board")).json()
+    columns = {c["stage"]: c for c in board["columns"]}
+    assert columns["qualified"]["count"] == 0 and columns["proposal"]["count"] == 1
+    assert columns["proposal"]["total"] == {"EUR": "1000"} or columns["proposal"]["total"] == {"EUR": "1000.00"}
+    assert [d["deal_id"] for d in columns["proposal"]["deals"]] == ["acme"]
+    won = (await client.get("/v1/board/sales", params={"status": "won"})).json()
+    assert [d["deal_id"] for c in won["columns"] for d in c["deals"]] == ["beta"]
+    assert (await client.get("/v1/board/nope")).status_code == 404
+    assert (await client.get("/v1/board", params={"cursor": "garbage"})).status_code == 422
+
+    report = (
+        await client.get(
+            "/v1/metrics/velocity", params={"period": "month", "date": "2025-11-15", "tz": "Europe/Warsaw"}
+        )
+    ).json()
+    [overall] = report["groups"]
+    assert (overall["deals_won"], overall["deals_lost"], overall["win_rate"]) == (1, 1, 0.5)
+    assert overall["lost_by_reason"] == {"price": 1}
+    by_owner = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "owner"})).json()
+    assert {g["key"] for g in by_owner["groups"]} >= {"ana", "ben"}
+    earlier = (
+        await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "as_of": "2025-11-20T18:00:00+01:00"})
+    ).json()
+    assert earlier["groups"][0]["deals_lost"] == 0 and earlier["groups"][0]["deals_won"] == 1
+    bad = await client.get("/v1/metrics/velocity", params={"tz": "Mars/Olympus"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "tz"
+
+
+async def test_the_live_feed_streams_board_changes_in_order(
+    reads_api: Client, nats_settings: NatsSettings, pg_dsn: str
+) -> None:
+    import httpx
+    import uvicorn
+
+    from services.api.app import create_app
+
+    client = reads_api
+    assert (await client.put("/v1/pipelines/sales", json=PIPELINE)).status_code == 202
+    await _deal(client, "acme", "1000", "ana")
+    await _deal(client, "beta", "2000", "ben")
+    # A real HTTP server: streaming through the in-process test client buffers the endless response.
+    port = free_port()
+    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    events: list[dict[str, Any]] = []
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as http:
+            await eventually(lambda: _listening(http))
+            async with asyncio.timeout(30), http.stream("GET", "/v1/board/changes", params={"after": 0}) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        events.append(json.loads(line[5:]))
+                    if len(events) == 2:
+                        break
+    finally:
+        server.should_exit = True
+        await serving
+    assert [e["deal_id"] for e in events] == ["acme", "beta"]
+    assert events[0]["version"] < events[1]["version"]
+
+
+async def _listening(http: Any) -> bool:
+    try:
+        return bool((await http.get("/v1/health")).status_code == 200)
+    except httpx_errors():
+        return False
+
+
+def httpx_errors() -> tuple[type[Exception], ...]:
+    import httpx
+
+    return (httpx.TransportError,)
