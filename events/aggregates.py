@@ -42,28 +42,40 @@ class Rejected(Exception):
 
 
 @dataclass(slots=True)
-class LeadState:
+class Activity:
+    """What leads and deals share: touchpoints and follow-up tasks."""
+
     exists: bool = False
-    status: Literal["open", "qualified", "disqualified"] = "open"
-    owner: str | None = None
-    source: str | None = None
     open_tasks: set[str] = field(default_factory=set)
     done_tasks: set[str] = field(default_factory=set)
     touchpoints: set[str] = field(default_factory=set)
 
+    def apply_activity(self, data: object) -> None:
+        match data:
+            case TouchpointLogged(touchpoint_id=tid):
+                self.touchpoints.add(tid)
+            case TaskScheduled(task_id=tid):
+                self.open_tasks.add(tid)
+            case TaskCompleted(task_id=tid):
+                self.open_tasks.discard(tid)
+                self.done_tasks.add(tid)
+
 
 @dataclass(slots=True)
-class DealState:
-    exists: bool = False
+class LeadState(Activity):
+    status: Literal["open", "qualified", "disqualified"] = "open"
+    owner: str | None = None
+    source: str | None = None
+
+
+@dataclass(slots=True)
+class DealState(Activity):
     status: Literal["open", "won", "lost"] = "open"
     pipeline_id: str = ""
     stage: str = ""
     amount: Decimal = Decimal(0)
     currency: str = ""
     owner: str | None = None
-    open_tasks: set[str] = field(default_factory=set)
-    done_tasks: set[str] = field(default_factory=set)
-    touchpoints: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -89,13 +101,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.status = "qualified"
             case LeadDisqualified():
                 state.status = "disqualified"
-            case TouchpointLogged(touchpoint_id=tid):
-                state.touchpoints.add(tid)
-            case TaskScheduled(task_id=tid):
-                state.open_tasks.add(tid)
-            case TaskCompleted(task_id=tid):
-                state.open_tasks.discard(tid)
-                state.done_tasks.add(tid)
+            case other:
+                state.apply_activity(other)
     return state
 
 
@@ -115,13 +122,8 @@ def fold_deal(history: Iterable[Envelope]) -> DealState:
                 state.status = "won"
             case DealLost():
                 state.status = "lost"
-            case TouchpointLogged(touchpoint_id=tid):
-                state.touchpoints.add(tid)
-            case TaskScheduled(task_id=tid):
-                state.open_tasks.add(tid)
-            case TaskCompleted(task_id=tid):
-                state.open_tasks.discard(tid)
-                state.done_tasks.add(tid)
+            case other:
+                state.apply_activity(other)
     return state
 
 
@@ -164,28 +166,30 @@ def disqualify_lead(state: LeadState, event: LeadDisqualified) -> LeadDisqualifi
     return event
 
 
-def log_touchpoint(touchpoints: set[str], exists: bool, event: TouchpointLogged) -> TouchpointLogged:
-    if not exists:
+def _require_exists(state: Activity) -> None:
+    if not state.exists:
         raise Rejected("id", "no such lead or deal", 404)
-    if event.touchpoint_id in touchpoints:
+
+
+def log_touchpoint(state: Activity, event: TouchpointLogged) -> TouchpointLogged:
+    _require_exists(state)
+    if event.touchpoint_id in state.touchpoints:
         raise Rejected("touchpoint_id", "a touchpoint with this id is already logged")
     return event
 
 
-def schedule_task(open_tasks: set[str], done_tasks: set[str], exists: bool, event: TaskScheduled) -> TaskScheduled:
-    if not exists:
-        raise Rejected("id", "no such lead or deal", 404)
-    if event.task_id in open_tasks or event.task_id in done_tasks:
+def schedule_task(state: Activity, event: TaskScheduled) -> TaskScheduled:
+    _require_exists(state)
+    if event.task_id in state.open_tasks or event.task_id in state.done_tasks:
         raise Rejected("task_id", "a task with this id already exists")
     return event
 
 
-def complete_task(open_tasks: set[str], done_tasks: set[str], exists: bool, event: TaskCompleted) -> TaskCompleted:
-    if not exists:
-        raise Rejected("id", "no such lead or deal", 404)
-    if event.task_id in done_tasks:
+def complete_task(state: Activity, event: TaskCompleted) -> TaskCompleted:
+    _require_exists(state)
+    if event.task_id in state.done_tasks:
         raise Rejected("task_id", "the task is already completed")
-    if event.task_id not in open_tasks:
+    if event.task_id not in state.open_tasks:
         raise Rejected("task_id", "no such task", 404)
     return event
 

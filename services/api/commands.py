@@ -89,14 +89,8 @@ async def disqualify_lead(
 # --- touchpoints and tasks, on leads and deals alike ---------------------------------------------------
 
 
-def _activity_state(
-    aggregate_type: AggregateType, history: list[Envelope]
-) -> tuple[bool, set[str], set[str], set[str]]:
-    if aggregate_type == "lead":
-        lead = agg.fold_lead(history)
-        return lead.exists, lead.touchpoints, lead.open_tasks, lead.done_tasks
-    deal = agg.fold_deal(history)
-    return deal.exists, deal.touchpoints, deal.open_tasks, deal.done_tasks
+def _activity(aggregate_type: AggregateType, history: list[Envelope]) -> agg.Activity:
+    return agg.fold_lead(history) if aggregate_type == "lead" else agg.fold_deal(history)
 
 
 async def _touchpoint(
@@ -113,8 +107,7 @@ async def _touchpoint(
     )
 
     def decide(history: list[Envelope]) -> Event:
-        exists, touchpoints, _, _ = _activity_state(aggregate_type, history)
-        return agg.log_touchpoint(touchpoints, exists, event)
+        return agg.log_touchpoint(_activity(aggregate_type, history), event)
 
     return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
 
@@ -129,8 +122,7 @@ async def _schedule(
     )
 
     def decide(history: list[Envelope]) -> Event:
-        exists, _, open_tasks, done = _activity_state(aggregate_type, history)
-        return agg.schedule_task(open_tasks, done, exists, event)
+        return agg.schedule_task(_activity(aggregate_type, history), event)
 
     return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
 
@@ -145,8 +137,7 @@ async def _complete(
     event = TaskCompleted(task_id=task_id, outcome=data.outcome)
 
     def decide(history: list[Envelope]) -> Event:
-        exists, _, open_tasks, done = _activity_state(aggregate_type, history)
-        return agg.complete_task(open_tasks, done, exists, event)
+        return agg.complete_task(_activity(aggregate_type, history), event)
 
     return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
 

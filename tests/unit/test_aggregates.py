@@ -91,11 +91,11 @@ def test_tasks_complete_once_and_only_when_scheduled() -> None:
     task = TaskScheduled(task_id="t1", title="Call back", due_at=T0)
     state = agg.fold_lead([envelope(LeadCaptured(), aggregate_type="lead"), envelope(task, aggregate_type="lead")])
     done = TaskCompleted(task_id="t1")
-    assert agg.complete_task(state.open_tasks, state.done_tasks, state.exists, done) == done
+    assert agg.complete_task(state, done) == done
     with pytest.raises(agg.Rejected):
-        agg.schedule_task(state.open_tasks, state.done_tasks, state.exists, task)
+        agg.schedule_task(state, task)
     with pytest.raises(agg.Rejected) as missing:
-        agg.complete_task(state.open_tasks, state.done_tasks, state.exists, TaskCompleted(task_id="t2"))
+        agg.complete_task(state, TaskCompleted(task_id="t2"))
     assert missing.value.status == 404
 
 
