@@ -44,8 +44,12 @@ class NatsSettings:
 async def connect(settings: NatsSettings, name: str) -> tuple[NATS, JetStreamContext]:
     """Connect and keep reconnecting forever; the caller decides what to do while disconnected."""
 
+    client: NATS | None = None
+
     async def disconnected() -> None:
-        log.warning("nats.disconnected", client=name)
+        # nats-py reports a deliberate close as a disconnect too; only a lost connection is worth a warning.
+        if client is None or not (client.is_closed or client.is_draining):
+            log.warning("nats.disconnected", client=name)
 
     async def reconnected() -> None:
         log.info("nats.reconnected", client=name)
@@ -64,4 +68,5 @@ async def connect(settings: NatsSettings, name: str) -> tuple[NATS, JetStreamCon
         reconnected_cb=reconnected,
         error_cb=error,
     )
+    client = nc
     return nc, nc.jetstream(timeout=settings.publish_timeout)
