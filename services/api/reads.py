@@ -151,8 +151,8 @@ async def velocity_metrics(
     period: FromQuery[Literal["day", "week", "month", "quarter"] | None] = "month",
     date: Annotated[dt.date | None, QueryParameter(description="a local date inside the period; default today")] = None,
     tz: Annotated[str, QueryParameter(description="IANA time zone of the period")] = "UTC",
-    start: Annotated[dt.datetime | None, QueryParameter(query="from", description="explicit range start")] = None,
-    end: Annotated[dt.datetime | None, QueryParameter(query="to", description="explicit range end")] = None,
+    start: Annotated[dt.datetime | None, QueryParameter(name="from", description="explicit range start")] = None,
+    end: Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")] = None,
     group_by: FromQuery[Literal["overall", "owner", "source", "pipeline"]] = "overall",
     as_of: AsOf = None,
 ) -> velocity.VelocityReport:
