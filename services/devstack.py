@@ -91,6 +91,7 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
     )
     postgres: PostgresServer | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    unclean: list[str] = []
     stopping = False
 
     def stop(*_: object) -> None:
@@ -143,13 +144,20 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
         for _, proc in reversed(children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for _, proc in children:
+        for name, proc in children:
             try:
-                proc.wait(15)
+                code = proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                code = -signal.SIGKILL
+            if code not in (0, -signal.SIGTERM):
+                unclean.append(name)
+                log.error("dev.unclean_stop", child=name, code=code, log=str(logs / f"{name}.log"))
         if postgres is not None:
             postgres.stop()
         nats.stop()
-        print("Dealstream stopped.", flush=True)
-    return 0
+        print(
+            "Dealstream stopped." if not unclean else f"Dealstream stopped; not cleanly: {', '.join(unclean)}",
+            flush=True,
+        )
+    return 1 if unclean else 0

@@ -150,6 +150,13 @@ class Intake:
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.subscribe()
+        try:
+            await self._consume(sub, stop)
+        finally:
+            # nats-py's drain waits forever on a pull subscription's queue; unsubscribing first lets it finish.
+            await sub.unsubscribe()
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=1.0)

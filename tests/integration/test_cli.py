@@ -96,6 +96,13 @@ def _wait_ready(proc: subprocess.Popen[str]) -> str:
     raise AssertionError("dev stack exited before it was ready:\n" + "".join(seen))
 
 
+def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C; the dev stack exits 0 only when every child stopped on its own (none had to be killed)."""
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, rest
+
+
 def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path, pg_url: str) -> None:
     api_port, nats_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}/v1"
@@ -107,8 +114,7 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         pipeline = _get(f"{api}/pipelines/default/events")
         assert pipeline["events"][0]["data"]["stages"][0]["id"] == "qualified"
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        _stop_cleanly(proc)
     proc = _start_dev(tmp_path / "data", api_port, nats_port, pg_url)
     try:
         _wait_ready(proc)
@@ -116,7 +122,6 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         assert [e["event_id"] for e in history["events"]] == [lead["event_id"]]
         assert len(_get(f"{api}/pipelines/default/events")["events"]) == 1
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        _stop_cleanly(proc)
     with pytest.raises(LocalStackError):  # the API is gone: nothing listens any more
         wait_for_port(api_port, 0.5)
