@@ -160,7 +160,8 @@ class Intake:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                # nats-py sometimes reports an empty fetch as a bare asyncio.TimeoutError.
                 continue
             for msg in msgs:
                 try:
