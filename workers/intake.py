@@ -160,7 +160,7 @@ class Intake:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:  # nats.errors.TimeoutError is one too
                 # nats-py sometimes reports an empty fetch as a bare asyncio.TimeoutError.
                 continue
             for msg in msgs:
