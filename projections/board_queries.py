@@ -9,7 +9,14 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from projections.board import BoardQuery, ColumnStats, DealRow, PipelineBoard, PipelineRow, Status, layout
-from projections.board_store import PIPELINE_COLUMNS, deal_from_record, deal_select, pipeline_from_record
+from projections.board_store import (
+    BUILD,
+    PIPELINE_COLUMNS,
+    BoardSql,
+    deal_from_record,
+    deal_select,
+    pipeline_from_record,
+)
 
 
 async def board(
@@ -20,13 +27,15 @@ async def board(
     limit: int = 50,
     as_of: dt.datetime | None = None,
     status: Status = "open",
+    build: str = BUILD,
 ) -> list[PipelineBoard]:
     """The board, per pipeline: stages in order, each with count, total and weighted amount per currency, and
     its first ``limit`` deals (longest in stage first) with a ``next_cursor`` when there are more.
 
     ``status`` picks open (the default), won or lost deals. Passing a column's ``next_cursor`` returns only
     that column, with its next page. ``as_of`` (business time; default now) drives age and the rotting flag.
-    Raises ``ValueError`` on a bad cursor or limit.
+    Raises ``ValueError`` on a bad cursor or limit. ``build``: whose tables to read (see
+    :mod:`projections.versions`).
     """
     query = BoardQuery.make(pipeline_id, owner, status, cursor, limit)
     as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
@@ -38,13 +47,15 @@ async def board(
     if query.stage is not None:
         filters.append(sql.SQL("stage = {}").format(query.stage))
     where = sql.SQL(" AND ").join(filters)
+    tables = BoardSql(build)
+    deals = sql.Identifier(tables.deals)
 
     async with conn.cursor() as cur:
         if query.pipeline_id is None:
-            await cur.execute(f"SELECT {PIPELINE_COLUMNS} FROM board_pipelines")  # noqa: S608
+            await cur.execute(f"SELECT {PIPELINE_COLUMNS} FROM {tables.pipelines}")  # noqa: S608
         else:
             await cur.execute(
-                f"SELECT {PIPELINE_COLUMNS} FROM board_pipelines WHERE pipeline_id = %s",  # noqa: S608
+                f"SELECT {PIPELINE_COLUMNS} FROM {tables.pipelines} WHERE pipeline_id = %s",  # noqa: S608
                 (query.pipeline_id,),
             )
         pipelines: dict[str, PipelineRow] = {}
@@ -53,9 +64,9 @@ async def board(
 
         await cur.execute(
             sql.SQL(
-                "SELECT pipeline_id, stage, currency, count(*), sum(amount) FROM board_deals WHERE {} "
+                "SELECT pipeline_id, stage, currency, count(*), sum(amount) FROM {} WHERE {} "
                 "GROUP BY pipeline_id, stage, currency"
-            ).format(where)
+            ).format(deals, where)
         )
         counts: dict[tuple[str, str], int] = {}
         totals: dict[tuple[str, str], dict[str, Decimal]] = {}
@@ -75,12 +86,13 @@ async def board(
             )
             page_sql = sql.SQL(
                 "SELECT {cols} FROM unnest({p}::text[], {s}::text[]) AS c(pipeline_id, stage) "
-                "CROSS JOIN LATERAL (SELECT * FROM board_deals d WHERE d.pipeline_id = c.pipeline_id "
+                "CROSS JOIN LATERAL (SELECT * FROM {deals} d WHERE d.pipeline_id = c.pipeline_id "
                 "AND d.stage = c.stage AND d.status = {status} {owner} {after} "
                 "ORDER BY d.stage_entered_at, d.deal_id LIMIT {n}) AS d "
                 "ORDER BY d.pipeline_id, d.stage, d.stage_entered_at, d.deal_id"
             ).format(
                 cols=sql.SQL(deal_select("d")),
+                deals=deals,
                 p=[k[0] for k in keys],
                 s=[k[1] for k in keys],
                 status=query.status,

@@ -11,10 +11,16 @@ from psycopg import AsyncConnection
 
 from events.envelope import AggregateType, StoredEvent
 from projections.board import BoardState, DealRow, PipelineRow, Stage, apply
+from projections.versions import build_name
 
-BOARD_DDL: tuple[str, ...] = (
+VERSION = 1
+"""The board's logic version: bump it when a change to the fold alters rows, and the new build rebuilds."""
+BUILD = build_name("board", VERSION)
+"""The build readers use before any worker has registered one."""
+
+_DDL: tuple[str, ...] = (
     """
-    CREATE TABLE IF NOT EXISTS board_pipelines (
+    CREATE TABLE IF NOT EXISTS {t}pipelines (
         pipeline_id text PRIMARY KEY,
         name text NOT NULL,
         stages jsonb NOT NULL,
@@ -22,7 +28,7 @@ BOARD_DDL: tuple[str, ...] = (
     )
     """,
     """
-    CREATE TABLE IF NOT EXISTS board_deals (
+    CREATE TABLE IF NOT EXISTS {t}deals (
         deal_id text PRIMARY KEY,
         pipeline_id text NOT NULL,
         stage text NOT NULL,
@@ -44,12 +50,12 @@ BOARD_DDL: tuple[str, ...] = (
     # One column's page is a range scan of this index in keyset order; the INCLUDE lets the per-column
     # count and sums be answered from the index alone.
     """
-    CREATE INDEX IF NOT EXISTS board_deals_column
-        ON board_deals (status, pipeline_id, stage, stage_entered_at, deal_id) INCLUDE (currency, amount)
+    CREATE INDEX IF NOT EXISTS {t}deals_column
+        ON {t}deals (status, pipeline_id, stage, stage_entered_at, deal_id) INCLUDE (currency, amount)
     """,
     """
-    CREATE INDEX IF NOT EXISTS board_deals_owner_column
-        ON board_deals (status, owner, pipeline_id, stage, stage_entered_at, deal_id) INCLUDE (currency, amount)
+    CREATE INDEX IF NOT EXISTS {t}deals_owner_column
+        ON {t}deals (status, owner, pipeline_id, stage, stage_entered_at, deal_id) INCLUDE (currency, amount)
     """,
 )
 
@@ -81,27 +87,44 @@ def deal_select(alias: str = "") -> str:
 
 
 _DEAL_SELECT = deal_select()
+# Statement templates over one build's tables: ``{t}`` is its table prefix (see :class:`BoardSql`).
+T = "{t}"
 PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version"
 
 # A batch's deal rows go in by COPY into a session-local staging table, then one INSERT .. SELECT merges them:
 # far cheaper than a statement per row. Each deal is staged at most once per batch, so ON CONFLICT never
 # meets the same row twice; ORDER BY keeps the lock order fixed.
-_STAGING = "CREATE TEMP TABLE IF NOT EXISTS board_deals_in (LIKE board_deals) ON COMMIT DELETE ROWS"
-_COPY_DEALS = f"COPY board_deals_in ({DEAL_COLUMNS}) FROM STDIN"
+_STAGING = "CREATE TEMP TABLE IF NOT EXISTS {t}deals_in (LIKE {t}deals) ON COMMIT DELETE ROWS"
+_COPY_DEALS = f"COPY {T}deals_in ({DEAL_COLUMNS}) FROM STDIN"
 _MERGE_DEALS = f"""
-INSERT INTO board_deals ({DEAL_COLUMNS})
-SELECT {DEAL_COLUMNS} FROM board_deals_in ORDER BY deal_id
+INSERT INTO {T}deals ({DEAL_COLUMNS})
+SELECT {DEAL_COLUMNS} FROM {T}deals_in ORDER BY deal_id
 ON CONFLICT (deal_id) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _DEAL_FIELDS[1:])}
-WHERE board_deals.version < EXCLUDED.version;
-TRUNCATE board_deals_in
+WHERE {T}deals.version < EXCLUDED.version;
+TRUNCATE {T}deals_in
 """  # noqa: S608 - column names are constants
 
 _UPSERT_PIPELINE = """
-INSERT INTO board_pipelines (pipeline_id, name, stages, version) VALUES (%s, %s, %s::jsonb, %s)
+INSERT INTO {t}pipelines (pipeline_id, name, stages, version) VALUES (%s, %s, %s::jsonb, %s)
 ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version
-WHERE board_pipelines.version < EXCLUDED.version
+WHERE {t}pipelines.version < EXCLUDED.version
 """
+
+
+class BoardSql:
+    """The board's statements over one build's tables: ``<build>_deals`` and ``<build>_pipelines``."""
+
+    def __init__(self, build: str) -> None:
+        t = f"{build}_"
+        self.deals = f"{t}deals"
+        self.pipelines = f"{t}pipelines"
+        self.ddl = tuple(statement.format(t=t) for statement in _DDL)
+        self.staging = _STAGING.format(t=t)
+        self.copy_deals = _COPY_DEALS.format(t=t)
+        self.merge_deals = _MERGE_DEALS.format(t=t)
+        self.upsert_pipeline = _UPSERT_PIPELINE.format(t=t)
+
 
 _stages_decoder = msgspec.json.Decoder(tuple[Stage, ...])
 _tasks_decoder = msgspec.json.Decoder(tuple[tuple[str, dt.datetime], ...])
@@ -163,18 +186,20 @@ def pipeline_from_record(r: Sequence[Any]) -> PipelineRow:
     return PipelineRow(pipeline_id=r[0], name=r[1], stages=_stages_decoder.decode(r[2]), version=r[3])
 
 
-async def load_state(conn: AsyncConnection[Any], deal_ids: Iterable[str], pipeline_ids: Iterable[str]) -> BoardState:
+async def load_state(
+    conn: AsyncConnection[Any], sql: BoardSql, deal_ids: Iterable[str], pipeline_ids: Iterable[str]
+) -> BoardState:
     """The stored rows of these deals and pipelines."""
     state = BoardState()
     deal_list, pipeline_list = list(deal_ids), list(pipeline_ids)
     async with conn.cursor() as cur:
         if deal_list:
-            await cur.execute(f"SELECT {_DEAL_SELECT} FROM board_deals WHERE deal_id = ANY(%s)", (deal_list,))  # noqa: S608
+            await cur.execute(f"SELECT {_DEAL_SELECT} FROM {sql.deals} WHERE deal_id = ANY(%s)", (deal_list,))  # noqa: S608
             for record in await cur.fetchall():
                 state.deals[record[0]] = deal_from_record(record)
         if pipeline_list:
             await cur.execute(
-                f"SELECT {PIPELINE_COLUMNS} FROM board_pipelines WHERE pipeline_id = ANY(%s)",  # noqa: S608
+                f"SELECT {PIPELINE_COLUMNS} FROM {sql.pipelines} WHERE pipeline_id = ANY(%s)",  # noqa: S608
                 (pipeline_list,),
             )
             for record in await cur.fetchall():
@@ -183,22 +208,27 @@ async def load_state(conn: AsyncConnection[Any], deal_ids: Iterable[str], pipeli
 
 
 class BoardProjection:
-    """The sales board: one row per deal, one per pipeline."""
+    """The sales board: one row per deal, one per pipeline. ``instance`` labels a separate build of the same
+    version (its own tables and checkpoints), e.g. a rebuild to compare with the live one."""
 
     name = "board"
-    version = 1
+    version = VERSION
     # The fold never reads a pipeline to fold a deal (stages are joined at query time), so pipelines are
     # split by partition like deals: each definition is written by exactly one shard.
     partitioned: tuple[AggregateType, ...] = ("deal", "pipeline")
     broadcast: tuple[AggregateType, ...] = ()
 
+    def __init__(self, instance: str = "") -> None:
+        self.build = build_name(self.name, self.version, instance)
+        self.sql = BoardSql(self.build)
+
     def ddl(self) -> Sequence[str]:
-        return BOARD_DDL
+        return self.sql.ddl
 
     async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
         deal_ids = {e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "deal"}
         pipeline_ids = {e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "pipeline"}
-        state = await load_state(conn, deal_ids, pipeline_ids)
+        state = await load_state(conn, self.sql, deal_ids, pipeline_ids)
         before = state.copy()
         for event in events:
             apply(state, event)
@@ -209,26 +239,27 @@ class BoardProjection:
         ]
         async with conn.cursor() as cur:
             if deals:
-                await cur.execute(_STAGING)
-                async with cur.copy(_COPY_DEALS) as copy:
+                await cur.execute(self.sql.staging)
+                async with cur.copy(self.sql.copy_deals) as copy:
                     for deal in deals:
                         await copy.write_row(_deal_record(deal))
-                await cur.execute(_MERGE_DEALS)
+                await cur.execute(self.sql.merge_deals)
             if pipelines:
                 await cur.executemany(
-                    _UPSERT_PIPELINE,
+                    self.sql.upsert_pipeline,
                     [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
                 )
 
 
-async def read_state(conn: AsyncConnection[Any]) -> BoardState:
-    """Every stored row: for tests, rebuild comparisons and the bench."""
+async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> BoardState:
+    """Every stored row of one build: for tests, rebuild comparisons and the bench."""
+    sql = BoardSql(build)
     state = BoardState()
     async with conn.cursor() as cur:
-        await cur.execute(f"SELECT {_DEAL_SELECT} FROM board_deals")  # noqa: S608
+        await cur.execute(f"SELECT {_DEAL_SELECT} FROM {sql.deals}")  # noqa: S608
         for record in await cur.fetchall():
             state.deals[record[0]] = deal_from_record(record)
-        await cur.execute(f"SELECT {PIPELINE_COLUMNS} FROM board_pipelines")  # noqa: S608
+        await cur.execute(f"SELECT {PIPELINE_COLUMNS} FROM {sql.pipelines}")  # noqa: S608
         for record in await cur.fetchall():
             state.pipelines[record[0]] = pipeline_from_record(record)
     return state

@@ -1,6 +1,7 @@
 """What a projection offers the engine, and the names the engine derives from it. No server imports.
 
-A projection is a name, a version, its SQL schema and ``apply_batch``: fold a batch of stored events into
+A projection is a name, a version, a build (the version's tables: see :mod:`projections.versions`), its
+SQL schema and ``apply_batch``: fold a batch of stored events into
 its tables through the connection it is given, inside the engine's transaction (never commit). The engine
 owns checkpoints, acks, dead letters and retries.
 """
@@ -28,6 +29,8 @@ class Projection(Protocol):
 
     name: str
     version: int
+    build: str
+    """The build's name (see :func:`projections.versions.build_name`): its table prefix and checkpoint key."""
     partitioned: tuple[AggregateType, ...]
     broadcast: tuple[AggregateType, ...]
 
@@ -80,14 +83,13 @@ CREATE TABLE IF NOT EXISTS projection_checkpoints (
 
 
 def checkpoint_name(projection: Projection) -> str:
-    """The checkpoint's projection key: a new version starts from sequence 0."""
-    return f"{projection.name}.v{projection.version}"
+    """The checkpoint's projection key: its build, so a new version or a rebuild starts from sequence 0."""
+    return projection.build
 
 
-def consumer_name(naming: Naming, projection: Projection, shard: Shard, instance: str = "") -> str:
-    """The durable consumer of one shard of one projection (of one ``instance``, e.g. a rebuild)."""
-    suffix = f"_{instance}" if instance else ""
-    return f"{naming.prefix}_{projection.name}_v{projection.version}_{shard.index}of{shard.count}{suffix}"
+def consumer_name(naming: Naming, projection: Projection, shard: Shard) -> str:
+    """The durable consumer of one shard of one build of a projection."""
+    return f"{naming.prefix}_{projection.build}_{shard.index}of{shard.count}"
 
 
 def consumer_filter(naming: Naming, projection: Projection) -> str:

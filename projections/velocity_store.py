@@ -37,8 +37,14 @@ from projections.velocity import (
     metrics_report,
     weighted_by_close_month,
 )
+from projections.versions import build_name
 
-P = "velocity_v1_"
+VERSION = 1
+"""The velocity logic version: bump it when a change to the fold alters rows, and the new build rebuilds."""
+BUILD = build_name("velocity", VERSION)
+"""The build readers use before any worker has registered one."""
+# Statement templates over one build's tables: ``{t}`` stands for its table prefix ``<build>_``.
+P = "{t}"
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -199,23 +205,23 @@ def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
     )
 
 
-def _children(table: str, key: str, where: str, params: Params, ids: list[str] | None) -> tuple[str, Params]:
+def _children(t: str, table: str, key: str, where: str, params: Params, ids: list[str] | None) -> tuple[str, Params]:
     """FROM and WHERE of the child rows of the parents matching ``where``: by ``ids`` when the caller has them,
     which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
     if ids is not None:
-        return f"{P}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (ids,)
+        return f"{t}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (ids,)
     parent = "deals d" if key == "deal_id" else "leads l"
-    return f"{P}{table} c JOIN {P}{parent} USING ({key}) WHERE {where}", params
+    return f"{t}{table} c JOIN {t}{parent} USING ({key}) WHERE {where}", params
 
 
 async def _select_deals(
-    conn: AsyncConnection[Any], where: str, params: Params, ids: list[str] | None = None
+    conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, DealFacts]:
     """Deals matching ``where`` (over ``d``, a deal row; or exactly ``ids``) with their visits and amounts."""
     visits: dict[str, list[StageVisit]] = {}
     amounts: dict[str, list[AmountFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children("stage_visits", "deal_id", where, params, ids)
+        source, args = _children(t, "stage_visits", "deal_id", where, params, ids)
         await cur.execute(
             f"SELECT c.deal_id, c.stage, c.entered_at, c.left_at FROM {source} ORDER BY c.deal_id, c.n",  # noqa: S608
             args,
@@ -224,7 +230,7 @@ async def _select_deals(
             visits.setdefault(deal_id, []).append(
                 StageVisit(stage=stage, entered_at=_utc(entered_at), left_at=_utc_or_none(left_at))
             )
-        source, args = _children("deal_amounts", "deal_id", where, params, ids)
+        source, args = _children(t, "deal_amounts", "deal_id", where, params, ids)
         await cur.execute(
             f"SELECT c.deal_id, c.sequence, c.at, c.amount, c.currency FROM {source} "  # noqa: S608
             "ORDER BY c.deal_id, c.sequence",
@@ -235,7 +241,7 @@ async def _select_deals(
                 AmountFact(sequence=seq, at=_utc(at), amount=amount, currency=currency)
             )
         cols = ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {P}deals d WHERE {where}", params)  # noqa: S608
+        await cur.execute(f"SELECT {cols} FROM {t}deals d WHERE {where}", params)  # noqa: S608
         out: dict[str, DealFacts] = {}
         for r in await cur.fetchall():
             out[r[0]] = DealFacts(
@@ -259,12 +265,12 @@ async def _select_deals(
 
 
 async def _select_leads(
-    conn: AsyncConnection[Any], where: str, params: Params, ids: list[str] | None = None
+    conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, LeadFacts]:
     """Leads matching ``where`` (over ``l``, a lead row; or exactly ``ids``) with their owner assignments."""
     owners: dict[str, list[OwnerFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children("lead_owners", "lead_id", where, params, ids)
+        source, args = _children(t, "lead_owners", "lead_id", where, params, ids)
         await cur.execute(
             f"SELECT c.lead_id, c.sequence, c.at, c.owner FROM {source} ORDER BY c.lead_id, c.sequence",  # noqa: S608
             args,
@@ -272,7 +278,7 @@ async def _select_leads(
         for lead_id, seq, at, owner in await cur.fetchall():
             owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=_utc(at), owner=owner))
         cols = ", ".join(f"l.{c.strip()}" for c in _LEAD_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {P}leads l WHERE {where}", params)  # noqa: S608
+        await cur.execute(f"SELECT {cols} FROM {t}leads l WHERE {where}", params)  # noqa: S608
         out: dict[str, LeadFacts] = {}
         for r in await cur.fetchall():
             out[r[0]] = LeadFacts(
@@ -290,12 +296,12 @@ async def _select_leads(
 
 
 async def _select_pipelines(
-    conn: AsyncConnection[Any], where: str, params: Params
+    conn: AsyncConnection[Any], t: str, where: str, params: Params
 ) -> dict[str, tuple[PipelineVersion, ...]]:
     out: dict[str, list[PipelineVersion]] = {}
     async with conn.cursor() as cur:
         await cur.execute(
-            f"SELECT pipeline_id, sequence, defined_at, stages::text FROM {P}pipelines p "  # noqa: S608
+            f"SELECT pipeline_id, sequence, defined_at, stages::text FROM {t}pipelines p "  # noqa: S608
             f"WHERE {where} ORDER BY pipeline_id, sequence",
             params,
         )
@@ -312,23 +318,29 @@ async def _select_pipelines(
 
 
 async def load_state(
-    conn: AsyncConnection[Any], deal_ids: Iterable[str], lead_ids: Iterable[str], pipeline_ids: Iterable[str]
+    conn: AsyncConnection[Any],
+    t: str,
+    deal_ids: Iterable[str],
+    lead_ids: Iterable[str],
+    pipeline_ids: Iterable[str],
 ) -> VelocityState:
-    """The stored facts of these deals, leads and pipelines."""
+    """The stored facts of these deals, leads and pipelines, in the tables prefixed ``t``."""
     deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
+    by_deal, by_lead = "d.deal_id IN (SELECT unnest(%s::text[]))", "l.lead_id IN (SELECT unnest(%s::text[]))"
     return VelocityState(
-        deals=await _select_deals(conn, "d.deal_id IN (SELECT unnest(%s::text[]))", (deals,), deals) if deals else {},
-        leads=await _select_leads(conn, "l.lead_id IN (SELECT unnest(%s::text[]))", (leads,), leads) if leads else {},
-        pipelines=await _select_pipelines(conn, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
+        deals=await _select_deals(conn, t, by_deal, (deals,), deals) if deals else {},
+        leads=await _select_leads(conn, t, by_lead, (leads,), leads) if leads else {},
+        pipelines=await _select_pipelines(conn, t, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
     )
 
 
-async def read_state(conn: AsyncConnection[Any]) -> VelocityState:
-    """Every stored fact: for tests and rebuild comparisons."""
+async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> VelocityState:
+    """Every stored fact of one build: for tests and rebuild comparisons."""
+    t = f"{build}_"
     return VelocityState(
-        deals=await _select_deals(conn, "true", ()),
-        leads=await _select_leads(conn, "true", ()),
-        pipelines=await _select_pipelines(conn, "true", ()),
+        deals=await _select_deals(conn, t, "true", ()),
+        leads=await _select_leads(conn, t, "true", ()),
+        pipelines=await _select_pipelines(conn, t, "true", ()),
     )
 
 
@@ -339,20 +351,27 @@ class VelocityProjection:
     """Velocity facts: per deal (opening, stage visits, amounts, close), per lead, per pipeline definition."""
 
     name = "velocity"
-    version = 1
+    version = VERSION
     # No fact of one aggregate is needed to fold another (pipelines are joined at query time), so every type
     # is split by partition and each row has exactly one writer.
     partitioned: tuple[AggregateType, ...] = ("deal", "lead", "pipeline")
     broadcast: tuple[AggregateType, ...] = ()
 
+    def __init__(self, instance: str = "") -> None:
+        self.build = build_name(self.name, self.version, instance)
+        self.tables = f"{self.build}_"
+        self._ddl = tuple(statement.format(t=self.tables) for statement in VELOCITY_DDL)
+        writes = (_UPSERT_DEAL, _UPSERT_VISIT, _INSERT_AMOUNT, _UPSERT_LEAD, _INSERT_OWNER, _INSERT_PIPELINE)
+        self._writes = tuple(statement.format(t=self.tables) for statement in writes)
+
     def ddl(self) -> Sequence[str]:
-        return VELOCITY_DDL
+        return self._ddl
 
     async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
         ids: dict[str, set[str]] = {"deal": set(), "lead": set(), "pipeline": set()}
         for e in events:
             ids[e.envelope.aggregate_type].add(e.envelope.aggregate_id)
-        state = await load_state(conn, ids["deal"], ids["lead"], ids["pipeline"])
+        state = await load_state(conn, self.tables, ids["deal"], ids["lead"], ids["pipeline"])
         before = state.copy()
         for event in events:
             apply(state, event)
@@ -390,14 +409,7 @@ class VelocityProjection:
             for v in state.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
         ]
         async with conn.cursor() as cur:
-            for statement, rows in (
-                (_UPSERT_DEAL, deals),
-                (_UPSERT_VISIT, visits),
-                (_INSERT_AMOUNT, amounts),
-                (_UPSERT_LEAD, leads),
-                (_INSERT_OWNER, owners),
-                (_INSERT_PIPELINE, pipelines),
-            ):
+            for statement, rows in zip(self._writes, (deals, visits, amounts, leads, owners, pipelines), strict=True):
                 if rows:
                     await cur.executemany(statement, rows)
 
@@ -412,6 +424,7 @@ async def metrics(
     group_by: GroupBy = "overall",
     as_of: dt.datetime | None = None,
     previous_start: dt.datetime | None = None,
+    build: str = BUILD,
 ) -> VelocityReport:
     """Every velocity figure for ``[period_start, period_end)`` as known at ``as_of`` (business time; default
     now), overall or per owner, lead source or pipeline. ``previous_start`` begins the period the lead velocity
@@ -428,30 +441,36 @@ async def metrics(
         raise ValueError("as_of must carry a time zone")
     as_of = as_of.astimezone(dt.UTC)
     # Every deal that can count: opened before the period ends (and by as_of), and not closed before it began.
+    t = f"{build}_"
     deals = await _select_deals(
         conn,
+        t,
         "d.opened_at < %(end)s AND d.opened_at <= %(as_of)s "
         "AND (d.closed_at IS NULL OR d.closed_at >= %(start)s OR d.closed_at > %(as_of)s)",
         {"start": p.start, "end": p.end, "as_of": as_of},
     )
     leads = await _select_leads(
         conn,
+        t,
         "l.captured_at <= %(as_of)s AND ((l.captured_at >= %(start)s AND l.captured_at < %(end)s) "
         "OR (l.qualified_at >= %(previous)s AND l.qualified_at < %(end)s))",
         {"start": p.start, "end": p.end, "previous": p.previous_start, "as_of": as_of},
     )
-    pipelines = await _select_pipelines(conn, "p.defined_at <= %(as_of)s", {"as_of": as_of})
+    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
     return metrics_report(deals.values(), leads.values(), pipelines, p, group_by, as_of)
 
 
-async def weighted_pipeline(conn: AsyncConnection[Any], as_of: dt.datetime | None = None) -> list[WeightedMonth]:
+async def weighted_pipeline(
+    conn: AsyncConnection[Any], as_of: dt.datetime | None = None, build: str = BUILD
+) -> list[WeightedMonth]:
     """Open deals at ``as_of`` (default now) by expected close month and currency: count, amount, and amount x
     stage probability (see :func:`projections.velocity.weighted_by_close_month`)."""
     as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
     if as_of.tzinfo is None:
         raise ValueError("as_of must carry a time zone")
+    t = f"{build}_"
     deals = await _select_deals(
-        conn, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
+        conn, t, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
     )
-    pipelines = await _select_pipelines(conn, "p.defined_at <= %(as_of)s", {"as_of": as_of})
+    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
     return weighted_by_close_month(deals.values(), pipelines, as_of.astimezone(dt.UTC))

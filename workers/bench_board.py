@@ -51,7 +51,7 @@ from events.types import (
     TouchpointLogged,
 )
 from projections.board_queries import board
-from projections.board_store import BoardProjection
+from projections.board_store import BoardProjection, BoardSql
 from projections.engine import Shard
 from services.localstack import NatsServer, PostgresServer
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
@@ -194,11 +194,13 @@ async def raw_consume(js: JetStreamContext, naming: Naming, total: int, dsn: str
     return rate
 
 
-async def wait_caught_up(js: JetStreamContext, dsn: str, naming: Naming, shards: list[Shard]) -> None:
+async def wait_caught_up(
+    js: JetStreamContext, dsn: str, naming: Naming, shards: list[Shard], projection: BoardProjection
+) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while True:
             try:
-                lags = [await measure_lag(js, conn, naming, BoardProjection(), s) for s in shards]
+                lags = [await measure_lag(js, conn, naming, projection, s) for s in shards]
             except psycopg.errors.UndefinedTable:
                 lags = []
             if lags and all(lag.caught_up for lag in lags):
@@ -206,19 +208,16 @@ async def wait_caught_up(js: JetStreamContext, dsn: str, naming: Naming, shards:
             await asyncio.sleep(0.02)
 
 
-async def board_engine_rate(settings: NatsSettings, js: JetStreamContext, dsn: str, total: int) -> float:
+async def board_engine_rate(
+    settings: NatsSettings, js: JetStreamContext, dsn: str, total: int, projection: BoardProjection
+) -> float:
     engine = ProjectionEngine(
-        BoardProjection(),
-        settings,
-        dsn,
-        settings=EngineSettings(
-            batch_size=1000, fetch_timeout=0.5, lag_interval=3600, instance=f"b{uuid.uuid4().hex[:6]}"
-        ),
+        projection, settings, dsn, settings=EngineSettings(batch_size=1000, fetch_timeout=0.5, lag_interval=3600)
     )
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.create_task(engine.run(stop))
-    await wait_caught_up(js, dsn, settings.naming, [Shard()])
+    await wait_caught_up(js, dsn, settings.naming, [Shard()], projection)
     elapsed = time.perf_counter() - start
     stop.set()
     await task
@@ -228,6 +227,7 @@ async def board_engine_rate(settings: NatsSettings, js: JetStreamContext, dsn: s
 async def board_processes_rate(
     settings: NatsSettings, js: JetStreamContext, dsn: str, total: int, shards: int
 ) -> float:
+    label = f"p{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
         "DEALSTREAM_NATS_URL": settings.servers[0],
@@ -235,7 +235,7 @@ async def board_processes_rate(
         "DATABASE_URL": dsn,
         "DEALSTREAM_ENGINE_LAG_INTERVAL": "3600",
         "DEALSTREAM_ENGINE_FETCH_TIMEOUT": "0.5",
-        "DEALSTREAM_ENGINE_INSTANCE": f"p{uuid.uuid4().hex[:6]}",
+        "DEALSTREAM_ENGINE_INSTANCE": label,
         "DEALSTREAM_LOG_LEVEL": "warning",
     }
     start = time.perf_counter()
@@ -246,7 +246,9 @@ async def board_processes_rate(
         for k in range(shards)
     ]
     try:
-        await wait_caught_up(js, dsn, settings.naming, [Shard(k, shards) for k in range(shards)])
+        await wait_caught_up(
+            js, dsn, settings.naming, [Shard(k, shards) for k in range(shards)], BoardProjection(label)
+        )
         elapsed = time.perf_counter() - start
     finally:
         for p in procs:
@@ -256,18 +258,18 @@ async def board_processes_rate(
     return total / elapsed
 
 
-async def query_latency(dsn: str, runs: int = 20) -> tuple[float, float, int]:
+async def query_latency(dsn: str, build: str, runs: int = 20) -> tuple[float, float, int]:
     """Median milliseconds of the whole open board, and of one owner's board; and the open deal count."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute("ANALYZE board_deals")
+        await conn.execute(f"ANALYZE {BoardSql(build).deals}")
         times, owner_times = [], []
-        result = await board(conn, as_of=T0)
+        result = await board(conn, as_of=T0, build=build)
         for _ in range(runs):
             t = time.perf_counter()
-            result = await board(conn, as_of=T0)
+            result = await board(conn, as_of=T0, build=build)
             times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            await board(conn, as_of=T0, owner="ana")
+            await board(conn, as_of=T0, owner="ana", build=build)
             owner_times.append(time.perf_counter() - t)
     open_deals = sum(c.count for b in result for c in b.columns)
     return statistics.median(times) * 1000, statistics.median(owner_times) * 1000, open_deals
@@ -285,12 +287,13 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
     figures: dict[str, list[float]] = {"fetch+ack": [], "raw fetch+decode+executemany": [], "board engine": []}
     if shards > 1:
         figures[f"board x{shards} processes"] = []
-    last_dsn = ""
+    last_dsn, last_build = "", BoardProjection()
     for run in range(runs):
         figures["fetch+ack"].append(await raw_consume(js, naming, total, None))
         figures["raw fetch+decode+executemany"].append(await raw_consume(js, naming, total, await new_schema(pg_url)))
         last_dsn = await new_schema(pg_url)
-        figures["board engine"].append(await board_engine_rate(settings, js, last_dsn, total))
+        last_build = BoardProjection(f"b{uuid.uuid4().hex[:6]}")
+        figures["board engine"].append(await board_engine_rate(settings, js, last_dsn, total, last_build))
         if shards > 1:
             figures[f"board x{shards} processes"].append(
                 await board_processes_rate(settings, js, await new_schema(pg_url), total, shards)
@@ -301,7 +304,7 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
     for name, values in figures.items():
         median = statistics.median(values)
         print(f"  {name:32} {median:>9,.0f} ev/s   {median / raw:5.2f} x raw")
-    whole, owner, open_deals = await query_latency(last_dsn)
+    whole, owner, open_deals = await query_latency(last_dsn, last_build.build)
     print(f"  board query, {open_deals} open deals: {whole:.1f} ms whole board, {owner:.1f} ms one owner (median)")
     await nc.close()
 

@@ -9,6 +9,10 @@ from workers.engine import EngineSettings, ProjectionEngine
 
 
 def board_engine(
-    nats_settings: NatsSettings, database_url: str, shard: Shard | None = None, settings: EngineSettings | None = None
+    nats_settings: NatsSettings,
+    database_url: str,
+    shard: Shard | None = None,
+    settings: EngineSettings | None = None,
+    instance: str = "",
 ) -> ProjectionEngine:
-    return ProjectionEngine(BoardProjection(), nats_settings, database_url, shard, settings)
+    return ProjectionEngine(BoardProjection(instance), nats_settings, database_url, shard, settings)

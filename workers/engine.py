@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from projections.engine import (
     consumer_filter,
     consumer_name,
 )
+from projections.versions import VERSIONS_DDL, register, serving_build, try_take_over
 
 log = structlog.get_logger("dealstream.engine")
 
@@ -55,8 +55,7 @@ _DDL_LOCK = "dealstream.ddl"
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """Tuning. ``instance`` labels a second copy of a projection (a rebuild into another schema) so that it
-    gets its own durable consumer instead of fighting the live one for it."""
+    """Tuning of the loop; what it builds (the version, a labelled rebuild) belongs to the projection."""
 
     batch_size: int = 1000
     fetch_timeout: float = 1.0
@@ -65,17 +64,14 @@ class EngineSettings:
     lag_interval: float = 30.0
     backoff_initial: float = 0.2
     backoff_max: float = 10.0
-    instance: str = ""
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{0,32}", self.instance):
-            raise ValueError("engine instance: up to 32 of A-Z a-z 0-9 _ -")
         if self.batch_size < 1:
             raise ValueError("batch size must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EngineSettings:
-        """``DEALSTREAM_ENGINE_BATCH``, ``_FETCH_TIMEOUT``, ``_ACK_WAIT``, ``_LAG_INTERVAL``, ``_INSTANCE``."""
+        """``DEALSTREAM_ENGINE_BATCH``, ``_FETCH_TIMEOUT``, ``_ACK_WAIT``, ``_LAG_INTERVAL``."""
         env = os.environ if env is None else env
         d = cls()
         return cls(
@@ -83,7 +79,6 @@ class EngineSettings:
             fetch_timeout=float(env.get("DEALSTREAM_ENGINE_FETCH_TIMEOUT", d.fetch_timeout)),
             ack_wait=float(env.get("DEALSTREAM_ENGINE_ACK_WAIT", d.ack_wait)),
             lag_interval=float(env.get("DEALSTREAM_ENGINE_LAG_INTERVAL", d.lag_interval)),
-            instance=env.get("DEALSTREAM_ENGINE_INSTANCE", d.instance),
         )
 
 
@@ -96,6 +91,7 @@ class Lag(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint: int
     first_unapplied_sequence: int | None
     oldest_unapplied_age_seconds: float | None
+    serving: bool = False
 
     @property
     def caught_up(self) -> bool:
@@ -141,6 +137,7 @@ async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projecti
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
         await conn.execute(CHECKPOINT_DDL)
+        await conn.execute(VERSIONS_DDL)
         for statement in projection.ddl():
             await conn.execute(statement)
 
@@ -151,13 +148,16 @@ async def measure_lag(
     naming: Naming,
     projection: Projection,
     shard: Shard,
+    build: str | None = None,
 ) -> Lag:
     """The stream's last sequence, this shard's checkpoint, and the first event in its consumer's filter past
     the checkpoint with its age (wall clock since it entered the log: an operational figure, not business time).
+    ``build``: another build of the projection than the code's own (e.g. the one still serving).
 
     Every shard reads (and skips) the events of the other shards, so its checkpoint moves past them too."""
     info = await js.stream_info(naming.events_stream)
-    checkpoint = await read_checkpoint(conn, checkpoint_name(projection), shard.key)
+    key = build or checkpoint_name(projection)
+    checkpoint = await read_checkpoint(conn, key, shard.key)
     first: Any = None
     with contextlib.suppress(NotFoundError):
         first = await js.get_msg(
@@ -171,7 +171,7 @@ async def measure_lag(
     if first is not None and first.time is not None:
         age = max(0.0, (dt.datetime.now(dt.UTC) - first.time).total_seconds())
     return Lag(
-        projection=checkpoint_name(projection),
+        projection=key,
         partition_key=shard.key,
         stream_last_sequence=int(info.state.last_seq),
         checkpoint=checkpoint,
@@ -198,7 +198,7 @@ class ProjectionEngine:
         self.shard = shard or Shard()
         self.settings = settings or EngineSettings()
         self.checkpoint_key = checkpoint_name(projection)
-        self.durable = consumer_name(self.naming, projection, self.shard, self.settings.instance)
+        self.durable = consumer_name(self.naming, projection, self.shard)
         self.filter = consumer_filter(self.naming, projection)
         self.selects = Selector(projection, self.shard)
         self.log = log.bind(projection=self.checkpoint_key, partition=self.shard.key)
@@ -210,6 +210,9 @@ class ProjectionEngine:
         self._next_consumer_seq = 1
         self._in_sync = False
         self._stalled_at: int | None = None
+        self.serving = False
+        self._next_take_over = 0.0
+        self.superseded_by: str | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.batches = 0
@@ -302,6 +305,8 @@ class ProjectionEngine:
                 "ON CONFLICT DO NOTHING",
                 (self.checkpoint_key, self.shard.key),
             )
+            p = self.projection
+            await register(pg, p.name, p.build, p.version)
         except BaseException:
             with contextlib.suppress(Exception):
                 await pg.close()
@@ -410,11 +415,15 @@ class ProjectionEngine:
                 try:
                     msgs = await fetching
                 except TimeoutError:  # nats-py raises both its own TimeoutError and asyncio's: no messages
+                    # Nothing waiting: this shard is caught up, the moment a new build may take over.
+                    await self._maybe_take_over()
                     continue
                 # Fetch the next batch while PostgreSQL works on this one: the batch's time in the database is
                 # mostly waiting, and nats-py's per-message work fills it. Batches are still applied in order.
                 prefetch = asyncio.create_task(sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout))
                 await self.process(msgs)
+                if len(msgs) < self.settings.batch_size:  # a short batch: the backlog is drained
+                    await self._maybe_take_over()
         finally:
             if prefetch is not None:
                 # Whatever it received stays unacked: the next sync sees that and restarts from the checkpoint.
@@ -422,6 +431,24 @@ class ProjectionEngine:
                 with contextlib.suppress(BaseException):
                     await prefetch
                 self._in_sync = False
+
+    async def _maybe_take_over(self) -> None:
+        """Switch readers to this build once all its shards have caught up with the serving one (checked at
+        most once a second, when this shard has drained its backlog); notice when a newer build took over."""
+        if time.monotonic() < self._next_take_over:
+            return
+        self._next_take_over = time.monotonic() + 1.0
+        assert self._pg is not None
+        p = self.projection
+        if not self.serving:
+            replaced = await try_take_over(self._pg, p.name, p.build, p.version, self.shard.count)
+            if replaced is not None:
+                self.log.info("projection.switched", replaced=replaced.build, checkpoint=self._checkpoint)
+        serving = await serving_build(self._pg, p.name)
+        self.serving = serving is not None and serving.build == p.build
+        if serving is not None and serving.version > p.version and self.superseded_by != serving.build:
+            self.superseded_by = serving.build
+            self.log.warning("projection.superseded", serving=serving.build, hint="stop this worker")
 
     async def _log_lag(self) -> None:
         assert self._js is not None and self._pg is not None
@@ -543,18 +570,25 @@ class ProjectionEngine:
 
 
 async def lag_of(projection: Projection, nats_settings: NatsSettings, database_url: str) -> list[Lag]:
-    """Lag of every shard of a projection that has a checkpoint row (connects, measures, disconnects)."""
+    """Lag of every shard of every build of a projection that has a checkpoint (connects, measures,
+    disconnects); the serving build is marked."""
     nc, js = await connect(nats_settings, "dealstream-lag")
     try:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             try:
                 cur = await conn.execute(
-                    "SELECT partition_key FROM projection_checkpoints WHERE projection = %s ORDER BY partition_key",
-                    (checkpoint_name(projection),),
+                    "SELECT projection, partition_key FROM projection_checkpoints WHERE projection ~ %s "
+                    "ORDER BY projection, partition_key",
+                    (f"^{projection.name}_v[0-9]+(_|$)",),
                 )
+                keys = [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+                serving = await serving_build(conn, projection.name)
             except psycopg.errors.UndefinedTable:
                 return []
-            keys = [str(r[0]) for r in await cur.fetchall()]
-            return [await measure_lag(js, conn, nats_settings.naming, projection, Shard.parse(k)) for k in keys]
+            lags = []
+            for build, key in keys:
+                lag = await measure_lag(js, conn, nats_settings.naming, projection, Shard.parse(key), build)
+                lags.append(msgspec.structs.replace(lag, serving=serving is not None and serving.build == build))
+            return lags
     finally:
         await nc.close()

@@ -14,8 +14,9 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from events.aggregates import Rejected
-from projections import board_changes, board_queries, velocity, velocity_store
+from projections import board_changes, board_queries, board_store, velocity, velocity_store
 from projections.board import PipelineBoard, Status
+from projections.versions import serving_build_name
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.errors import InputError
 from workers.registry import WORKERS, worker_lag
@@ -44,7 +45,8 @@ async def _board(
 ) -> list[PipelineBoard]:
     async with runtime(request).read_connection() as conn:
         try:
-            return await board_queries.board(conn, pipeline_id, owner, cursor, limit, _as_of(as_of), status)
+            build = await serving_build_name(conn, "board", board_store.BUILD)
+            return await board_queries.board(conn, pipeline_id, owner, cursor, limit, _as_of(as_of), status, build)
         except ValueError as exc:
             raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
 
@@ -113,10 +115,12 @@ async def board_feed(
         idle = 0.0
         while True:
             async with rt.read_connection() as conn:
+                # Resolved on every poll: a switch to a new build of the board carries on from the same sequence.
+                build = await serving_build_name(conn, "board", board_store.BUILD)
                 if cursor is None:
-                    cursor = await board_changes.latest_change(conn)
+                    cursor = await board_changes.latest_change(conn, build)
                     yield ServerSentEventMessage(comment=f"from sequence {cursor}")
-                rows = await board_changes.changes_after(conn, cursor, 500)
+                rows = await board_changes.changes_after(conn, cursor, 500, build)
             for row in rows:
                 cursor = row.version
                 change = BoardChange(
@@ -169,8 +173,15 @@ async def velocity_metrics(
             day = date or dt.datetime.now(velocity.zone(tz)).date()
             chosen = velocity.period(period or "month", day, tz)
         async with runtime(request).read_connection() as conn:
+            build = await serving_build_name(conn, "velocity", velocity_store.BUILD)
             return await velocity_store.metrics(
-                conn, chosen.start, chosen.end, group_by, _as_of(as_of), previous_start=chosen.previous_start
+                conn,
+                chosen.start,
+                chosen.end,
+                group_by,
+                _as_of(as_of),
+                previous_start=chosen.previous_start,
+                build=build,
             )
     except ValueError as exc:
         raise InputError.one("tz" if "time zone" in str(exc) else "period", str(exc)) from exc
@@ -180,11 +191,14 @@ async def velocity_metrics(
 async def weighted_pipeline(request: AnyRequest, as_of: AsOf = None) -> list[velocity.WeightedMonth]:
     """Open deals by expected close month and currency: amount, and weighted = sum of amount x stage probability."""
     async with runtime(request).read_connection() as conn:
-        return await velocity_store.weighted_pipeline(conn, _as_of(as_of))
+        build = await serving_build_name(conn, "velocity", velocity_store.BUILD)
+        return await velocity_store.weighted_pipeline(conn, _as_of(as_of), build)
 
 
 class ProjectionLag(msgspec.Struct, frozen=True):
     worker: str
+    build: str
+    serving: bool
     partition_key: str
     stream_last_sequence: int
     checkpoint: int
@@ -194,8 +208,8 @@ class ProjectionLag(msgspec.Struct, frozen=True):
 
 @get("/projections", tags=["ops"], guards=READ)
 async def projections_lag(request: AnyRequest) -> Response[Any]:
-    """Per projection and shard: the log's last sequence, the checkpoint, and the age of the oldest event not
-    yet applied (business time is not used here: this is record time)."""
+    """Per projection, build and shard: whether readers use that build, the log's last sequence, the
+    checkpoint, and the age of the oldest event not yet applied (record time, not business time)."""
     rt = runtime(request)
     url = rt.database_url()
     out: list[ProjectionLag] = []
@@ -204,6 +218,8 @@ async def projections_lag(request: AnyRequest) -> Response[Any]:
             out.append(
                 ProjectionLag(
                     name,
+                    lag.projection,
+                    lag.serving,
                     lag.partition_key,
                     lag.stream_last_sequence,
                     lag.checkpoint,

@@ -3,8 +3,6 @@ sequence, and no secret is ever written."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import structlog
 from litestar import Litestar
@@ -26,7 +24,7 @@ async def test_request_ids_and_appends_are_logged_without_secrets(api: AsyncTest
     assert r.status_code == 202 and r.headers["x-request-id"] == "req-abc-1"
     appended = [e for e in logs if e["event"] == "event.appended"]
     assert len(appended) == 1
-    line: dict[str, Any] = appended[0]
+    line = appended[0]
     assert line["request_id"] == "req-abc-1" and line["credential"] == "website"
     assert line["event_id"] == r.json()["event_id"] and line["sequence"] == r.json()["sequence"]
     assert line["subject"].endswith("." + r.json()["aggregate_id"])

@@ -65,20 +65,22 @@ async def table(dsn: str, name: str, key: str) -> list[tuple[Any, ...]]:
         return await cur.fetchall()
 
 
+REBUILD = BoardProjection("rebuild")
+
+
 async def same_rows(a: str, b: str) -> None:
-    deals = await table(a, "board_deals", "deal_id")
-    assert deals and deals == await table(b, "board_deals", "deal_id")
-    assert await table(a, "board_pipelines", "pipeline_id") == await table(b, "board_pipelines", "pipeline_id")
+    """The live board in ``a`` has the very rows of the rebuild in ``b``."""
+    deals = await table(a, BOARD.sql.deals, "deal_id")
+    assert deals and deals == await table(b, REBUILD.sql.deals, "deal_id")
+    assert await table(a, BOARD.sql.pipelines, "pipeline_id") == await table(b, REBUILD.sql.pipelines, "pipeline_id")
 
 
 async def rebuild(nats_settings: NatsSettings, js: JetStreamContext, dsn: str) -> None:
-    """The board from sequence 1 into ``dsn``, through its own durable consumer."""
+    """The board from sequence 1 into ``dsn``: its own build, so its own durable consumer and tables."""
     async with running(
-        board_engine(
-            nats_settings, dsn, settings=EngineSettings(batch_size=1000, fetch_timeout=0.2, instance="rebuild")
-        )
+        board_engine(nats_settings, dsn, settings=EngineSettings(fetch_timeout=0.2), instance="rebuild")
     ):
-        await wait_caught_up(js, dsn, nats_settings.naming, BOARD)
+        await wait_caught_up(js, dsn, nats_settings.naming, REBUILD)
 
 
 async def checkpoint(dsn: str) -> int:
@@ -338,7 +340,7 @@ async def test_the_registry_runs_the_board_and_reports_its_lag(
     await asyncio.wait_for(task, 30)
     last = (await js.stream_info(naming.events_stream)).state.last_seq
     [lag] = await worker_lag("board", nats_settings, pg_dsn)
-    assert (lag.projection, lag.partition_key) == ("board.v1", "0/1")
+    assert (lag.projection, lag.partition_key) == ("board_v1", "0/1")
     assert lag.checkpoint == lag.stream_last_sequence == last
     assert lag.caught_up and lag.oldest_unapplied_age_seconds is None
     [appended] = await append_script(store, [("deal", "after", opened(), T0)])

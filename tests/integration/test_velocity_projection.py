@@ -98,7 +98,7 @@ async def test_a_scripted_month_gives_the_hand_computed_figures_now_and_as_of_ea
         assert encoded["average_won_value"] == {"EUR": "1600.00"} and encoded["sales_velocity"] == {"EUR": "133.33"}
 
         cur = await conn.execute("SELECT projection, partition_key, last_sequence FROM projection_checkpoints")
-        assert await cur.fetchall() == [("velocity.v1", "0/1", log[-1].sequence)]
+        assert await cur.fetchall() == [("velocity_v1", "0/1", log[-1].sequence)]
 
 
 async def test_applying_a_batch_twice_or_overlapping_changes_nothing(

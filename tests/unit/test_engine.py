@@ -27,8 +27,8 @@ def test_one_filter_per_consumer_and_the_shard_selects_by_subject() -> None:
     board = BoardProjection()
     assert consumer_filter(NAMING, board) == "ds.evt.>"
     assert consumer_name(NAMING, board, Shard(1, 2)) == "ds_board_v1_1of2"
-    assert consumer_name(NAMING, board, Shard(), "rebuild") == "ds_board_v1_0of1_rebuild"
-    assert checkpoint_name(board) == "board.v1"
+    assert consumer_name(NAMING, BoardProjection("rebuild"), Shard()) == "ds_board_v1_rebuild_0of1"
+    assert checkpoint_name(board) == "board_v1"
     whole, half = Selector(board, Shard()), Selector(board, Shard(partition_of("d1") % 2, 2))
     assert whole(NAMING.aggregate_subject("deal", "d1")) and half(NAMING.aggregate_subject("deal", "d1"))
     assert whole(NAMING.aggregate_subject("pipeline", "p"))
@@ -38,16 +38,16 @@ def test_one_filter_per_consumer_and_the_shard_selects_by_subject() -> None:
     assert not other(NAMING.aggregate_subject("deal", "d1"))
 
 
-def test_settings_refuse_names_a_durable_cannot_take() -> None:
-    env = {"DEALSTREAM_ENGINE_BATCH": "10", "DEALSTREAM_ENGINE_INSTANCE": "b2"}
-    assert EngineSettings.from_env(env) == EngineSettings(batch_size=10, instance="b2")
-    with pytest.raises(ValueError):
-        EngineSettings(instance="has.dot")
+def test_settings_and_build_labels_refuse_what_a_durable_or_a_table_cannot_take() -> None:
+    assert EngineSettings.from_env({"DEALSTREAM_ENGINE_BATCH": "10"}) == EngineSettings(batch_size=10)
+    for bad in ("has.dot", "Upper", "x" * 33, "sp ace"):
+        with pytest.raises(ValueError):
+            BoardProjection(bad)
     with pytest.raises(ValueError):
         EngineSettings(batch_size=0)
 
 
 def test_the_registry_knows_the_board_and_refuses_the_unknown() -> None:
-    assert "board" in WORKERS and WORKERS["board"]().name == "board"
+    assert "board" in WORKERS and WORKERS["board"]("").name == "board"
     assert run_worker("nope", "0/1", database_url="postgresql://x") == 2
     assert run_worker("board", "3/2", database_url="postgresql://x") == 2

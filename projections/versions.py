@@ -1,0 +1,127 @@
+"""Which build of each read model serves reads, and when a newer build takes over.
+
+A build is one projection at one version (optionally a labelled copy, e.g. a rebuild), with its own tables
+(``<build>_<table>``) and its own checkpoints. ``projection_versions`` holds the serving build of each
+projection. A projection's first build serves from its start; a build of a higher version fills its own
+tables from the start of the log while the serving one keeps answering, and takes over once every one of
+its shards has reached the serving build's position. A build never takes over from a higher version, so an
+old worker left running cannot switch the readers back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.errors import UndefinedTable
+
+VERSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_versions (
+    projection text PRIMARY KEY,
+    build text NOT NULL,
+    version integer NOT NULL,
+    switched_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+_LABEL = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def build_name(projection: str, version: int, instance: str = "") -> str:
+    """``<projection>_v<version>[_<instance>]``: the prefix of the build's tables and its checkpoint key."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,23}", projection) or version < 1:
+        raise ValueError(f"projection {projection!r} v{version}: need a lowercase name and a version >= 1")
+    if instance and not _LABEL.fullmatch(instance):
+        raise ValueError(f"build label {instance!r}: up to 32 of a-z 0-9 _")
+    return f"{projection}_v{version}" + (f"_{instance}" if instance else "")
+
+
+class Build(msgspec.Struct, frozen=True):
+    """One build of a projection and the checkpoints of its shards (sequence per ``k/N`` key)."""
+
+    projection: str
+    build: str
+    version: int
+    checkpoints: dict[str, int] = {}
+
+
+def takes_over(candidate: Build, serving: Build | None, shard_count: int) -> bool:
+    """Whether ``candidate`` should become the serving build now.
+
+    Yes when nothing serves yet. Otherwise only a higher version, and only once all ``shard_count`` of its
+    shards have checkpoints at or past the furthest checkpoint of the serving build: switching must never
+    show readers an older board than the one they had.
+    """
+    if serving is None:
+        return True
+    if candidate.build == serving.build or candidate.version <= serving.version:
+        return False
+    mine = [seq for key, seq in candidate.checkpoints.items() if key.endswith(f"/{shard_count}")]
+    if len(mine) != shard_count:
+        return False
+    return min(mine) >= max(serving.checkpoints.values(), default=0)
+
+
+async def serving_build(conn: AsyncConnection[Any], projection: str) -> Build | None:
+    """The serving build of ``projection`` with its checkpoints, or None if it has none yet."""
+    cur = await conn.execute(
+        "SELECT v.build, v.version, c.partition_key, c.last_sequence FROM projection_versions v "
+        "LEFT JOIN projection_checkpoints c ON c.projection = v.build WHERE v.projection = %s",
+        (projection,),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    return Build(projection, rows[0][0], rows[0][1], {r[2]: r[3] for r in rows if r[2] is not None})
+
+
+async def checkpoints_of(conn: AsyncConnection[Any], build: str) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT partition_key, last_sequence FROM projection_checkpoints WHERE projection = %s", (build,)
+    )
+    return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
+async def register(conn: AsyncConnection[Any], projection: str, build: str, version: int) -> None:
+    """Make ``build`` serve ``projection`` if nothing serves it yet (a first deployment)."""
+    await conn.execute(
+        "INSERT INTO projection_versions (projection, build, version) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (projection, build, version),
+    )
+
+
+async def try_take_over(
+    conn: AsyncConnection[Any], projection: str, build: str, version: int, shard_count: int
+) -> Build | None:
+    """Switch readers to ``build`` if :func:`takes_over` allows it; returns the build it replaced, if it did.
+
+    The row is locked for the decision, so two shards finishing at once switch once."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT build FROM projection_versions WHERE projection = %s FOR UPDATE", (projection,)
+        )
+        if await cur.fetchone() is None:
+            await register(conn, projection, build, version)
+            return None
+        serving = await serving_build(conn, projection)
+        candidate = Build(projection, build, version, await checkpoints_of(conn, build))
+        if serving is None or not takes_over(candidate, serving, shard_count):
+            return None
+        await conn.execute(
+            "UPDATE projection_versions SET build = %s, version = %s, switched_at = now() WHERE projection = %s",
+            (build, version, projection),
+        )
+        return serving
+
+
+async def serving_build_name(conn: AsyncConnection[Any], projection: str, default: str) -> str:
+    """The build readers of ``projection`` use: the registered one, else ``default`` (before any worker ran)."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute("SELECT build FROM projection_versions WHERE projection = %s", (projection,))
+            row = await cur.fetchone()
+    except UndefinedTable:
+        row = None  # no worker has run in this database yet: the query on the default tables will say so
+    return str(row[0]) if row else default

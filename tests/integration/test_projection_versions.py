@@ -1,0 +1,149 @@
+"""Versioned read models: a new version rebuilds into its own tables while the old one serves, then takes over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from nats.js import JetStreamContext
+
+from events.config import NatsSettings
+from events.store import EventStore
+from events.subjects import Naming
+from projections.board_queries import board
+from projections.board_store import BoardProjection, read_state
+from projections.engine import CHECKPOINT_DDL
+from projections.versions import VERSIONS_DDL, register, serving_build, serving_build_name, try_take_over
+from services.config import Settings
+from tests.conftest import ADMIN_KEY, api_config, wait_healthy
+from tests.projection_fixtures import FAST, append_concurrently, running, wait_caught_up, workload
+from tests.waiting import eventually
+from workers.engine import ProjectionEngine
+
+pytestmark = pytest.mark.integration
+
+
+class BoardV2(BoardProjection):
+    """The board with its version bumped, as a change to its fold would: same rows, new tables."""
+
+    version = 2
+
+
+async def serving(dsn: str) -> str | None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        build = await serving_build(conn, "board")
+        return None if build is None else build.build
+
+
+async def test_a_new_version_builds_beside_the_serving_one_and_takes_over_when_caught_up(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    await append_concurrently(store, workload(150, seed=3))
+    v1, v2 = BoardProjection(), BoardV2()
+    async with running(ProjectionEngine(v1, nats_settings, pg_dsn, settings=FAST)) as old:
+        await wait_caught_up(js, pg_dsn, naming, v1)
+        assert await serving(pg_dsn) == "board_v1"  # the first build of a projection serves from its start
+
+        # v2 starts from the beginning of the log while v1 keeps serving and both follow live writes.
+        async with running(ProjectionEngine(v2, nats_settings, pg_dsn, settings=FAST)) as new:
+            await append_concurrently(store, workload(150, seed=4))
+            await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+            assert new.serving
+
+            # The old worker, still running and caught up, keeps trying and must not take the readers back.
+            async def old_saw_it() -> bool:
+                return old.superseded_by == "board_v2" and not old.serving
+
+            await eventually(old_saw_it)
+            await append_concurrently(store, workload(20, seed=5))
+            await wait_caught_up(js, pg_dsn, naming, v1)
+            await wait_caught_up(js, pg_dsn, naming, v2)
+            assert await serving(pg_dsn) == "board_v2"
+
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        rows_v1, rows_v2 = await read_state(conn, "board_v1"), await read_state(conn, "board_v2")
+        assert rows_v2.deals and rows_v2 == rows_v1
+        # Readers follow the pointer: with v1's tables gone the board still answers, from v2's.
+        await conn.execute("DROP TABLE board_v1_deals, board_v1_pipelines")
+        await conn.commit()
+        build = await serving_build_name(conn, "board", "board_v1")
+        assert build == "board_v2"
+        columns = await board(conn, build=build)
+        assert sum(c.count for b in columns for c in b.columns) == sum(
+            1 for d in rows_v2.deals.values() if d.status == "open"
+        )
+
+
+async def serving_is(dsn: str, build: str) -> bool:
+    return await serving(dsn) == build
+
+
+async def test_the_api_reads_the_serving_build_and_reports_every_build(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    from services.api.app import create_app
+
+    _, js = nats_conn
+    await append_concurrently(store, workload(40, seed=8))
+    async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+    async with running(ProjectionEngine(BoardV2(), nats_settings, pg_dsn, settings=FAST)) as new:
+        await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+        assert new.serving
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        # Only v2's rows can answer now: a read of v1's tables would show an empty board.
+        await conn.execute("TRUNCATE board_v1_deals")
+        expected = await board(conn, build="board_v2")
+    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
+    async with AsyncTestClient[Litestar](app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        await wait_healthy(client)
+        got = (await client.get("/v1/board", params={"limit": 500})).json()
+        assert sum(c["count"] for b in got for c in b["columns"]) == sum(c.count for b in expected for c in b.columns)
+        assert sum(c["count"] for b in got for c in b["columns"]) > 0
+        lags = (await client.get("/v1/projections")).json()
+    board_lags = {(lag["build"], lag["serving"]) for lag in lags if lag["worker"] == "board"}
+    assert board_lags == {("board_v1", False), ("board_v2", True)}
+
+
+async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_serving_position(pg_dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(CHECKPOINT_DDL)
+        await conn.execute(VERSIONS_DDL)
+        await register(conn, "board", "board_v1", 1)
+        await register(conn, "board", "board_v2", 2)  # a build registers only where nothing serves
+        assert await serving_build_name(conn, "board", "x") == "board_v1"
+
+        async def checkpoints(build: str, by_shard: dict[str, int]) -> None:
+            for key, seq in by_shard.items():
+                await conn.execute(
+                    "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (projection, partition_key) DO UPDATE "
+                    "SET last_sequence = EXCLUDED.last_sequence",
+                    (build, key, seq),
+                )
+
+        await checkpoints("board_v1", {"0/1": 100})
+        await checkpoints("board_v2", {"0/2": 100})
+        assert await try_take_over(conn, "board", "board_v2", 2, 2) is None  # shard 1/2 has no checkpoint yet
+        await checkpoints("board_v2", {"1/2": 99})
+        assert await try_take_over(conn, "board", "board_v2", 2, 2) is None  # one shard is behind the serving one
+        await checkpoints("board_v2", {"1/2": 100})
+        replaced = await try_take_over(conn, "board", "board_v2", 2, 2)
+        assert replaced is not None and replaced.build == "board_v1"
+        assert await serving_build_name(conn, "board", "x") == "board_v2"
+        await checkpoints("board_v1", {"0/1": 500})
+        assert await try_take_over(conn, "board", "board_v1", 1, 1) is None  # never back to a lower version
+        assert await serving_build_name(conn, "board", "x") == "board_v2"
