@@ -1,4 +1,6 @@
-"""The event types: what can happen to a lead, a deal or a pipeline. One tagged union, versioned tags."""
+"""The event types: what can happen to a lead, a deal or a pipeline, and the alerts raised on them.
+
+One tagged union, versioned tags."""
 
 from __future__ import annotations
 
@@ -150,6 +152,32 @@ class PipelineDefined(_Event, frozen=True, tag="pipeline.defined.v1"):
     stages: Annotated[list[StageDefinition], msgspec.Meta(min_length=1, max_length=50)]
 
 
+SlaKind = Literal["first_touch", "next_touch", "task_due", "deal_rotting"]
+
+
+class AlertRaised(_Event, frozen=True, tag="alert.raised.v1"):
+    """A follow-up SLA was breached: what should have happened, on which lead or deal, by whom, by when.
+
+    The alert's aggregate id derives from the SLA timer, and it is appended only to an alert with no events
+    yet, so one breach raises one alert however often the worker retries or replays."""
+
+    kind: SlaKind
+    policy: ShortText
+    subject_type: Literal["lead", "deal"]
+    subject_id: Ref
+    deadline: dt.datetime
+    rep: ShortText | None = None
+    task_id: Ref | None = None
+    stage: Ref | None = None
+
+
+class AlertEscalated(_Event, frozen=True, tag="alert.escalated.v1"):
+    """An alert nobody answered within the policy's second window went to the rep's manager."""
+
+    manager: ShortText
+    rep: ShortText | None = None
+
+
 Event = (
     LeadCaptured
     | LeadAssigned
@@ -164,6 +192,8 @@ Event = (
     | TaskScheduled
     | TaskCompleted
     | PipelineDefined
+    | AlertRaised
+    | AlertEscalated
 )
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -180,6 +210,8 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     TaskScheduled,
     TaskCompleted,
     PipelineDefined,
+    AlertRaised,
+    AlertEscalated,
 )
 
 

@@ -204,6 +204,16 @@ def weighted(total: Decimal, probability: float) -> Decimal:
     return total * Decimal(repr(probability))
 
 
+class AlertBadge(msgspec.Struct, frozen=True, kw_only=True):
+    """An open follow-up SLA alert on a deal (joined from the SLA worker's read model at query time)."""
+
+    alert_id: str
+    kind: str
+    rep: str | None
+    deadline: dt.datetime
+    escalated_to: str | None = None
+
+
 class DealCard(msgspec.Struct, frozen=True, kw_only=True):
     deal_id: str
     name: str
@@ -216,6 +226,7 @@ class DealCard(msgspec.Struct, frozen=True, kw_only=True):
     last_activity_at: dt.datetime
     next_task_due_at: dt.datetime | None
     rotting: bool
+    alerts: tuple[AlertBadge, ...] = ()
 
 
 class Column(msgspec.Struct, frozen=True, kw_only=True):

@@ -111,6 +111,7 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
             "DEALSTREAM_NATS_URL": nats.url,
             "DATABASE_URL": database_url,
             "DEALSTREAM_CONFIG": os.environ.get("DEALSTREAM_CONFIG", str(DEPLOY / "dev.toml")),
+            "DEALSTREAM_RULES": os.environ.get("DEALSTREAM_RULES", str(DEPLOY / "sales.toml")),
             "DEALSTREAM_PORT": str(api_port),
         }
         env.setdefault("DEALSTREAM_LOG_FORMAT", "console")

@@ -6,22 +6,66 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from events.config import NatsSettings
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
+from projections.notify import notify_rules_from_toml
+from projections.notify_store import NotifyProjection
+from projections.routing import routing_rules_from_toml
+from projections.routing_store import RoutingProjection
+from projections.sla_rules import sla_rules_from_toml
+from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
+from workers.actor import Actor
 from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
+from workers.notify import NotifyActor
+from workers.routing import RoutingActor
+from workers.sla import AlertScheduler
 
 log = structlog.get_logger("dealstream.worker")
+
+
+def _rules_text() -> str:
+    """The rules file named by ``DEALSTREAM_RULES`` (see deploy/sales.toml); empty rules without one."""
+    path = os.environ.get("DEALSTREAM_RULES")
+    if not path:
+        log.warning("rules.none", hint="set DEALSTREAM_RULES to a TOML rules file, e.g. deploy/sales.toml")
+        return ""
+    return Path(path).read_text(encoding="utf-8")
+
+
+def sla_projection(instance: str = "") -> SlaProjection:
+    return SlaProjection(sla_rules_from_toml(_rules_text()), instance)
+
+
+def routing_projection(instance: str = "") -> RoutingProjection:
+    return RoutingProjection(routing_rules_from_toml(_rules_text()), instance=instance)
+
+
+def notify_projection(instance: str = "") -> NotifyProjection:
+    return NotifyProjection(notify_rules_from_toml(_rules_text()), instance)
+
 
 WORKERS: dict[str, Callable[[str], Projection]] = {
     "board": BoardProjection,
     "velocity": VelocityProjection,
+    "sla": sla_projection,
+    "routing": routing_projection,
+    "notify": notify_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build)."""
+
+ACTORS: dict[type[Any], Callable[[ProjectionEngine, NatsSettings, str], Actor]] = {
+    SlaProjection: AlertScheduler,
+    RoutingProjection: RoutingActor,
+    NotifyProjection: NotifyActor,
+}
+"""Projection type -> the actor that runs beside its engine and acts on its tables."""
 
 
 def _projection(name: str, instance: str | None = None) -> Projection:
@@ -52,14 +96,16 @@ async def serve_worker(
 ) -> None:
     """Run one worker in the running loop until ``stop`` is set (or forever)."""
     shard = partition if isinstance(partition, Shard) else Shard.parse(partition)
-    engine = ProjectionEngine(
-        _projection(name, instance),
-        nats_settings or NatsSettings.from_env(),
-        _database_url(database_url),
-        shard,
-        settings or EngineSettings.from_env(),
-    )
-    await engine.run(stop)
+    projection = _projection(name, instance)
+    nats_settings = nats_settings or NatsSettings.from_env()
+    url = _database_url(database_url)
+    engine = ProjectionEngine(projection, nats_settings, url, shard, settings or EngineSettings.from_env())
+    stop = stop or asyncio.Event()
+    actor = ACTORS.get(type(projection))
+    if actor is None:
+        await engine.run(stop)
+    else:
+        await asyncio.gather(engine.run(stop), actor(engine, nats_settings, url).run(stop))
 
 
 def run_worker(

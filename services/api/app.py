@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Message, Receive, Send
 from events.aggregates import Rejected
 from events.ids import uuid7
 from events.store import ConcurrencyError, StoreUnavailable
-from services.api import capture, commands, history, reads
+from services.api import alerts, capture, commands, history, reads
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError
@@ -189,7 +189,7 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     return Litestar(
-        route_handlers=[health, capture.router, commands.router, history.router, reads.router],
+        route_handlers=[health, capture.router, commands.router, history.router, reads.router, alerts.router],
         lifespan=[lifespan],
         middleware=[RequestContext],
         exception_handlers={

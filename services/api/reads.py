@@ -15,8 +15,9 @@ from litestar.response.sse import ServerSentEventMessage
 
 from events.aggregates import Rejected
 from projections import board_changes, board_queries, board_store, velocity, velocity_store
-from projections.board import PipelineBoard, Status
+from projections.board import AlertBadge, Column, DealCard, PipelineBoard, Status
 from projections.versions import serving_build_name
+from services.api.alerts import open_alerts_by_deal
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.errors import InputError
 from workers.registry import WORKERS, worker_lag
@@ -46,9 +47,21 @@ async def _board(
     async with runtime(request).read_connection() as conn:
         try:
             build = await serving_build_name(conn, "board", board_store.BUILD)
-            return await board_queries.board(conn, pipeline_id, owner, cursor, limit, _as_of(as_of), status, build)
+            boards = await board_queries.board(conn, pipeline_id, owner, cursor, limit, _as_of(as_of), status, build)
         except ValueError as exc:
             raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
+        by_deal = await open_alerts_by_deal(conn, [d.deal_id for b in boards for c in b.columns for d in c.deals])
+    return _with_alerts(boards, by_deal) if by_deal else boards
+
+
+def _with_alerts(boards: list[PipelineBoard], by_deal: dict[str, tuple[AlertBadge, ...]]) -> list[PipelineBoard]:
+    def card(d: DealCard) -> DealCard:
+        return msgspec.structs.replace(d, alerts=by_deal[d.deal_id]) if d.deal_id in by_deal else d
+
+    def column(c: Column) -> Column:
+        return msgspec.structs.replace(c, deals=[card(d) for d in c.deals])
+
+    return [msgspec.structs.replace(b, columns=[column(c) for c in b.columns]) for b in boards]
 
 
 @get("/board", tags=["board"], guards=READ)

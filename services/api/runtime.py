@@ -80,6 +80,8 @@ class Runtime:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise ReadModelUnavailable(f"PostgreSQL unreachable: {type(exc).__name__}") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise ReadModelUnavailable("this read model is not built yet: start its worker") from exc
 
     async def _connect_forever(self) -> None:
         delay = 0.2

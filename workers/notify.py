@@ -1,0 +1,123 @@
+"""The notify worker's actor: sends due deliveries by webhook or e-mail, retries with backoff, records each try.
+
+Webhooks get the message as JSON with ``Dealstream-Event-Id`` (receivers deduplicate on it) and
+``Dealstream-Signature`` (see :func:`projections.notify.signature`); any 2xx is success. A failure is
+retried after a doubling wait up to the cap, until ``max_attempts``; then the delivery is ``failed``. A
+delivery due inside its recipient's quiet hours waits for their end. Run one notify process: a delivery in
+flight when the process dies is sent again on restart (at least once), which the event id lets a receiver
+see through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import smtplib
+import time
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import msgspec
+import psycopg
+
+from events.config import NatsSettings
+from events.store import EventStore
+from projections.notify import NotifyRules, Smtp, signature
+from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
+from workers.actor import Actor
+from workers.engine import ProjectionEngine
+
+
+def _send_mail(smtp: Smtp, delivery: DeliveryRow) -> None:
+    mail = EmailMessage()
+    mail["From"] = smtp.sender
+    mail["To"] = delivery.target
+    mail["Subject"] = (
+        f"[Dealstream] {delivery.message.type} {delivery.message.subject_type} {delivery.message.subject_id}"
+    )
+    mail["Message-ID"] = f"<{delivery.delivery_id}@dealstream>"
+    mail.set_content(delivery.message.text)
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
+        if smtp.starttls:
+            client.starttls()
+        if smtp.username:
+            client.login(smtp.username, os.environ.get(smtp.password_env or "", ""))
+        client.send_message(mail)
+
+
+class NotifyActor(Actor):
+    def __init__(
+        self, engine: ProjectionEngine, nats_settings: NatsSettings, database_url: str, poll: float = 0.25
+    ) -> None:
+        super().__init__(engine, nats_settings, database_url, poll)
+        projection = engine.projection
+        assert isinstance(projection, NotifyProjection)
+        self.rules: NotifyRules = projection.rules
+        self.secret = os.environ.get(self.rules.secret_env, "")
+        self.http = httpx.AsyncClient(timeout=10.0)
+        self.sent = 0
+        self.failed = 0
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any], store: EventStore) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for delivery in await due_deliveries(conn, now):
+            recipient = self.rules.recipients.get(delivery.recipient)
+            quiet = recipient.quiet_hours.release(now) if recipient and recipient.quiet_hours else None
+            if quiet is not None:
+                await defer(conn, delivery.delivery_id, quiet)
+                self.log.info("notify.quiet", delivery_id=delivery.delivery_id, until=quiet.isoformat())
+                continue
+            await self._attempt(conn, delivery)
+
+    async def _attempt(self, conn: psycopg.AsyncConnection[Any], delivery: DeliveryRow) -> None:
+        n = delivery.attempts + 1
+        started, at = time.perf_counter(), dt.datetime.now(dt.UTC)
+        status: int | None = None
+        error: str | None = None
+        try:
+            if delivery.channel == "webhook":
+                body = msgspec.json.encode(delivery.message)
+                headers = {
+                    "Content-Type": "application/json",
+                    "Dealstream-Event-Id": delivery.event_id,
+                    "Dealstream-Delivery-Id": delivery.delivery_id,
+                    "Dealstream-Signature": signature(self.secret, int(time.time()), body),
+                }
+                response = await self.http.post(delivery.target, content=body, headers=headers)
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            else:
+                assert self.rules.smtp is not None
+                await asyncio.to_thread(_send_mail, self.rules.smtp, delivery)
+        except (httpx.HTTPError, OSError, smtplib.SMTPException) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        ok = error is None
+        attempt = Attempt(
+            n=n, at=at, ok=ok, status=status, error=error, duration_ms=(time.perf_counter() - started) * 1000
+        )
+        if ok:
+            state, next_at = "delivered", at
+            self.sent += 1
+        elif n >= self.rules.max_attempts:
+            state, next_at = "failed", at
+            self.failed += 1
+        else:
+            state, next_at = "pending", at + self.rules.backoff(n)
+        await record_attempt(conn, delivery, attempt, state, next_at)  # type: ignore[arg-type]
+        self.log.info(
+            "notify.attempt",
+            delivery_id=delivery.delivery_id,
+            event_id=delivery.event_id,
+            recipient=delivery.recipient,
+            channel=delivery.channel,
+            attempt=n,
+            ok=ok,
+            error=error,
+            state=state,
+        )
