@@ -125,3 +125,35 @@ async def serving_build_name(conn: AsyncConnection[Any], projection: str, defaul
     except UndefinedTable:
         row = None  # no worker has run in this database yet: the query on the default tables will say so
     return str(row[0]) if row else default
+
+
+async def switch(conn: AsyncConnection[Any], projection: str, build: str) -> Build | None:
+    """Point readers of ``projection`` at ``build`` by hand (after comparing, or to roll back); returns the
+    build it replaced. ValueError if the build has no checkpoint: nothing has built it."""
+    match = re.fullmatch(rf"{re.escape(projection)}_v(\d+)(_[a-z0-9_]+)?", build)
+    if match is None:
+        raise ValueError(f"{build!r} is not a build of {projection!r} (<name>_v<version>[_<label>])")
+    async with conn.transaction():
+        if not await checkpoints_of(conn, build):
+            raise ValueError(f"no worker has built {build!r} in this database")
+        before = await serving_build(conn, projection)
+        await conn.execute(
+            "INSERT INTO projection_versions (projection, build, version) VALUES (%s, %s, %s) "
+            "ON CONFLICT (projection) DO UPDATE SET build = EXCLUDED.build, version = EXCLUDED.version, "
+            "switched_at = now()",
+            (projection, build, int(match.group(1))),
+        )
+    return before
+
+
+async def builds(conn: AsyncConnection[Any]) -> list[tuple[str, str, bool, dict[str, int]]]:
+    """Every build with checkpoints: (projection, build, serving, checkpoints by shard)."""
+    cur = await conn.execute(
+        "SELECT c.projection, c.partition_key, c.last_sequence, v.build IS NOT NULL FROM projection_checkpoints c "
+        "LEFT JOIN projection_versions v ON v.build = c.projection ORDER BY c.projection, c.partition_key"
+    )
+    out: dict[str, tuple[str, str, bool, dict[str, int]]] = {}
+    for build, key, seq, serving in await cur.fetchall():
+        name = re.sub(r"_v\d+(_[a-z0-9_]+)?$", "", build)
+        out.setdefault(build, (name, build, bool(serving), {}))[3][key] = int(seq)
+    return list(out.values())

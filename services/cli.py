@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -89,6 +90,36 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _projections(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from projections.versions import builds, switch
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("error: set DATABASE_URL", file=sys.stderr)
+        return 2
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        if args.switch:
+            name, build = args.switch
+            try:
+                before = await switch(conn, name, build)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"{name}: readers now use {build} (was {before.build if before else 'nothing'})")
+            return 0
+        print(f"{'projection':<12} {'build':<28} {'serving':<8} checkpoints")
+        for name, build, serving, checkpoints in await builds(conn):
+            shards = ", ".join(f"{k}: {v}" for k, v in sorted(checkpoints.items()))
+            print(f"{name:<12} {build:<28} {'yes' if serving else '':<8} {shards}")
+    return 0
+
+
+def _cmd_projections(args: argparse.Namespace) -> int:
+    return asyncio.run(_projections(args))
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
@@ -122,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--scopes", required=True, help="comma-separated, e.g. leads:capture")
     new.add_argument("--source", default="api", help="web_form for a web form's key")
     new.set_defaults(func=_cmd_keys_new)
+
+    projections = sub.add_parser("projections", help="list every read-model build; --switch NAME BUILD by hand")
+    projections.add_argument(
+        "--switch", nargs=2, metavar=("NAME", "BUILD"), help="point readers of NAME at BUILD (e.g. scores scores_v102)"
+    )
+    projections.set_defaults(func=_cmd_projections)
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")

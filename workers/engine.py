@@ -440,7 +440,8 @@ class ProjectionEngine:
         self._next_take_over = time.monotonic() + 1.0
         assert self._pg is not None
         p = self.projection
-        if not self.serving:
+        # A projection with auto_switch = False (scores) waits for an operator to compare and switch.
+        if not self.serving and getattr(p, "auto_switch", True):
             replaced = await try_take_over(self._pg, p.name, p.build, p.version, self.shard.count)
             if replaced is not None:
                 self.log.info("projection.switched", replaced=replaced.build, checkpoint=self._checkpoint)

@@ -12,12 +12,15 @@ from typing import Any
 import structlog
 
 from events.config import NatsSettings
+from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
 from projections.notify import notify_rules_from_toml
 from projections.notify_store import NotifyProjection
 from projections.routing import routing_rules_from_toml
 from projections.routing_store import RoutingProjection
+from projections.scores_store import ScoresProjection
+from projections.scoring import fit_score, profile_from, scoring_rules_from_toml
 from projections.sla_rules import sla_rules_from_toml
 from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
@@ -25,6 +28,7 @@ from workers.actor import Actor
 from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
 from workers.notify import NotifyActor
 from workers.routing import RoutingActor
+from workers.scores import QualificationActor
 from workers.sla import AlertScheduler
 
 log = structlog.get_logger("dealstream.worker")
@@ -44,7 +48,17 @@ def sla_projection(instance: str = "") -> SlaProjection:
 
 
 def routing_projection(instance: str = "") -> RoutingProjection:
-    return RoutingProjection(routing_rules_from_toml(_rules_text()), instance=instance)
+    text = _rules_text()
+    scoring = scoring_rules_from_toml(text)
+
+    def fit(captured: LeadCaptured, source: str) -> float:
+        return fit_score(scoring, profile_from(captured, source))
+
+    return RoutingProjection(routing_rules_from_toml(text), fit, instance=instance)
+
+
+def scores_projection(instance: str = "") -> ScoresProjection:
+    return ScoresProjection(scoring_rules_from_toml(_rules_text()), instance)
 
 
 def notify_projection(instance: str = "") -> NotifyProjection:
@@ -56,6 +70,7 @@ WORKERS: dict[str, Callable[[str], Projection]] = {
     "velocity": VelocityProjection,
     "sla": sla_projection,
     "routing": routing_projection,
+    "scores": scores_projection,
     "notify": notify_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build)."""
@@ -64,6 +79,7 @@ ACTORS: dict[type[Any], Callable[[ProjectionEngine, NatsSettings, str], Actor]] 
     SlaProjection: AlertScheduler,
     RoutingProjection: RoutingActor,
     NotifyProjection: NotifyActor,
+    ScoresProjection: QualificationActor,
 }
 """Projection type -> the actor that runs beside its engine and acts on its tables."""
 

@@ -16,9 +16,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Message, Receive, Send
 
 from events.aggregates import Rejected
+from events.envelope import Envelope
 from events.ids import uuid7
 from events.store import ConcurrencyError, StoreUnavailable
-from services.api import alerts, capture, commands, history, reads
+from services.api import alerts, capture, commands, history, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError
@@ -163,6 +164,27 @@ class RequestContext:
             )
 
 
+_EVENT_SCHEMA = msgspec.json.encode(
+    {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "/v1/schemas/events.json",
+        "title": "Dealstream event envelope",
+        "description": (
+            "Every message on <prefix>.evt.<aggregate type>.<partition>.<aggregate id> of the <PREFIX>_EVENTS "
+            "stream is one envelope as JSON; data.type names the event and its version (e.g. alert.raised.v1)."
+        ),
+        **msgspec.json.schema(Envelope),
+    }
+)
+
+
+@get("/v1/schemas/events.json", tags=["ops"], sync_to_thread=False, media_type="application/schema+json")
+def event_schema() -> Response[bytes]:
+    """JSON Schema of the envelope and every event type, generated from the msgspec types: for anyone writing
+    their own consumer of the log (e.g. a notification consumer of alert.* and lead.qualified.v1)."""
+    return Response(_EVENT_SCHEMA, media_type="application/schema+json")
+
+
 @get("/v1/health", tags=["ops"], sync_to_thread=False)
 def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """200 when the log is reachable, 503 (with Retry-After) when it is not."""
@@ -189,7 +211,16 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     return Litestar(
-        route_handlers=[health, capture.router, commands.router, history.router, reads.router, alerts.router],
+        route_handlers=[
+            health,
+            event_schema,
+            capture.router,
+            commands.router,
+            history.router,
+            reads.router,
+            alerts.router,
+            scores.router,
+        ],
         lifespan=[lifespan],
         middleware=[RequestContext],
         exception_handlers={

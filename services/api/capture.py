@@ -15,6 +15,7 @@ from litestar.exceptions import NotFoundException
 
 from events.ids import derived_id, uuid7
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
+from services.api.scores import leads_by_score
 from services.errors import InputError
 from services.ledger import Accepted, Context
 from services.providers import html_form, meta, typeform, webflow
@@ -115,6 +116,8 @@ async def webflow_webhook(request: AnyRequest) -> Response[Any]:
     return accepted(results[0] if len(results) == 1 else results)
 
 
+# GET /v1/leads (leads by score) shares its path with the capture: Litestar needs both in one router.
 router = Router(
-    path="/v1", route_handlers=[capture_lead, meta_handshake, meta_webhook, typeform_webhook, webflow_webhook]
+    path="/v1",
+    route_handlers=[capture_lead, leads_by_score, meta_handshake, meta_webhook, typeform_webhook, webflow_webhook],
 )
