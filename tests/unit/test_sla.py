@@ -6,7 +6,6 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from projections.business_time import Calendar
 
 from events.envelope import AggregateType, Source, StoredEvent
 from events.types import (
@@ -25,6 +24,7 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
+from projections.business_time import Calendar
 from projections.sla import SlaState, Timer, fold, is_touch
 from projections.sla_rules import Policy, SlaRules, Team, sla_rules_from_toml
 from tests.builders import envelope
