@@ -4,6 +4,8 @@ An aggregate's version is the stream sequence of its last event (0: no events ye
 with ``Nats-Expected-Last-Subject-Sequence``, so two writers deciding on the same version cannot both
 succeed. A retried append whose first attempt landed is recognised by its event id and answered with
 the first attempt's sequence (see LIMITS.md: the server reports 10071, not a duplicate, in that case).
+Every event carries its link in the aggregate's hash chain in the ``Dealstream-Chain`` header (see
+:mod:`events.chain`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
+from events.chain import CHAIN_HEADER, GENESIS, chain_link
 from events.codec import decode, encode
 from events.envelope import AggregateType, Envelope, StoredEvent
 from events.subjects import Naming
 
 WRONG_LAST_SEQUENCE = 10071
+_COMMUTING_RETRIES = 20
 
 
 class ConcurrencyError(Exception):
@@ -72,10 +76,11 @@ class EventStore:
             raise StoreUnavailable("not connected to NATS")
 
     async def append(self, envelopes: Sequence[Envelope], expected_version: int | None) -> list[Appended]:
-        """Append events of one aggregate in order.
+        """Append events of one aggregate in order, each linked into the aggregate's hash chain.
 
         ``expected_version`` is the version the decision was made on: 0 means the aggregate must not
-        exist yet; ``None`` appends without a check (only for events that commute, never for decisions).
+        exist yet; ``None`` appends after whatever is last (only for events that commute, never for
+        decisions). Either way every append names the sequence it follows, which keeps the chain a line.
         """
         if not envelopes:
             return []
@@ -84,35 +89,71 @@ class EventStore:
             raise ValueError("one append holds events of one aggregate")
         self._check_connected()
         subject = self._naming.aggregate_subject(first.aggregate_type, first.aggregate_id)
+        for attempt in range(_COMMUTING_RETRIES):
+            if expected_version is None:
+                expected, chain = await self._head(subject)
+            else:
+                expected, chain = expected_version, await self._chain_at(expected_version)
+            try:
+                return await self._publish(subject, envelopes, expected, chain)
+            except ConcurrencyError:
+                if expected_version is not None or attempt == _COMMUTING_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _publish(self, subject: str, envelopes: Sequence[Envelope], expected: int, chain: str) -> list[Appended]:
+        first = envelopes[0]
         results: list[Appended] = []
-        expected = expected_version
         for envelope in envelopes:
-            headers = {"Nats-Msg-Id": envelope.event_id}
-            if expected is not None:
-                headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            data = encode(envelope)
+            link = chain_link(chain, data)
+            headers = {
+                "Nats-Msg-Id": envelope.event_id,
+                "Nats-Expected-Last-Subject-Sequence": str(expected),
+                CHAIN_HEADER: link,
+            }
             try:
                 ack = await self._js.publish(
-                    subject,
-                    encode(envelope),
-                    timeout=self._timeout,
-                    stream=self._naming.events_stream,
-                    headers=headers,
+                    subject, data, timeout=self._timeout, stream=self._naming.events_stream, headers=headers
                 )
             except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE or expected is None:
+                if exc.err_code != WRONG_LAST_SEQUENCE:
                     raise
                 landed = await self._find(first.aggregate_type, first.aggregate_id, envelope.event_id, expected)
                 if landed is None:
                     current = await self.version(first.aggregate_type, first.aggregate_id)
                     raise ConcurrencyError(expected, current) from exc
                 results.append(Appended(envelope.event_id, landed, True))
-                expected = landed
+                expected, chain = landed, await self._chain_at(landed)
                 continue
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"{type(exc).__name__} while appending to {subject}") from exc
             results.append(Appended(envelope.event_id, ack.seq, bool(ack.duplicate)))
-            expected = ack.seq
+            expected, chain = ack.seq, link
         return results
+
+    async def _head(self, subject: str) -> tuple[int, str]:
+        """The sequence and chain link of the subject's last event ((0, genesis) when it has none)."""
+        try:
+            msg = await self._js.get_msg(self._naming.events_stream, subject=subject, direct=True)
+        except NotFoundError:
+            return 0, GENESIS
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
+        return int(msg.seq or 0), str((msg.headers or {}).get(CHAIN_HEADER, GENESIS))
+
+    async def _chain_at(self, sequence: int) -> str:
+        """The chain link stored with the event at ``sequence`` (genesis before the first; events written
+        before chains existed start a new chain)."""
+        if sequence <= 0:
+            return GENESIS
+        try:
+            msg = await self._js.get_msg(self._naming.events_stream, seq=sequence, direct=True)
+        except NotFoundError:
+            return GENESIS
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while reading sequence {sequence}") from exc
+        return str((msg.headers or {}).get(CHAIN_HEADER, GENESIS))
 
     async def _find(self, aggregate_type: AggregateType, aggregate_id: str, event_id: str, after: int) -> int | None:
         for stored in await self.read(aggregate_type, aggregate_id, after=after):

@@ -120,6 +120,24 @@ def _cmd_projections(args: argparse.Namespace) -> int:
     return asyncio.run(_projections(args))
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from services import audit_cli
+
+    return asyncio.run(audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of))
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from services import audit_cli
+
+    if args.audit_command == "verify":
+        return asyncio.run(audit_cli.verify(args.stream))
+    if args.audit_command == "keygen":
+        return audit_cli.keygen(args.out)
+    if args.audit_command == "export":
+        return audit_cli.export(args.key, args.out)
+    return audit_cli.check(args.file, args.public_key)
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
@@ -159,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--switch", nargs=2, metavar=("NAME", "BUILD"), help="point readers of NAME at BUILD (e.g. scores scores_v102)"
     )
     projections.set_defaults(func=_cmd_projections)
+
+    hist = sub.add_parser("history", help="every event of a lead or deal, in log order")
+    hist.add_argument("aggregate", choices=["lead", "deal", "pipeline", "alert"])
+    hist.add_argument("id")
+    hist.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    hist.add_argument("--raw", action="store_true", help="jsonl: include what the source sent")
+    hist.add_argument("--as-of", help="only events with business time up to this moment (with offset)")
+    hist.set_defaults(func=_cmd_history)
+
+    audit = sub.add_parser("audit", help="tamper evidence: verify the hash chains, signed exports")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    a_verify = audit_sub.add_parser("verify", help="check every aggregate's hash chain in the log")
+    a_verify.add_argument("--stream", help="another stream (e.g. a copy) instead of the event log")
+    a_keygen = audit_sub.add_parser("keygen", help="make an Ed25519 signing key for exports")
+    a_keygen.add_argument("--out", required=True)
+    a_export = audit_sub.add_parser("export", help="JSON lines of the whole log plus its signed chain heads")
+    a_export.add_argument("--key", required=True, help="the signing key (PEM) from 'audit keygen'")
+    a_export.add_argument("--out", required=True)
+    a_check = audit_sub.add_parser("check", help="check an export offline: chains and signature")
+    a_check.add_argument("file")
+    a_check.add_argument("--public-key", help="the company's public key (base64); default: the one in the file")
+    audit.set_defaults(func=_cmd_audit)
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")

@@ -13,6 +13,7 @@ from events import aggregates as agg
 from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.errors import InputError
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):
@@ -109,13 +110,24 @@ class DealView(msgspec.Struct, frozen=True):
 
 
 @get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read")])
-async def deal_state(request: AnyRequest, deal_id: AggregateIdParam) -> Response[Any]:
-    """A deal's current state folded from the log, with its version in ``ETag`` (send it back as ``If-Match``)."""
+async def deal_state(
+    request: AnyRequest,
+    deal_id: AggregateIdParam,
+    as_of: Annotated[
+        dt.datetime | None, QueryParameter(description="the state as it stood then (business time, with offset)")
+    ] = None,
+) -> Response[Any]:
+    """A deal's current state folded from the log, with its version in ``ETag`` (send it back as ``If-Match``).
+    With ``as_of``: the state folded from the events that had happened by then (no ``ETag``: not for writes)."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise InputError.one("as_of", "must carry a time zone offset")
     rt = runtime(request)
     stored = await rt.store.read("deal", deal_id)
+    if as_of is not None:
+        stored = [s for s in stored if s.envelope.occurred_at <= as_of]
     state = agg.fold_deal(s.envelope for s in stored)
     if not state.exists:
-        raise agg.Rejected("deal_id", "no such deal", 404)
+        raise agg.Rejected("deal_id", "no such deal" if as_of is None else "no such deal at that time", 404)
     version = stored[-1].sequence
     view = DealView(
         deal_id,
@@ -128,7 +140,7 @@ async def deal_state(request: AnyRequest, deal_id: AggregateIdParam) -> Response
         state.owner,
         sorted(state.open_tasks),
     )
-    return Response(view, headers={"ETag": f'"{version}"'})
+    return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
 router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state])

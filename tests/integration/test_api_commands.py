@@ -206,3 +206,28 @@ async def test_openapi_document_is_served(api: Client) -> None:
     assert r.status_code == 200
     paths = r.json()["paths"]
     assert "/v1/deals/{deal_id}/stage" in paths and "/v1/webhooks/meta" in paths
+
+
+async def test_a_deal_as_it_stood_at_past_moments(api: Client) -> None:
+    assert (await api.put("/v1/pipelines/default", json=PIPELINE)).status_code == 202
+    body = {"deal_id": "hist-1", "name": "Hist", "pipeline_id": "default", "amount": "100", "currency": "EUR"}
+    r = await api.post("/v1/deals", json={**body, "occurred_at": "2026-01-10T09:00:00+01:00"})
+    assert r.status_code == 202, r.text
+    r = await api.post(
+        "/v1/deals/hist-1/stage",
+        json={"to_stage": "proposal", "occurred_at": "2026-02-01T09:00:00+01:00"},
+        headers={"If-Match": f'"{r.json()["version"]}"'},
+    )
+    assert r.status_code == 202, r.text
+    expectations = [
+        ("2026-01-09T23:59:59+01:00", None),
+        ("2026-01-31T23:59:59+01:00", "qualified"),
+        ("2026-02-01T09:00:00+01:00", "proposal"),
+    ]
+    for as_of, stage in expectations:
+        r = await api.get("/v1/deals/hist-1", params={"as_of": as_of})
+        if stage is None:
+            assert r.status_code == 404
+        else:
+            assert r.status_code == 200 and r.json()["stage"] == stage and "etag" not in r.headers
+    assert (await api.get("/v1/deals/hist-1", params={"as_of": "2026-01-31T23:59:59"})).status_code == 422

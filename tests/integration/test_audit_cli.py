@@ -1,0 +1,76 @@
+"""The auditor's commands as an auditor runs them: history as table, JSON lines and CSV; verify; a signed
+export checked offline."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from events.store import EventStore
+from events.subjects import Naming
+from events.types import DealAmountChanged, DealStageChanged
+from tests.builders import T0, deal_opened, envelope
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "services.cli"]
+DAY = dt.timedelta(days=1)
+
+
+def run(args: list[str], nats_url: str, naming: Naming) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEALSTREAM_NATS_URL": nats_url, "DEALSTREAM_PREFIX": naming.prefix}
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_history_verify_and_a_signed_export(
+    store: EventStore, nats_url: str, naming: Naming, tmp_path: Path
+) -> None:
+    await store.append([envelope(deal_opened("new"), "deal", "acme", T0)], 0)
+    moved = DealStageChanged(from_stage="new", to_stage="proposal")
+    await store.append([envelope(moved, "deal", "acme", T0 + DAY)], None)
+    amount = DealAmountChanged(from_amount=Decimal(1000), to_amount=Decimal(1500), currency="EUR")
+    await store.append([envelope(amount, "deal", "acme", T0 + 2 * DAY)], None)
+
+    table = run(["history", "deal", "acme"], nats_url, naming)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:6] == ["sequence", "occurred_at", "recorded_at", "type", "actor", "source"]
+    assert "stage: new -> proposal" in lines[2] and "amount: 1000 -> 1500 EUR" in lines[3]
+
+    as_of = (T0 + DAY).isoformat()
+    rows = list(
+        csv.DictReader(
+            io.StringIO(run(["history", "deal", "acme", "--format", "csv", "--as-of", as_of], nats_url, naming).stdout)
+        )
+    )
+    assert [r["type"] for r in rows] == ["deal.opened.v1", "deal.stage_changed.v1"]
+    jsonl = run(["history", "deal", "acme", "--format", "jsonl"], nats_url, naming).stdout.splitlines()
+    assert [json.loads(x)["data"]["type"] for x in jsonl] == [
+        "deal.opened.v1",
+        "deal.stage_changed.v1",
+        "deal.amount_changed.v1",
+    ]
+    assert run(["history", "deal", "nope"], nats_url, naming).returncode == 1
+
+    verified = run(["audit", "verify"], nats_url, naming)
+    assert verified.returncode == 0 and "0 broken chains" in verified.stdout, verified.stdout + verified.stderr
+
+    key, export = tmp_path / "signing.pem", tmp_path / "log.jsonl"
+    made = run(["audit", "keygen", "--out", str(key)], nats_url, naming)
+    public = made.stdout.rsplit(" ", 1)[1].strip()
+    assert made.returncode == 0 and oct(key.stat().st_mode & 0o777) == "0o600"
+    assert run(["audit", "export", "--key", str(key), "--out", str(export)], nats_url, naming).returncode == 0
+    checked = run(["audit", "check", str(export), "--public-key", public], nats_url, naming)
+    assert checked.returncode == 0 and "signature valid: True" in checked.stdout, checked.stdout
+    first, second, *rest = export.read_text().splitlines()
+    export.write_text("\n".join([second, first, *rest]) + "\n")  # two events swapped
+    assert run(["audit", "check", str(export), "--public-key", public], nats_url, naming).returncode == 1
