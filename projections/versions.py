@@ -5,7 +5,9 @@ A build is one projection at one version (optionally a labelled copy, e.g. a reb
 projection. A projection's first build serves from its start; a build of a higher version fills its own
 tables from the start of the log while the serving one keeps answering, and takes over once every one of
 its shards has reached the serving build's position. A build never takes over from a higher version, so an
-old worker left running cannot switch the readers back.
+old worker left running cannot switch the readers back. A rebuild (``dealstream rebuild``) is a build of
+the same version under a new label that takes over once caught up; the running workers of that version
+then follow it to its tables, so nothing is left updating tables nobody reads.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def build_name(projection: str, version: int, instance: str = "") -> str:
     return f"{projection}_v{version}" + (f"_{instance}" if instance else "")
 
 
+def label_of(build: str) -> str:
+    """The label of a build name (``""`` for a version's own build)."""
+    match = re.fullmatch(r"[a-z][a-z0-9_]*?_v\d+(?:_([a-z0-9_]+))?", build)
+    if match is None:
+        raise ValueError(f"{build!r} is not a build name")
+    return match.group(1) or ""
+
+
 class Build(msgspec.Struct, frozen=True):
     """One build of a projection and the checkpoints of its shards (sequence per ``k/N`` key)."""
 
@@ -47,16 +57,18 @@ class Build(msgspec.Struct, frozen=True):
     checkpoints: dict[str, int] = {}
 
 
-def takes_over(candidate: Build, serving: Build | None, shard_count: int) -> bool:
+def takes_over(candidate: Build, serving: Build | None, shard_count: int, rebuild: bool = False) -> bool:
     """Whether ``candidate`` should become the serving build now.
 
-    Yes when nothing serves yet. Otherwise only a higher version, and only once all ``shard_count`` of its
-    shards have checkpoints at or past the furthest checkpoint of the serving build: switching must never
-    show readers an older board than the one they had.
+    Yes when nothing serves yet. Otherwise only a higher version (or, for a ``rebuild``, the same version),
+    and only once all ``shard_count`` of its shards have checkpoints at or past the furthest checkpoint of
+    the serving build: switching must never show readers an older board than the one they had.
     """
     if serving is None:
         return True
-    if candidate.build == serving.build or candidate.version <= serving.version:
+    if candidate.build == serving.build or candidate.version < serving.version:
+        return False
+    if candidate.version == serving.version and not rebuild:
         return False
     mine = [seq for key, seq in candidate.checkpoints.items() if key.endswith(f"/{shard_count}")]
     if len(mine) != shard_count:
@@ -93,7 +105,7 @@ async def register(conn: AsyncConnection[Any], projection: str, build: str, vers
 
 
 async def try_take_over(
-    conn: AsyncConnection[Any], projection: str, build: str, version: int, shard_count: int
+    conn: AsyncConnection[Any], projection: str, build: str, version: int, shard_count: int, rebuild: bool = False
 ) -> Build | None:
     """Switch readers to ``build`` if :func:`takes_over` allows it; returns the build it replaced, if it did.
 
@@ -107,7 +119,7 @@ async def try_take_over(
             return None
         serving = await serving_build(conn, projection)
         candidate = Build(projection, build, version, await checkpoints_of(conn, build))
-        if serving is None or not takes_over(candidate, serving, shard_count):
+        if serving is None or not takes_over(candidate, serving, shard_count, rebuild):
             return None
         await conn.execute(
             "UPDATE projection_versions SET build = %s, version = %s, switched_at = now() WHERE projection = %s",

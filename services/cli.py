@@ -138,6 +138,60 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return audit_cli.check(args.file, args.public_key)
 
 
+def _label(prefix: str) -> str:
+    import datetime as dt
+
+    return f"{prefix}{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from workers.rebuild import bar, rebuild
+    from workers.registry import projection_of
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("error: set DATABASE_URL", file=sys.stderr)
+        return 2
+    projection = projection_of(args.name, _label("r"))
+    print(f"rebuilding {args.name} into {projection.build}; the serving build answers meanwhile")
+    took_over = asyncio.run(
+        rebuild(projection, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True))
+    )
+    print(f"\n{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
+    return 0 if took_over else 1
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from workers.rebuild import bar, verify
+    from workers.registry import projection_of
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        print("error: set DATABASE_URL", file=sys.stderr)
+        return 2
+    shadow = projection_of(args.name, _label("v"))
+    try:
+        result = asyncio.run(
+            verify(shadow, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True))
+        )
+    except RuntimeError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(f"\ncompared {result.live} with a rebuild from the log at sequence {result.sequence}:")
+    for t in result.tables:
+        verdict = (
+            "same"
+            if not (t.only_live or t.only_rebuilt)
+            else f"{t.only_live} rows only live, {t.only_rebuilt} only rebuilt"
+        )
+        print(f"  {t.table:<16} {t.live_rows:>9} rows  {verdict}")
+        for row in t.sample_only_live:
+            print(f"    live only:    {row}")
+        for row in t.sample_only_rebuilt:
+            print(f"    rebuilt only: {row}")
+    return 0 if result.same else 1
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
@@ -177,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--switch", nargs=2, metavar=("NAME", "BUILD"), help="point readers of NAME at BUILD (e.g. scores scores_v102)"
     )
     projections.set_defaults(func=_cmd_projections)
+
+    rb = sub.add_parser("rebuild", help="replay the log into fresh tables; switch over when caught up")
+    rb.add_argument("name")
+    rb.set_defaults(func=_cmd_rebuild)
+    vf = sub.add_parser("verify", help="rebuild beside the live read model and compare them row by row")
+    vf.add_argument("name")
+    vf.set_defaults(func=_cmd_verify)
 
     hist = sub.add_parser("history", help="every event of a lead or deal, in log order")
     hist.add_argument("aggregate", choices=["lead", "deal", "pipeline", "alert"])

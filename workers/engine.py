@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import nats.errors
@@ -64,6 +64,10 @@ class EngineSettings:
     lag_interval: float = 30.0
     backoff_initial: float = 0.2
     backoff_max: float = 10.0
+    # "live": take over from a lower version, follow a same-version rebuild that took over.
+    # "rebuild": take over from the same version once caught up (dealstream rebuild).
+    # "shadow": never take over nor follow (dealstream verify).
+    mode: Literal["live", "rebuild", "shadow"] = "live"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -100,6 +104,10 @@ class Lag(msgspec.Struct, frozen=True, kw_only=True):
 
 class _Reset(Exception):
     """The consumer and the checkpoint disagree (a gap in deliveries, lost ownership): re-sync, no backoff."""
+
+
+class _Moved(Exception):
+    """Readers moved to a rebuild of this version: this engine stops so its worker can follow."""
 
 
 class _BatchFailed(Exception):
@@ -213,6 +221,7 @@ class ProjectionEngine:
         self.serving = False
         self._next_take_over = 0.0
         self.superseded_by: str | None = None
+        self.moved_to: str | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.batches = 0
@@ -235,6 +244,8 @@ class ProjectionEngine:
                     if not self._in_sync:
                         await self._sync_consumer()
                     await self._consume(stop)
+                except _Moved:
+                    break
                 except _Reset as exc:
                     self.log.warning("engine.resync", reason=str(exc))
                     self._in_sync = False
@@ -434,20 +445,29 @@ class ProjectionEngine:
 
     async def _maybe_take_over(self) -> None:
         """Switch readers to this build once all its shards have caught up with the serving one (checked at
-        most once a second, when this shard has drained its backlog); notice when a newer build took over."""
+        most once a second, when this shard has drained its backlog); notice when another build took over."""
         if time.monotonic() < self._next_take_over:
             return
         self._next_take_over = time.monotonic() + 1.0
         assert self._pg is not None
-        p = self.projection
+        p, mode = self.projection, self.settings.mode
         # A projection with auto_switch = False (scores) waits for an operator to compare and switch.
-        if not self.serving and getattr(p, "auto_switch", True):
-            replaced = await try_take_over(self._pg, p.name, p.build, p.version, self.shard.count)
+        if not self.serving and mode != "shadow" and (getattr(p, "auto_switch", True) or mode == "rebuild"):
+            replaced = await try_take_over(
+                self._pg, p.name, p.build, p.version, self.shard.count, rebuild=mode == "rebuild"
+            )
             if replaced is not None:
                 self.log.info("projection.switched", replaced=replaced.build, checkpoint=self._checkpoint)
         serving = await serving_build(self._pg, p.name)
         self.serving = serving is not None and serving.build == p.build
-        if serving is not None and serving.version > p.version and self.superseded_by != serving.build:
+        if serving is None or self.serving or mode != "live":
+            return
+        if serving.version == p.version:
+            # A rebuild of this version took over: carry on in its tables, from its checkpoint.
+            self.log.info("projection.following", build=serving.build)
+            self.moved_to = serving.build
+            raise _Moved(serving.build)
+        if serving.version > p.version and self.superseded_by != serving.build:
             self.superseded_by = serving.build
             self.log.warning("projection.superseded", serving=serving.build, hint="stop this worker")
 

@@ -24,6 +24,7 @@ from projections.scoring import fit_score, profile_from, scoring_rules_from_toml
 from projections.sla_rules import sla_rules_from_toml
 from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
+from projections.versions import label_of
 from workers.actor import Actor
 from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
 from workers.notify import NotifyActor
@@ -84,7 +85,7 @@ ACTORS: dict[type[Any], Callable[[ProjectionEngine, NatsSettings, str], Actor]] 
 """Projection type -> the actor that runs beside its engine and acts on its tables."""
 
 
-def _projection(name: str, instance: str | None = None) -> Projection:
+def projection_of(name: str, instance: str | None = None) -> Projection:
     """``instance`` defaults to ``DEALSTREAM_ENGINE_INSTANCE``: a labelled build with its own tables, e.g. a
     rebuild to compare with the live one."""
     try:
@@ -112,16 +113,42 @@ async def serve_worker(
 ) -> None:
     """Run one worker in the running loop until ``stop`` is set (or forever)."""
     shard = partition if isinstance(partition, Shard) else Shard.parse(partition)
-    projection = _projection(name, instance)
     nats_settings = nats_settings or NatsSettings.from_env()
     url = _database_url(database_url)
-    engine = ProjectionEngine(projection, nats_settings, url, shard, settings or EngineSettings.from_env())
+    settings = settings or EngineSettings.from_env()
     stop = stop or asyncio.Event()
+    while not stop.is_set():
+        engine = await _serve_once(projection_of(name, instance), nats_settings, url, shard, settings, stop)
+        if engine.moved_to is None:
+            return
+        # A rebuild of this version took over: go on in its build (its tables, its checkpoints).
+        instance = label_of(engine.moved_to)
+
+
+async def _serve_once(
+    projection: Projection,
+    nats_settings: NatsSettings,
+    url: str,
+    shard: Shard,
+    settings: EngineSettings,
+    stop: asyncio.Event,
+) -> ProjectionEngine:
+    engine = ProjectionEngine(projection, nats_settings, url, shard, settings)
     actor = ACTORS.get(type(projection))
     if actor is None:
         await engine.run(stop)
-    else:
-        await asyncio.gather(engine.run(stop), actor(engine, nats_settings, url).run(stop))
+        return engine
+    # The engine returns when asked to stop or when it moved to another build; the actor stops with it.
+    actor_stop = asyncio.Event()
+
+    async def engine_part() -> None:
+        try:
+            await engine.run(stop)
+        finally:
+            actor_stop.set()
+
+    await asyncio.gather(engine_part(), actor(engine, nats_settings, url).run(actor_stop))
+    return engine
 
 
 def run_worker(
@@ -139,7 +166,7 @@ def run_worker(
     """
     try:
         shard = Shard.parse(partition)
-        projection = _projection(name)
+        projection = projection_of(name)
         url = _database_url(database_url)
     except ValueError as exc:
         log.error("worker.invalid", error=str(exc))
@@ -161,4 +188,4 @@ async def worker_lag(
     name: str, nats_settings: NatsSettings | None = None, database_url: str | None = None
 ) -> list[Lag]:
     """Lag of every shard of a worker's projection that has a checkpoint (for the CLI, the API and alerts)."""
-    return await lag_of(_projection(name, ""), nats_settings or NatsSettings.from_env(), _database_url(database_url))
+    return await lag_of(projection_of(name, ""), nats_settings or NatsSettings.from_env(), _database_url(database_url))

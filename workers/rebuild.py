@@ -1,0 +1,223 @@
+"""Rebuild and verify a read model from the log, beside the live one.
+
+``rebuild``: a new build of the same version (label ``r<UTC time>``) replays the log from the start into
+fresh tables while the live build keeps serving, reports its progress, and takes over once caught up; the
+running workers of that version then follow it (see :meth:`workers.engine.ProjectionEngine`). It replays
+the whole log in one process (shard 0/1).
+
+``verify``: a shadow build (label ``v<UTC time>``) replays the log, then its tables are compared row by
+row with the serving build's, in one snapshot taken when both stand at the same checkpoint; the shadow's
+tables, checkpoints and consumer are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import psycopg
+from nats.js.errors import NotFoundError
+from psycopg import sql
+
+from events.config import NatsSettings, connect
+from projections.engine import Projection, Shard, consumer_name
+from projections.versions import serving_build
+from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+
+
+class Progress(msgspec.Struct, frozen=True, kw_only=True):
+    build: str
+    done: int
+    total: int
+    rate: float
+    eta_seconds: float | None
+    serving: bool
+
+
+def bar(p: Progress, width: int = 30) -> str:
+    share = min(1.0, p.done / p.total) if p.total else 1.0
+    eta = "-" if p.eta_seconds is None else str(dt.timedelta(seconds=round(p.eta_seconds)))
+    filled = "#" * round(share * width)
+    return f"[{filled:<{width}}] {p.done:,}/{p.total:,} events  {p.rate:,.0f} ev/s  ETA {eta}"
+
+
+async def _build(
+    projection: Projection,
+    nats_settings: NatsSettings,
+    url: str,
+    mode: str,
+    until: Callable[[ProjectionEngine, Any], bool],
+    on_progress: Callable[[Progress], None],
+    stop: asyncio.Event | None = None,
+) -> ProjectionEngine:
+    settings = EngineSettings(mode=mode, lag_interval=3600.0)  # type: ignore[arg-type]
+    engine = ProjectionEngine(projection, nats_settings, url, Shard(), settings)
+    halt = asyncio.Event()
+    task = asyncio.create_task(engine.run(halt))
+    nc, js = await connect(nats_settings, f"dealstream-{mode}")
+    started, first = time.monotonic(), None
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            while not (stop is not None and stop.is_set()):
+                await asyncio.sleep(1.0)
+                if task.done():
+                    break
+                try:
+                    lag = await measure_lag(js, conn, nats_settings.naming, projection, Shard())
+                except psycopg.errors.UndefinedTable:
+                    continue
+                first = lag.checkpoint if first is None else first
+                elapsed = time.monotonic() - started
+                rate = (lag.checkpoint - (first or 0)) / elapsed if elapsed else 0.0
+                left = lag.stream_last_sequence - lag.checkpoint
+                on_progress(
+                    Progress(
+                        build=projection.build,
+                        done=lag.checkpoint,
+                        total=lag.stream_last_sequence,
+                        rate=rate,
+                        eta_seconds=left / rate if rate > 0 else None,
+                        serving=engine.serving,
+                    )
+                )
+                if until(engine, lag):
+                    break
+    finally:
+        halt.set()
+        await asyncio.wait_for(task, 60)
+        await nc.close()
+    return engine
+
+
+async def rebuild(
+    projection: Projection,
+    nats_settings: NatsSettings,
+    url: str,
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Replay the log into a fresh build of ``projection`` (give it a new label) until it serves; returns
+    whether it took over."""
+    engine = await _build(projection, nats_settings, url, "rebuild", lambda e, _lag: e.serving, on_progress, stop)
+    return engine.serving
+
+
+class TableDiff(msgspec.Struct, frozen=True, kw_only=True):
+    table: str
+    live_rows: int
+    rebuilt_rows: int
+    only_live: int
+    only_rebuilt: int
+    sample_only_live: list[str]
+    sample_only_rebuilt: list[str]
+
+
+class Verification(msgspec.Struct, frozen=True, kw_only=True):
+    live: str
+    rebuilt: str
+    sequence: int
+    tables: list[TableDiff]
+
+    @property
+    def same(self) -> bool:
+        return all(t.only_live == 0 and t.only_rebuilt == 0 for t in self.tables)
+
+
+async def _tables(conn: psycopg.AsyncConnection[Any], build: str) -> list[str]:
+    cur = await conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+        "AND table_type = 'BASE TABLE' AND starts_with(table_name, %s) ORDER BY table_name",
+        (f"{build}_",),
+    )
+    return [str(r[0])[len(build) + 1 :] for r in await cur.fetchall()]
+
+
+async def _checkpoint(conn: psycopg.AsyncConnection[Any], build: str) -> int | None:
+    cur = await conn.execute("SELECT min(last_sequence) FROM projection_checkpoints WHERE projection = %s", (build,))
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def compare(conn: psycopg.AsyncConnection[Any], live: str, rebuilt: str) -> Verification | None:
+    """Row-by-row comparison of two builds in one snapshot; None if they do not stand at one checkpoint."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        a, b = await _checkpoint(conn, live), await _checkpoint(conn, rebuilt)
+        if a is None or a != b:
+            return None
+        diffs = []
+        for suffix in await _tables(conn, rebuilt):
+            left, right = sql.Identifier(f"{live}_{suffix}"), sql.Identifier(f"{rebuilt}_{suffix}")
+            counts = []
+            samples = []
+            for x, y in ((left, right), (right, left)):
+                cur = await conn.execute(
+                    sql.SQL("SELECT t::text FROM (SELECT * FROM {} EXCEPT ALL SELECT * FROM {}) t").format(x, y)
+                )
+                rows = [str(r[0]) for r in await cur.fetchall()]
+                counts.append(len(rows))
+                samples.append(rows[:5])
+            sizes = []
+            for t in (left, right):
+                cur = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(t))
+                row = await cur.fetchone()
+                sizes.append(int(row[0]) if row else 0)
+            diffs.append(
+                TableDiff(
+                    table=suffix,
+                    live_rows=sizes[0],
+                    rebuilt_rows=sizes[1],
+                    only_live=counts[0],
+                    only_rebuilt=counts[1],
+                    sample_only_live=samples[0],
+                    sample_only_rebuilt=samples[1],
+                )
+            )
+        return Verification(live=live, rebuilt=rebuilt, sequence=a, tables=diffs)
+
+
+async def drop_build(conn: psycopg.AsyncConnection[Any], nats_settings: NatsSettings, projection: Projection) -> None:
+    """Remove a build nobody serves: its tables, its checkpoints and its durable consumer."""
+    for suffix in await _tables(conn, projection.build):
+        await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"{projection.build}_{suffix}")))
+    await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s", (projection.build,))
+    nc, js = await connect(nats_settings, "dealstream-drop")
+    try:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(
+                nats_settings.naming.events_stream, consumer_name(nats_settings.naming, projection, Shard())
+            )
+    finally:
+        await nc.close()
+
+
+async def verify(
+    shadow: Projection,
+    nats_settings: NatsSettings,
+    url: str,
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    attempts: int = 30,
+) -> Verification:
+    """Replay the log into ``shadow`` (a labelled build of the live projection), compare it with the serving
+    build at one checkpoint, and remove it. Raises ``RuntimeError`` if the two never stood at one checkpoint
+    (a log that never pauses) or nothing serves."""
+    await _build(shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        try:
+            live = await serving_build(conn, shadow.name)
+            if live is None:
+                raise RuntimeError(f"no build of {shadow.name!r} serves: nothing to verify against")
+            for _ in range(attempts):
+                result = await compare(conn, live.build, shadow.build)
+                if result is not None:
+                    return result
+                # Bring the shadow to the log's end again, then look for a moment both agree on.
+                await _build(shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress)
+            raise RuntimeError("the live and the rebuilt read model never stood at the same checkpoint")
+        finally:
+            await drop_build(conn, nats_settings, shadow)
