@@ -70,6 +70,11 @@ class EventStore:
     def naming(self) -> Naming:
         return self._naming
 
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context, for whole-log scans (audit, replay)."""
+        return self._js
+
     def _check_connected(self) -> None:
         # While the client reconnects, requests would sit in its buffer until they time out: fail fast.
         if not self._nc.is_connected:

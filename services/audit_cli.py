@@ -147,3 +147,34 @@ def check(path: str, public_key: str | None) -> int:
     for b in r.breaks:
         print(f"BROKEN at sequence {b.sequence} ({b.subject}): {b.reason}")
     return 0 if result.ok else 1
+
+
+async def board_then(at: str, since: str | None, pipeline_id: str | None, owner: str | None) -> int:
+    """Print the board as it stood at ``at`` and the deals that slipped, replayed from the log."""
+    from services.replay import board_as_of, board_events
+
+    when = dt.datetime.fromisoformat(at)
+    if when.tzinfo is None:
+        print("error: --at needs a time zone offset, e.g. 2026-09-30T23:59:59+02:00", file=sys.stderr)
+        return 2
+    settings = NatsSettings.from_env()
+    nc, js = await connect(settings, "dealstream-board-as-of")
+    try:
+        events = await board_events(js, settings.naming)
+    finally:
+        await nc.close()
+    start = dt.date.fromisoformat(since) if since else None
+    result = board_as_of(events, when, start, pipeline_id, owner, limit=500)
+    print(f"the board at {when.isoformat()} ({result.events_replayed} events replayed from the log)")
+    for board in result.boards:
+        print(f"\n{board.name or board.pipeline_id}")
+        for c in board.columns:
+            totals = ", ".join(f"{v} {k}" for k, v in sorted(c.total.items())) or "-"
+            print(f"  {c.name or c.stage:<20} {c.count:>5} deals  {totals}")
+    print(f"\nslipped (open at {when.date()}, expected to close by then): {len(result.slipped)}")
+    for s in result.slipped:
+        print(
+            f"  {s.deal_id:<24} {s.amount} {s.currency}  expected {s.expected_close_date}  "
+            f"{s.stage_then} then, {s.status_now}/{s.stage_now} now"
+        )
+    return 0

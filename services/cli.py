@@ -126,6 +126,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return asyncio.run(audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of))
 
 
+def _cmd_board(args: argparse.Namespace) -> int:
+    from services import audit_cli
+
+    return asyncio.run(audit_cli.board_then(args.at, args.since, args.pipeline, args.owner))
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from services import audit_cli
 
@@ -246,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--raw", action="store_true", help="jsonl: include what the source sent")
     hist.add_argument("--as-of", help="only events with business time up to this moment (with offset)")
     hist.set_defaults(func=_cmd_history)
+
+    brd = sub.add_parser("board", help="the board as it stood at a past moment, replayed from the log")
+    brd.add_argument("--at", required=True, help="e.g. 2026-09-30T23:59:59+02:00 (business time)")
+    brd.add_argument("--since", help="slipped deals: expected to close on or after this date (a quarter's start)")
+    brd.add_argument("--pipeline")
+    brd.add_argument("--owner")
+    brd.set_defaults(func=_cmd_board)
 
     audit = sub.add_parser("audit", help="tamper evidence: verify the hash chains, signed exports")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

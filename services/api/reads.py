@@ -17,6 +17,7 @@ from events.aggregates import Rejected
 from projections import board_changes, board_queries, board_store, velocity, velocity_store
 from projections.board import AlertBadge, Column, DealCard, PipelineBoard, Status
 from projections.versions import serving_build_name
+from services import replay
 from services.api.alerts import open_alerts_by_deal
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.errors import InputError
@@ -79,6 +80,28 @@ async def board(
     Weighted amount = amount x the stage's win probability. ``rotting``: no activity for longer than the
     stage's rotting days at ``as_of``."""
     return await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
+
+
+@get("/board/as-of", tags=["board"], guards=READ)
+async def board_as_of(
+    request: AnyRequest,
+    at: Annotated[dt.datetime, QueryParameter(description="the past moment (business time, with offset)")],
+    since: Annotated[
+        dt.date | None, QueryParameter(description="slipped deals: expected to close on or after this date")
+    ] = None,
+    pipeline_id: FromQuery[str | None] = None,
+    owner: FromQuery[str | None] = None,
+    status: FromQuery[Status] = "open",
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+) -> replay.BoardAsOf:
+    """The board as it stood at ``at``, replayed from the log (not from the read model), and the deals that
+    slipped: open at ``at`` although expected to close by then (from ``since``: e.g. a quarter's first day),
+    with where they stand now. Reads every deal and pipeline event: an auditor's query, not a dashboard's."""
+    when = _as_of(at, "at")
+    assert when is not None
+    store = runtime(request).store
+    events = await replay.board_events(store.js, store.naming)
+    return replay.board_as_of(events, when, since, pipeline_id, owner, status, limit)
 
 
 @get("/board/{pipeline_id:str}", tags=["board"], guards=READ)
@@ -245,5 +268,13 @@ async def projections_lag(request: AnyRequest) -> Response[Any]:
 
 router = Router(
     path="/v1",
-    route_handlers=[board, board_feed, pipeline_board, velocity_metrics, weighted_pipeline, projections_lag],
+    route_handlers=[
+        board,
+        board_feed,
+        board_as_of,
+        pipeline_board,
+        velocity_metrics,
+        weighted_pipeline,
+        projections_lag,
+    ],
 )

@@ -61,6 +61,10 @@ async def test_history_verify_and_a_signed_export(
     ]
     assert run(["history", "deal", "nope"], nats_url, naming).returncode == 1
 
+    board = run(["board", "--at", (T0 + DAY).isoformat()], nats_url, naming)
+    assert board.returncode == 0, board.stderr
+    assert "2 events replayed" in board.stdout and "proposal" in board.stdout and "1 deals" in board.stdout
+
     verified = run(["audit", "verify"], nats_url, naming)
     assert verified.returncode == 0 and "0 broken chains" in verified.stdout, verified.stdout + verified.stderr
 
