@@ -22,6 +22,7 @@ from events.types import (
     LeadAssigned,
     LeadCaptured,
     LeadDisqualified,
+    LeadErased,
     LeadQualified,
     PipelineDefined,
     StageDefinition,
@@ -66,6 +67,7 @@ class LeadState(Activity):
     status: Literal["open", "qualified", "disqualified"] = "open"
     owner: str | None = None
     source: str | None = None
+    erased: bool = False
 
 
 @dataclass(slots=True)
@@ -101,6 +103,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.status = "qualified"
             case LeadDisqualified():
                 state.status = "disqualified"
+            case LeadErased():
+                state.erased = True
             case other:
                 state.apply_activity(other)
     return state
@@ -156,6 +160,13 @@ def qualify_lead(state: LeadState, event: LeadQualified) -> LeadQualified:
     _require_lead(state)
     if state.status != "open":
         raise Rejected("status", f"the lead is already {state.status}")
+    return event
+
+
+def erase_lead(state: LeadState, event: LeadErased) -> LeadErased:
+    _require_lead(state)
+    if state.erased:
+        raise Rejected("lead_id", "the lead's personal data is already erased")
     return event
 
 

@@ -27,6 +27,7 @@ class RawPayload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     content_type: str
     body: str
     batch_sha256: str | None = None
+    sealed: bool = False  # body is the source's bytes encrypted with the lead's key (see events/personal.py)
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -57,6 +57,11 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     form_id: Ref | None = None
     campaign: Attributes = {}
     answers: Attributes = {}
+    # Personal fields travel encrypted with the lead's own key (see events/personal.py): ``sealed`` holds
+    # them, and the fields above read None in the log. What scoring needs of them stays in clear.
+    sealed: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
+    email_domain: ShortText | None = None
+    has_phone: bool | None = None
 
 
 class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):
@@ -80,6 +85,12 @@ class TouchpointLogged(_Event, frozen=True, tag="touchpoint.logged.v1"):
 class LeadQualified(_Event, frozen=True, tag="lead.qualified.v1"):
     reason: LongText | None = None
     score: float | None = None
+
+
+class LeadErased(_Event, frozen=True, tag="lead.erased.v1"):
+    """The lead's personal data was erased on request: its key is destroyed, so its sealed fields are gone."""
+
+    reason: ShortText | None = None
 
 
 class LeadDisqualified(_Event, frozen=True, tag="lead.disqualified.v1"):
@@ -184,6 +195,7 @@ Event = (
     | TouchpointLogged
     | LeadQualified
     | LeadDisqualified
+    | LeadErased
     | DealOpened
     | DealStageChanged
     | DealAmountChanged
@@ -202,6 +214,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     TouchpointLogged,
     LeadQualified,
     LeadDisqualified,
+    LeadErased,
     DealOpened,
     DealStageChanged,
     DealAmountChanged,

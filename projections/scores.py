@@ -15,7 +15,7 @@ from typing import Literal
 import msgspec
 
 from events.envelope import StoredEvent
-from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadQualified, TouchpointLogged
+from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadErased, LeadQualified, TouchpointLogged
 from projections.scoring import Contribution, LeadProfile, ScoringRules, Touch, profile_from, score
 
 LeadStatus = Literal["open", "qualified", "disqualified"]
@@ -37,6 +37,7 @@ class LeadScore(msgspec.Struct, frozen=True, kw_only=True):
     scored_at: dt.datetime
     crossed_at: dt.datetime | None = None
     crossed_sequence: int | None = None
+    erased: bool = False
     version: int
 
     @property
@@ -66,6 +67,8 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
         row = msgspec.structs.replace(row, status="qualified")
     elif isinstance(data, LeadDisqualified):
         row = msgspec.structs.replace(row, status="disqualified")
+    elif isinstance(data, LeadErased):
+        row = msgspec.structs.replace(row, erased=True)
     else:
         row = msgspec.structs.replace(row)
     # Scored at the latest business time seen, so an event recorded late never turns the clock back.

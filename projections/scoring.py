@@ -221,11 +221,20 @@ class LeadProfile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def profile_from(captured: LeadCaptured, source: str) -> LeadProfile:
-    """The profile of a captured lead; ``source`` is the envelope's channel ("web_form", "meta", ...)."""
+    """The profile of a captured lead; ``source`` is the envelope's channel ("web_form", "meta", ...).
+
+    A capture from the log has its personal fields sealed (events/personal.py): the profile then keeps only
+    what scoring reads of them, the e-mail's domain and whether there is a phone, never the values."""
+    email = captured.email
+    if email is None and captured.email_domain:
+        email = f"@{captured.email_domain}"
+    phone = captured.phone
+    if phone is None and captured.has_phone:
+        phone = "(sealed)"
     return LeadProfile(
         source=source,
-        email=captured.email,
-        phone=captured.phone,
+        email=email,
+        phone=phone,
         company=captured.company,
         job_title=captured.job_title,
         country=captured.country,

@@ -17,6 +17,7 @@ from events.audit import audit_stream, check_export, new_signing_key, public_key
 from events.chain import ChainedMessage
 from events.config import NatsSettings, connect
 from events.envelope import AggregateType, StoredEvent
+from events.personal import Vault
 from events.store import EventStore
 from events.types import DealAmountChanged, DealStageChanged
 
@@ -82,6 +83,9 @@ async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, ra
     nc, js = await connect(settings, "dealstream-history")
     try:
         events = await EventStore(nc, js, settings.naming).read(aggregate_type, aggregate_id)
+        if aggregate_type == "lead":
+            opened = await Vault(js, settings.naming).unsealed([e.envelope for e in events])
+            events = [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
     finally:
         await nc.close()
     if not events:

@@ -285,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
+    # Commands that print for a person keep the workers' info lines out of their output.
+    talks = args.command in {"rebuild", "verify", "history", "board", "audit", "projections"}
+    configure_logging(level="warning" if talks and "DEALSTREAM_LOG_LEVEL" not in os.environ else None)
     code: int = args.func(args)
     return code
 

@@ -16,6 +16,7 @@ import structlog
 
 from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredEvent
 from events.ids import uuid7
+from events.personal import Vault
 from events.store import ConcurrencyError, EventStore
 from events.types import Event, LeadCaptured, type_name
 
@@ -58,8 +59,9 @@ def _accepted(stored: StoredEvent, version: int, duplicate: bool) -> Accepted:
 class Ledger:
     """Writes to the log on behalf of the API and the intake worker."""
 
-    def __init__(self, store: EventStore, attempts: int = 5) -> None:
+    def __init__(self, store: EventStore, vault: Vault | None = None, attempts: int = 5) -> None:
         self.store = store
+        self.vault = vault
         self._attempts = attempts
 
     def envelope(
@@ -132,6 +134,8 @@ class Ledger:
     ) -> Accepted:
         """Append a lead's first event; if the lead already exists, answer with its capture (idempotent)."""
         envelope = self.envelope(ctx, "lead", lead_id, lead, occurred_at, raw)
+        if self.vault is not None:
+            envelope = await self.vault.sealed(envelope)
         try:
             [appended] = await self.store.append([envelope], expected_version=0)
         except ConcurrencyError:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 from litestar import Litestar
@@ -24,6 +25,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from events.config import NatsSettings, connect
+from events.envelope import StoredEvent
+from events.personal import Vault
 from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
@@ -77,6 +80,18 @@ async def nats_conn(nats_settings: NatsSettings) -> AsyncIterator[tuple[NATS, Je
 async def store(nats_conn: tuple[NATS, JetStreamContext], naming: Naming) -> EventStore:
     nc, js = nats_conn
     return EventStore(nc, js, naming)
+
+
+@pytest.fixture
+def vault(nats_conn: tuple[NATS, JetStreamContext], naming: Naming) -> Vault:
+    return Vault(nats_conn[1], naming)
+
+
+async def read_opened(store: EventStore, vault: Vault, lead_id: str) -> list[StoredEvent]:
+    """A lead's events as someone allowed to see personal data reads them (the log holds them sealed)."""
+    stored = await store.read("lead", lead_id)
+    opened = await vault.unsealed([s.envelope for s in stored])
+    return [msgspec.structs.replace(s, envelope=e) for s, e in zip(stored, opened, strict=True)]
 
 
 def _docker_available() -> bool:

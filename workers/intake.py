@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
 from events.ids import derived_id, uuid7
+from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
 from events.streams import ensure_streams
 from events.subjects import Naming
@@ -89,6 +90,7 @@ class Intake:
         self._store = store
         self._naming = naming
         self._batch = batch
+        self._vault = Vault(js, naming)
 
     @property
     def durable(self) -> str:
@@ -118,6 +120,7 @@ class Intake:
             await msg.ack()
             return
         envelope = to_envelope(item, msg.data, now, correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7())
+        envelope = await self._vault.sealed(envelope)
         try:
             [appended] = await self._store.append([envelope], expected_version=0)
             log.info(

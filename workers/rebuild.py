@@ -60,7 +60,7 @@ async def _build(
     halt = asyncio.Event()
     task = asyncio.create_task(engine.run(halt))
     nc, js = await connect(nats_settings, f"dealstream-{mode}")
-    started, first = time.monotonic(), None
+    started, first = time.monotonic(), 0
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             while not (stop is not None and stop.is_set()):
@@ -71,9 +71,8 @@ async def _build(
                     lag = await measure_lag(js, conn, nats_settings.naming, projection, Shard())
                 except psycopg.errors.UndefinedTable:
                     continue
-                first = lag.checkpoint if first is None else first
                 elapsed = time.monotonic() - started
-                rate = (lag.checkpoint - (first or 0)) / elapsed if elapsed else 0.0
+                rate = (lag.checkpoint - first) / elapsed if elapsed else 0.0
                 left = lag.stream_last_sequence - lag.checkpoint
                 on_progress(
                     Progress(

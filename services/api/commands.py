@@ -16,6 +16,7 @@ from events.types import (
     DealOpened,
     Event,
     LeadDisqualified,
+    LeadErased,
     LeadQualified,
     PipelineDefined,
     TaskCompleted,
@@ -83,6 +84,24 @@ async def disqualify_lead(
 ) -> Response[Any]:
     event = LeadDisqualified(reason=data.reason)
     decide = _lead(lambda s: agg.disqualify_lead(s, event))
+    return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
+
+
+@post("/leads/{lead_id:str}/erase", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+async def erase_lead(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.EraseLead]
+) -> Response[Any]:
+    """Erase the lead's personal data (a data subject's request): its key is destroyed, so the encrypted
+    fields in the log can never be read again; ``lead.erased.v1`` records when and by whom."""
+    vault = runtime(request).ledger.vault
+    if vault is None:
+        raise agg.Rejected("lead_id", "personal data is not encrypted here: nothing to erase", 409)
+    if not await runtime(request).store.read("lead", lead_id):
+        raise agg.Rejected("lead_id", "no such lead", 404)
+    # The key goes first: if the event then fails to append, the data is erased all the same, and a retry of
+    # the request records it.
+    await vault.erase(lead_id)
+    decide = _lead(lambda s: agg.erase_lead(s, LeadErased(reason=data.reason)))
     return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
 
 
@@ -291,6 +310,7 @@ router = Router(
         assign_lead,
         qualify_lead,
         disqualify_lead,
+        erase_lead,
         lead_touchpoint,
         deal_touchpoint,
         lead_task,

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from events.config import connect
+from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import ensure_streams
 from services.auth import Caller, KeyRing
@@ -95,7 +96,9 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
                 continue
             self._nc = nc
-            self._ledger = Ledger(EventStore(nc, js, self.settings.nats.naming, self.settings.nats.publish_timeout))
+            naming = self.settings.nats.naming
+            vault = Vault(js, naming, self.settings.nats.streams.replicas)
+            self._ledger = Ledger(EventStore(nc, js, naming, self.settings.nats.publish_timeout), vault)
             log.info("nats.connected", servers=list(self.settings.nats.servers))
             return
 

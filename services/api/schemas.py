@@ -52,6 +52,10 @@ class DisqualifyLead(_Body, frozen=True):
     reason: ShortText
 
 
+class EraseLead(_Body, frozen=True):
+    reason: ShortText | None = None
+
+
 class OpenDeal(_Body, frozen=True):
     name: ShortText
     pipeline_id: Ref

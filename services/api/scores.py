@@ -38,6 +38,7 @@ class LeadScoreView(msgspec.Struct, frozen=True, kw_only=True):
     owner: str | None
     rules_version: int
     build: str
+    erased: bool
     contributions: list[Contribution]
 
 
@@ -86,6 +87,7 @@ async def lead_score(
         owner=row.owner,
         rules_version=rules.version,
         build=build,
+        erased=row.erased,
         contributions=s.contributions,
     )
 

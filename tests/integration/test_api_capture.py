@@ -15,9 +15,10 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from events.ids import derived_id
+from events.personal import Vault
 from events.store import EventStore
 from events.subjects import Naming
-from tests.conftest import FORM_KEY, META_SECRET, META_VERIFY_TOKEN, TYPEFORM_SECRET, WEBFLOW_SECRET
+from tests.conftest import FORM_KEY, META_SECRET, META_VERIFY_TOKEN, TYPEFORM_SECRET, WEBFLOW_SECRET, read_opened
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,16 @@ def _meta_signature(body: bytes, secret: str = META_SECRET) -> str:
 
 
 async def test_an_html_form_lead_lands_with_its_diacritics_and_provenance(
-    api: Client, store: EventStore, fixtures_dir: Path
+    api: Client, store: EventStore, vault: Vault, fixtures_dir: Path
 ) -> None:
     body = (fixtures_dir / "html_form.urlencoded").read_bytes()
     r = await api.post(f"/v1/leads?key={FORM_KEY}", content=body, headers={**FORM, "Authorization": ""})
     assert r.status_code == 202, r.text
     answer = r.json()
-    [stored] = await store.read("lead", answer["aggregate_id"])
+    [sealed] = await store.read("lead", answer["aggregate_id"])
+    # The log itself holds the personal fields and the raw body only encrypted with the lead's key.
+    assert "Kowalska" not in repr(sealed) and sealed.envelope.data.email_domain == "example.pl"  # type: ignore[union-attr]
+    [stored] = await read_opened(store, vault, answer["aggregate_id"])
     assert stored.sequence == answer["sequence"] and stored.envelope.event_id == answer["event_id"]
     lead = stored.envelope.data
     assert lead.last_name == "Kowalska" and lead.message == "Proszę o kontakt w sprawie wyceny"  # type: ignore[union-attr]
@@ -112,13 +116,13 @@ async def test_a_bad_meta_signature_is_401_and_appends_nothing(
 
 
 async def test_typeform_and_webflow_map_to_the_same_lead_event(
-    api: Client, store: EventStore, fixtures_dir: Path
+    api: Client, store: EventStore, vault: Vault, fixtures_dir: Path
 ) -> None:
     tf = (fixtures_dir / "typeform_form_response.json").read_bytes()
     tf_sig = "sha256=" + base64.b64encode(hmac.new(TYPEFORM_SECRET.encode(), tf, hashlib.sha256).digest()).decode()
     r = await api.post("/v1/webhooks/typeform", content=tf, headers={"Typeform-Signature": tf_sig})
     assert r.status_code == 202, r.text
-    [typeform] = await store.read("lead", derived_id("typeform", "a3a12ec67a1365927098a606107fac15"))
+    [typeform] = await read_opened(store, vault, derived_id("typeform", "a3a12ec67a1365927098a606107fac15"))
     assert typeform.envelope.data.email == "laura@example.com"  # type: ignore[union-attr]
     assert typeform.envelope.occurred_at.isoformat() == "2025-11-22T18:17:02+00:00"
 
@@ -129,7 +133,7 @@ async def test_typeform_and_webflow_map_to_the_same_lead_event(
         "/v1/webhooks/webflow", content=wf, headers={"x-webflow-timestamp": ts, "x-webflow-signature": wf_sig}
     )
     assert r.status_code == 202, r.text
-    [webflow] = await store.read("lead", derived_id("webflow", "6321ca84df3949bfc6752327"))
+    [webflow] = await read_opened(store, vault, derived_id("webflow", "6321ca84df3949bfc6752327"))
     assert webflow.envelope.data.email == "zaphod@heartofgold.ai"  # type: ignore[union-attr]
     assert webflow.envelope.occurred_at.isoformat() == "2025-11-22T16:00:00+00:00"
 

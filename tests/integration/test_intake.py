@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from events.ids import derived_id
+from events.personal import Vault
 from events.store import EventStore
 from events.subjects import Naming
+from tests.conftest import read_opened
 from tests.waiting import eventually
 from workers.intake import Intake
 
@@ -54,7 +56,7 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    history = await store.read("lead", lead_id)
+    history = await read_opened(store, Vault(js, naming), lead_id)
     assert len(history) == 1
     envelope = history[0].envelope
     assert envelope.occurred_at.isoformat() == "2025-11-22T11:39:50+00:00"

@@ -1,0 +1,158 @@
+"""Personal data that can be erased from an immutable log: crypto-shredding.
+
+Each lead gets its own random AES-256-GCM key, kept in a NATS key-value bucket (``<PREFIX>_LEAD_KEYS``,
+the one place in Dealstream where deletes are allowed). Before a lead's capture is appended, its personal
+fields (:data:`PERSONAL_FIELDS`) and the raw source payload are encrypted with that key; the log holds only
+ciphertext, never the plaintext. Erasing the lead purges its key: the ciphertext stays in the log, the hash
+chain stays intact, and nobody can read those fields any more. What scoring needs of them (the e-mail's
+domain, whether there is a phone) is kept in clear at capture.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from events.envelope import Envelope, RawPayload
+from events.subjects import Naming
+from events.types import LeadCaptured
+
+PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name", "full_name", "message")
+ERASED = "[erased]"
+
+
+def _aad(lead_id: str) -> bytes:
+    # Bound to the lead: a ciphertext moved to another lead does not decrypt.
+    return f"dealstream-lead:{lead_id}".encode()
+
+
+def _encrypt(key: bytes, lead_id: str, plaintext: bytes) -> str:
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(lead_id))).decode()
+
+
+def _decrypt(key: bytes, lead_id: str, sealed: str) -> bytes:
+    raw = base64.b64decode(sealed)
+    return AESGCM(key).decrypt(raw[:12], raw[12:], _aad(lead_id))
+
+
+def seal(envelope: Envelope, key: bytes) -> Envelope:
+    """The capture with its personal fields and raw payload encrypted (other events pass unchanged)."""
+    data = envelope.data
+    if not isinstance(data, LeadCaptured) or data.sealed is not None:
+        return envelope
+    personal = {f: getattr(data, f) for f in PERSONAL_FIELDS if getattr(data, f) is not None}
+    domain = data.email.rsplit("@", 1)[-1].lower() if data.email else None
+    sealed_data = msgspec.structs.replace(
+        data,
+        **dict.fromkeys(PERSONAL_FIELDS),
+        sealed=_encrypt(key, envelope.aggregate_id, msgspec.json.encode(personal)) if personal else None,
+        email_domain=domain,
+        has_phone=data.phone is not None,
+    )
+    raw = envelope.raw
+    if raw is not None and not raw.sealed:
+        raw = msgspec.structs.replace(raw, body=_encrypt(key, envelope.aggregate_id, raw.body.encode()), sealed=True)
+    return msgspec.structs.replace(envelope, data=sealed_data, raw=raw)
+
+
+def unseal(envelope: Envelope, key: bytes | None) -> Envelope:
+    """The capture as it was given, if the key still exists; erased (personal fields ``[erased]``) if not."""
+    data = envelope.data
+    if not isinstance(data, LeadCaptured):
+        return envelope
+    raw = envelope.raw
+    if key is None:
+        fields = {f: ERASED for f in PERSONAL_FIELDS if data.sealed is not None}
+        # An erased lead's fields are gone; the marker is not an e-mail or a phone, so build it unvalidated.
+        shown = msgspec.structs.replace(data, **fields) if fields else data
+        if raw is not None and raw.sealed:
+            raw = RawPayload(content_type=raw.content_type, body=ERASED, batch_sha256=raw.batch_sha256, sealed=True)
+        return msgspec.structs.replace(envelope, data=shown, raw=raw)
+    try:
+        if data.sealed is not None:
+            personal = msgspec.json.decode(_decrypt(key, envelope.aggregate_id, data.sealed))
+            data = msgspec.structs.replace(data, sealed=None, **personal)
+        if raw is not None and raw.sealed:
+            body = _decrypt(key, envelope.aggregate_id, raw.body).decode()
+            raw = RawPayload(content_type=raw.content_type, body=body, batch_sha256=raw.batch_sha256)
+    except InvalidTag:
+        return unseal(envelope, None)  # a key made after the erasure (a late redelivery) opens nothing
+    return msgspec.structs.replace(envelope, data=data, raw=raw)
+
+
+class Vault:
+    """The per-lead keys, in a NATS key-value bucket with one revision per key (a purge leaves nothing)."""
+
+    def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1) -> None:
+        self._js = js
+        self._bucket = f"{naming.prefix.upper()}_LEAD_KEYS"
+        self._replicas = replicas
+        self._kv: KeyValue | None = None
+
+    async def _store(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self._js.key_value(self._bucket)
+            except BucketNotFoundError:
+                self._kv = await self._js.create_key_value(
+                    KeyValueConfig(bucket=self._bucket, history=1, storage=StorageType.FILE, replicas=self._replicas)
+                )
+        return self._kv
+
+    async def key(self, lead_id: str, create: bool = False) -> bytes | None:
+        """The lead's key; a new one if ``create`` and it has none (None: erased, or never had one)."""
+        kv = await self._store()
+        try:
+            entry = await kv.get(lead_id)
+            if entry.value:
+                return base64.b64decode(entry.value)
+        except KeyNotFoundError:
+            pass
+        if not create:
+            return None
+        fresh = AESGCM.generate_key(bit_length=256)
+        try:
+            await kv.create(lead_id, base64.b64encode(fresh))
+        except KeyWrongLastSequenceError:
+            entry = await kv.get(lead_id)  # a concurrent capture of the same lead made it first
+            return base64.b64decode(entry.value) if entry.value else None
+        return fresh
+
+    async def sealed(self, envelope: Envelope) -> Envelope:
+        """A capture ready for the log: sealed with its lead's key (made now if the lead has none)."""
+        if not isinstance(envelope.data, LeadCaptured):
+            return envelope
+        key = await self.key(envelope.aggregate_id, create=True)
+        assert key is not None
+        return seal(envelope, key)
+
+    async def unsealed(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Captures as they were given (or erased), for readers allowed to see personal data."""
+        keys: dict[str, bytes | None] = {}
+        out = []
+        for envelope in envelopes:
+            if isinstance(envelope.data, LeadCaptured):
+                if envelope.aggregate_id not in keys:
+                    keys[envelope.aggregate_id] = await self.key(envelope.aggregate_id)
+                envelope = unseal(envelope, keys[envelope.aggregate_id])
+            out.append(envelope)
+        return out
+
+    async def erase(self, lead_id: str) -> bool:
+        """Destroy the lead's key for good; False if it had none."""
+        kv = await self._store()
+        try:
+            await kv.get(lead_id)
+        except KeyNotFoundError:
+            return False
+        await kv.purge(lead_id)
+        return True
