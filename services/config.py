@@ -60,6 +60,7 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhooks: Webhooks = Webhooks()
     max_body_bytes: int = 1_048_576
     max_clock_skew_seconds: int = 300
+    max_batch_leads: int = 500
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -36,6 +36,7 @@ class AuthError(Exception):
         self.status = status
 
 
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 _AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -44,6 +45,10 @@ def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError, pr
     message = str(exc)
     match = _AT_PATH.match(message)
     reason, path = (match.group("reason"), match.group("path")) if match else (message, None)
+    named = _NAMED_FIELD.match(reason)
+    if named:
+        # msgspec names an unknown or missing key in the reason, at the path of the object that holds it.
+        path = f"{path or ''}.{named.group(1)}"
     field = (path or "").lstrip(".") or "body"
     field = re.sub(r"\[(\d+)\]", r".\1", field).lstrip(".")
     if prefix:

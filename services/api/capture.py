@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from litestar import Response, Router, get, post
 from litestar.exceptions import NotFoundException
 
 from events.ids import derived_id, uuid7
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
 from services.api.scores import leads_by_score
-from services.errors import InputError
+from services.errors import FieldError, InputError
 from services.ledger import Accepted, Context
 from services.providers import html_form, meta, typeform, webflow
 from services.providers.base import InboundLead
+from services.providers.fields import decode_json
 
 
 async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLead], id_scope: str) -> list[Accepted]:
@@ -55,6 +57,47 @@ async def capture_lead(request: AnyRequest) -> Response[Any]:
     scoped = InboundLead(lead.source, identity or None, lead.occurred_at, lead.lead, lead.raw)
     [result] = await _capture_all(request, ctx, [scoped], f"web_form:{caller.id}")
     return accepted(result)
+
+
+class LeadBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The body of ``POST /v1/leads/batch``: leads as ``POST /v1/leads`` takes them as JSON."""
+
+    leads: list[msgspec.Raw]
+
+
+@post("/leads/batch", status_code=202, tags=["capture"], guards=[requires("leads:capture")])
+async def capture_leads(request: AnyRequest) -> Response[Any]:
+    """Capture up to ``max_batch_leads`` leads in one request: all are checked before any is appended.
+
+    Each lead needs its own ``source_ref`` unless the request carries an ``Idempotency-Key`` (then the n-th
+    lead's identity is the key and n), so that a retry after a partial failure lands each lead once.
+    Answers 202 with one entry per lead, in order, once every lead is in the log.
+    """
+    caller = caller_of(request)
+    ctx = context(request)
+    batch = decode_json(await request.body(), LeadBatch)
+    limit = runtime(request).settings.config.max_batch_leads
+    if not 1 <= len(batch.leads) <= limit:
+        raise InputError.one("leads", f"must hold 1 to {limit} leads, got {len(batch.leads)}")
+    leads: list[InboundLead] = []
+    errors: list[FieldError] = []
+    for n, item in enumerate(batch.leads):
+        try:
+            lead = html_form.parse_document(decode_json(item, dict[str, Any]), bytes(item).decode(), ctx.now)
+            identity = lead.source_ref or (ctx.idempotency_key and f"key:{ctx.idempotency_key}#{n}")
+            if not identity:
+                raise InputError.one("source_ref", "required for each lead of a batch sent without Idempotency-Key")
+            business_time(
+                lead.occurred_at, ctx.now, runtime(request).settings.config.max_clock_skew_seconds, "occurred_at"
+            )
+            leads.append(InboundLead(lead.source, identity, lead.occurred_at, lead.lead, lead.raw))
+        except InputError as exc:
+            errors.extend(
+                FieldError(f"leads.{n}" if e.field == "body" else f"leads.{n}.{e.field}", e.reason) for e in exc.errors
+            )
+    if errors:
+        raise InputError(errors)
+    return accepted(await _capture_all(request, ctx, leads, f"web_form:{caller.id}"))
 
 
 def _webhook_config(request: AnyRequest, name: str) -> Any:
@@ -119,5 +162,13 @@ async def webflow_webhook(request: AnyRequest) -> Response[Any]:
 # GET /v1/leads (leads by score) shares its path with the capture: Litestar needs both in one router.
 router = Router(
     path="/v1",
-    route_handlers=[capture_lead, leads_by_score, meta_handshake, meta_webhook, typeform_webhook, webflow_webhook],
+    route_handlers=[
+        capture_lead,
+        capture_leads,
+        leads_by_score,
+        meta_handshake,
+        meta_webhook,
+        typeform_webhook,
+        webflow_webhook,
+    ],
 )

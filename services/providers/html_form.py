@@ -118,7 +118,11 @@ def parse_json(body: bytes, now: dt.datetime) -> InboundLead:
     (business time, with an offset; default ``now``), ``source_ref`` (the caller's id, making a retry a no-op)
     and ``campaign`` / ``answers`` objects of strings."""
     text = body_text(body)
-    document = decode_json(body, dict[str, Any])
+    return parse_document(decode_json(body, dict[str, Any]), text, now)
+
+
+def parse_document(document: dict[str, Any], text: str, now: dt.datetime) -> InboundLead:
+    """One lead given as a decoded JSON object (``text`` is its source, kept as the raw payload)."""
     _require_names(document)
     occurred_at = _utc_now(now)
     extra: dict[str, object] = {}

@@ -181,7 +181,7 @@ class TestMetaParse:
     @pytest.mark.parametrize(
         ("change", "field"),
         [
-            ({"field": "leadgen", "value": {"created_time": 1}}, "entry.0.changes.0.value"),
+            ({"field": "leadgen", "value": {"created_time": 1}}, "entry.0.changes.0.value.leadgen_id"),
             (leadgen(None), "entry.0.changes.0.value.leadgen_id"),
             (leadgen(""), "entry.0.changes.0.value.leadgen_id"),
             (leadgen(1.5), "entry.0.changes.0.value.leadgen_id"),
@@ -190,7 +190,7 @@ class TestMetaParse:
             ({"field": "leadgen", "value": {"leadgen_id": "1", "created_time": 10**15}}, "created_time"),
             (leadgen(form_id=[1]), "entry.0.changes.0.value.form_id"),
             ({"field": 3, "value": {}}, "entry.0.changes.0.field"),
-            ({"value": {}}, "entry.0.changes.0"),
+            ({"value": {}}, "entry.0.changes.0.field"),
             ("leadgen", "entry.0.changes.0"),
         ],
     )
@@ -208,7 +208,7 @@ class TestMetaParse:
             (b"{", "body", 400),
             (b'{"object": "page", "entry": [{"changes": [{"field": "x\xff"}]}]}', "body", 400),
             (b"[]", "body", 422),
-            (b'{"entry": []}', "body", 422),
+            (b'{"entry": []}', "object", 422),
             (b'{"object": "page", "entry": {}}', "entry", 422),
         ],
     )
@@ -394,7 +394,7 @@ class TestTypeformParse:
             (typeform_body([answer("first_name", "text", "x" * 201)]), ["form_response.answers.0.text"]),
             (typeform_body([answer("first_name", "text", 5)]), ["form_response.answers.0.text"]),
             (typeform_body([answer("a", "number", "5")]), ["form_response.answers.0.number"]),
-            (typeform_body([{"type": "text", "text": "x"}]), ["form_response.answers.0"]),
+            (typeform_body([{"type": "text", "text": "x"}]), ["form_response.answers.0.field"]),
             (
                 typeform_body([answer("a", "text", "x"), answer("a", "text", "y")]),
                 ["form_response.answers.1.field.ref"],
@@ -404,8 +404,8 @@ class TestTypeformParse:
             (typeform_body([], submitted_at="2025-11-22T18:17:02"), ["form_response.submitted_at"]),
             (typeform_body([], submitted_at="soon"), ["form_response.submitted_at"]),
             (typeform_body([], hidden={"utm_source": 1}), ["form_response.hidden[...]"]),
-            (b'{"event_type": "form_response"}', ["body"]),
-            (b'{"event_type": "form_response_partial", "form_response": {}}', ["form_response"]),
+            (b'{"event_type": "form_response"}', ["form_response"]),
+            (b'{"event_type": "form_response_partial", "form_response": {}}', ["form_response.token"]),
             (json.dumps({**fixture_json("typeform_form_response.json"), "event_type": "x"}).encode(), ["event_type"]),
         ],
     )
@@ -561,7 +561,7 @@ class TestWebflowParse:
             (webflow_body({f"f{i}": "x" for i in range(101)}), ["payload.data"]),
             (json.dumps({**fixture_json("webflow_form_submission.json"), "triggerType": "site_publish"}).encode(),
              ["triggerType"]),
-            (b'{"triggerType": "form_submission"}', ["body"]),
+            (b'{"triggerType": "form_submission"}', ["payload"]),
         ],
     )  # fmt: skip
     def test_bad_input_names_the_field(self, body: bytes, fields: list[str]) -> None:
@@ -754,7 +754,7 @@ class TestHubspot:
             ({"fields": [{"name": "email", "value": "x"}]}, ["fields.0.value"]),
             ({"fields": [{"name": "email", "value": 1}]}, ["fields.0.value"]),
             ({"fields": [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]}, ["fields.1.name"]),
-            ({}, ["body"]),
+            ({}, ["fields"]),
         ],
     )
     def test_bad_input_names_the_field(self, body: Any, fields: list[str]) -> None:
