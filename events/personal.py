@@ -111,21 +111,19 @@ class Vault:
     async def key(self, lead_id: str, create: bool = False) -> bytes | None:
         """The lead's key; a new one if ``create`` and it has none (None: erased, or never had one)."""
         kv = await self._store()
+        if create:
+            # Most captures are of new leads: one write instead of a read and a write.
+            fresh = AESGCM.generate_key(bit_length=256)
+            try:
+                await kv.create(lead_id, base64.b64encode(fresh))
+                return fresh
+            except KeyWrongLastSequenceError:
+                pass  # it has one: a redelivered capture, or a concurrent one made it first
         try:
             entry = await kv.get(lead_id)
-            if entry.value:
-                return base64.b64decode(entry.value)
         except KeyNotFoundError:
-            pass
-        if not create:
             return None
-        fresh = AESGCM.generate_key(bit_length=256)
-        try:
-            await kv.create(lead_id, base64.b64encode(fresh))
-        except KeyWrongLastSequenceError:
-            entry = await kv.get(lead_id)  # a concurrent capture of the same lead made it first
-            return base64.b64decode(entry.value) if entry.value else None
-        return fresh
+        return base64.b64decode(entry.value) if entry.value else None
 
     async def sealed(self, envelope: Envelope) -> Envelope:
         """A capture ready for the log: sealed with its lead's key (made now if the lead has none)."""

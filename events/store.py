@@ -25,6 +25,7 @@ from events.subjects import Naming
 
 WRONG_LAST_SEQUENCE = 10071
 _COMMUTING_RETRIES = 20
+_READ_BATCH = 256
 
 
 class ConcurrencyError(Exception):
@@ -179,20 +180,44 @@ class EventStore:
         return int(msg.seq or 0)
 
     async def read(self, aggregate_type: AggregateType, aggregate_id: str, after: int = 0) -> list[StoredEvent]:
-        """Every event of one aggregate with a sequence above ``after``, in log order."""
+        """Every event of one aggregate with a sequence above ``after``, in log order.
+
+        One batched direct get (nats-server 2.11+, ADR-31) per ``_READ_BATCH`` events: a command on a deal
+        with a long history costs one round trip, not one per event."""
         self._check_connected()
         subject = self._naming.aggregate_subject(aggregate_type, aggregate_id)
         events: list[StoredEvent] = []
         seq = after + 1
         while True:
-            try:
-                msg = await self._js.get_msg(
-                    self._naming.events_stream, seq=seq, subject=subject, direct=True, next=True
-                )
-            except NotFoundError:
+            batch, more = await self._direct_batch(subject, seq)
+            events.extend(batch)
+            if not more or not batch:
                 return events
-            except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
-            assert msg.seq is not None and msg.data is not None
-            events.append(StoredEvent(sequence=msg.seq, subject=subject, envelope=decode(msg.data)))
-            seq = msg.seq + 1
+            seq = batch[-1].sequence + 1
+
+    async def _direct_batch(self, subject: str, seq: int) -> tuple[list[StoredEvent], bool]:
+        """Up to ``_READ_BATCH`` events of ``subject`` from ``seq`` on, and whether more are pending."""
+        inbox = self._nc.new_inbox()
+        request = msgspec.json.encode({"seq": seq, "next_by_subj": subject, "batch": _READ_BATCH})
+        events: list[StoredEvent] = []
+        try:
+            sub = await self._nc.subscribe(inbox)
+            try:
+                await self._nc.publish(f"$JS.API.DIRECT.GET.{self._naming.events_stream}", request, reply=inbox)
+                while True:
+                    msg = await sub.next_msg(timeout=self._timeout)
+                    headers = msg.headers or {}
+                    status = headers.get("Status")
+                    if status == "404":
+                        return events, False
+                    if status == "204":  # end of batch
+                        return events, int(headers.get("Nats-Num-Pending", "0")) > 0
+                    if status is not None:
+                        raise StoreUnavailable(f"direct get of {subject} answered {status} {headers}")
+                    events.append(
+                        StoredEvent(sequence=int(headers["Nats-Sequence"]), subject=subject, envelope=decode(msg.data))
+                    )
+            finally:
+                await sub.unsubscribe()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc

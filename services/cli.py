@@ -206,6 +206,12 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from services.bench.run import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,13 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--nats-port", type=int, default=4333)
     dev.add_argument("--nats-monitor-port", type=int, default=8333)
     dev.set_defaults(func=_cmd_dev)
+
+    from services.bench.run import add_arguments
+
+    bench = sub.add_parser("bench", help="Dealstream's figures beside this machine's raw limits, in one run")
+    add_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Commands that print for a person keep the workers' info lines out of their output.
-    talks = args.command in {"rebuild", "verify", "history", "board", "audit", "projections"}
+    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
     configure_logging(level="warning" if talks and "DEALSTREAM_LOG_LEVEL" not in os.environ else None)
     code: int = args.func(args)
     return code

@@ -26,6 +26,27 @@ async def test_append_and_read_back_in_order(store: EventStore) -> None:
     assert await store.version("deal", "deal-1") == appended[-1].sequence
 
 
+async def test_a_long_history_interleaved_with_other_aggregates_reads_back_whole_and_in_order(
+    store: EventStore,
+) -> None:
+    # More events than one batched direct get returns, with another deal's events between them.
+    opened = envelope(deal_opened())
+    [head] = await store.append([opened], expected_version=0)
+    await store.append([envelope(deal_opened(), aggregate_id="deal-2")], expected_version=0)
+    moves = [envelope(stage_changed(f"s{i}", f"s{i + 1}")) for i in range(600)]
+    version = head.sequence
+    for i in range(0, len(moves), 100):
+        appended = await store.append(moves[i : i + 100], expected_version=version)
+        version = appended[-1].sequence
+        await store.append([envelope(stage_changed("a", "b"), aggregate_id="deal-2")], expected_version=None)
+    history = await store.read("deal", "deal-1")
+    assert [h.envelope for h in history] == [opened, *moves]
+    assert [h.sequence for h in history] == sorted(h.sequence for h in history)
+    tail = await store.read("deal", "deal-1", after=history[300].sequence)
+    assert [h.envelope for h in tail] == moves[300:]
+    assert await store.read("deal", "no-such-deal") == []
+
+
 async def test_stale_expected_version_is_a_conflict_with_the_current_version(store: EventStore) -> None:
     [first] = await store.append([envelope(deal_opened())], expected_version=0)
     [second] = await store.append([envelope(stage_changed("new", "won"))], expected_version=first.sequence)
