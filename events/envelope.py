@@ -63,3 +63,5 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int
     subject: str
     envelope: Envelope
+    chain: str | None = None
+    """Its link in the aggregate's hash chain, where the reader fetched the headers."""

@@ -81,12 +81,16 @@ class EventStore:
         if not self._nc.is_connected:
             raise StoreUnavailable("not connected to NATS")
 
-    async def append(self, envelopes: Sequence[Envelope], expected_version: int | None) -> list[Appended]:
+    async def append(
+        self, envelopes: Sequence[Envelope], expected_version: int | None, last: StoredEvent | None = None
+    ) -> list[Appended]:
         """Append events of one aggregate in order, each linked into the aggregate's hash chain.
 
         ``expected_version`` is the version the decision was made on: 0 means the aggregate must not
         exist yet; ``None`` appends after whatever is last (only for events that commute, never for
         decisions). Either way every append names the sequence it follows, which keeps the chain a line.
+        ``last``: the aggregate's event at ``expected_version`` as the caller read it, saving a read of its
+        chain link.
         """
         if not envelopes:
             return []
@@ -99,7 +103,8 @@ class EventStore:
             if expected_version is None:
                 expected, chain = await self._head(subject)
             else:
-                expected, chain = expected_version, await self._chain_at(expected_version)
+                known = last.chain if last is not None and last.sequence == expected_version else None
+                expected, chain = expected_version, known or await self._chain_at(expected_version)
             try:
                 return await self._publish(subject, envelopes, expected, chain)
             except ConcurrencyError:
@@ -215,7 +220,12 @@ class EventStore:
                     if status is not None:
                         raise StoreUnavailable(f"direct get of {subject} answered {status} {headers}")
                     events.append(
-                        StoredEvent(sequence=int(headers["Nats-Sequence"]), subject=subject, envelope=decode(msg.data))
+                        StoredEvent(
+                            sequence=int(headers["Nats-Sequence"]),
+                            subject=subject,
+                            envelope=decode(msg.data),
+                            chain=headers.get(CHAIN_HEADER, GENESIS),
+                        )
                     )
             finally:
                 await sub.unsubscribe()

@@ -110,7 +110,9 @@ class Ledger:
                 ctx, aggregate_type, aggregate_id, decide([h.envelope for h in history]), occurred_at
             )
             try:
-                [appended] = await self.store.append([envelope], expected_version=version)
+                [appended] = await self.store.append(
+                    [envelope], expected_version=version, last=history[-1] if history else None
+                )
             except ConcurrencyError:
                 if if_match is not None:
                     raise
