@@ -87,24 +87,42 @@ class Timer(msgspec.Struct, frozen=True, kw_only=True):
         return self.state == "pending" and (self.met_at is None or self.met_at > self.deadline)
 
 
+class Timers(dict[str, Timer]):
+    """Timers by id, with each subject's timer ids in the order they first appeared: every event asks for
+    its subject's open timers, and scanning all of a batch's timers for each made a batch quadratic."""
+
+    def __init__(self, items: dict[str, Timer] | None = None) -> None:
+        super().__init__()
+        self.by_subject: dict[tuple[str, str], dict[str, None]] = {}
+        for key, value in (items or {}).items():
+            self[key] = value
+
+    def __setitem__(self, key: str, value: Timer) -> None:
+        super().__setitem__(key, value)
+        self.by_subject.setdefault((value.subject_type, value.subject_id), {})[key] = None
+
+
 @dataclass(slots=True)
 class SlaState:
     subjects: dict[tuple[SubjectType, str], Subject] = field(default_factory=dict)
-    timers: dict[str, Timer] = field(default_factory=dict)
+    timers: Timers = field(default_factory=Timers)
     # Stage id -> rotting days, per pipeline (only the latest definition counts).
     pipelines: dict[str, dict[str, int | None]] = field(default_factory=dict)
     pipeline_versions: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.timers, Timers):
+            self.timers = Timers(self.timers)
+
     def copy(self) -> SlaState:
-        return SlaState(dict(self.subjects), dict(self.timers), dict(self.pipelines), dict(self.pipeline_versions))
+        return SlaState(dict(self.subjects), Timers(self.timers), dict(self.pipelines), dict(self.pipeline_versions))
 
     def open_timers(self, subject_type: SubjectType, subject_id: str) -> list[Timer]:
+        ids = self.timers.by_subject.get((subject_type, subject_id), {})
         return [
             t
-            for t in self.timers.values()
-            if t.subject_type == subject_type
-            and t.subject_id == subject_id
-            and (t.state == "pending" or (t.state == "raised" and t.resolved_at is None))
+            for t in map(self.timers.__getitem__, ids)
+            if t.state == "pending" or (t.state == "raised" and t.resolved_at is None)
         ]
 
 
