@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -16,16 +17,25 @@ from events.logs import configure_logging
 from events.streams import ensure_streams
 
 
-def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
+def api_app() -> Any:
+    """The API app from the environment: the factory each ``dealstream api --workers N`` process calls."""
     from services.api.app import create_app
     from services.config import settings_from_env
 
+    configure_logging()  # a worker process of uvicorn's starts afresh, without the parent's configuration
+    return create_app(settings_from_env())
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.config import settings_from_env
+
     settings = settings_from_env()
-    app = create_app(settings)
     uvicorn.run(
-        app,
+        "services.cli:api_app",
+        factory=True,
+        workers=args.workers,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
@@ -219,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
+    api.add_argument("--workers", type=int, default=1, help="API processes sharing the port (default 1)")
     api.set_defaults(func=_cmd_api)
 
     worker = sub.add_parser("worker", help="run one worker process, e.g. 'dealstream worker board'")

@@ -613,7 +613,7 @@ async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Pa
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = _env(nats_url, naming.prefix, dsn, DEALSTREAM_CONFIG=str(_api_config(folder)), DEALSTREAM_PORT=str(port))
-    with _process(["api"], env, folder / "api.log") as api:
+    with _process(["api", "--workers", str(args.api_workers)], env, folder / "api.log") as api:
         await _wait_healthy(base, api)
         await capture_figures(report, base, raw_publish, args.leads, args.concurrency, args.batch)
         total = await _stream_last(js, naming)
@@ -698,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leads", type=int, default=10_000, help="leads captured through the API (default 10,000)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes (dealstream api --workers)")
     parser.add_argument("--batch", type=int, default=100, help="leads per batch request (default 100)")
     parser.add_argument("--e2e-rate", type=float, default=1000.0, help="events/s offered for latency (1,000)")
     parser.add_argument("--e2e-seconds", type=float, default=10.0, help="seconds of steady load (10)")
