@@ -1,0 +1,68 @@
+"""Fixtures of the fault suite: every process a test starts is stopped at its end, whatever happened."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import httpx
+import pytest
+
+from tests.faults.processes import write_api_config
+from tests.waiting import eventually
+
+
+class Stoppable(Protocol):
+    def stop(self) -> object: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+class Reaper:
+    """Remembers what a test started; stops it all, last first, when the test ends."""
+
+    def __init__(self) -> None:
+        self._started: list[Stoppable] = []
+
+    def __call__(self, thing: S) -> S:
+        self._started.append(thing)
+        return thing
+
+    def stop_all(self) -> None:
+        errors: list[BaseException] = []
+        for thing in reversed(self._started):
+            try:
+                thing.stop()
+            except Exception as exc:  # one failed stop must not leave the others running
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    r = Reaper()
+    try:
+        yield r
+    finally:
+        r.stop_all()
+
+
+@pytest.fixture
+def api_config(tmp_path: Path) -> Path:
+    return write_api_config(tmp_path / "api.toml")
+
+
+async def healthy(base_url: str, within: float = 60.0) -> None:
+    """Until the API answers its health check with 200 (it is connected to NATS)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=2.0) as client:
+
+        async def ok() -> bool:
+            try:
+                return (await client.get("/v1/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ok, within, every=0.1)
