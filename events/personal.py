@@ -22,6 +22,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from events.envelope import Envelope, RawPayload
+from events.store import UNAVAILABLE, StoreUnavailable
 from events.subjects import Naming
 from events.types import LeadCaptured
 
@@ -110,6 +111,14 @@ class Vault:
 
     async def key(self, lead_id: str, create: bool = False) -> bytes | None:
         """The lead's key; a new one if ``create`` and it has none (None: erased, or never had one)."""
+        try:
+            return await self._key(lead_id, create)
+        except UNAVAILABLE as exc:
+            # Like the log itself: "unreachable, nothing promised, retry", not a crash (the bucket's stream may be
+            # electing a leader, or NATS restarting).
+            raise StoreUnavailable(f"{type(exc).__name__} while reading the key of lead {lead_id}") from exc
+
+    async def _key(self, lead_id: str, create: bool) -> bytes | None:
         kv = await self._store()
         if create:
             # Most captures are of new leads: one write instead of a read and a write.

@@ -49,7 +49,7 @@ class Appended(msgspec.Struct, frozen=True):
     duplicate: bool
 
 
-_UNAVAILABLE = (
+UNAVAILABLE = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
     nats.errors.NoRespondersError,
@@ -137,7 +137,7 @@ class EventStore:
                 results.append(Appended(envelope.event_id, landed, True))
                 expected, chain = landed, await self._chain_at(landed)
                 continue
-            except _UNAVAILABLE as exc:
+            except UNAVAILABLE as exc:
                 raise StoreUnavailable(f"{type(exc).__name__} while appending to {subject}") from exc
             results.append(Appended(envelope.event_id, ack.seq, bool(ack.duplicate)))
             expected, chain = ack.seq, link
@@ -149,7 +149,7 @@ class EventStore:
             msg = await self._js.get_msg(self._naming.events_stream, subject=subject, direct=True)
         except NotFoundError:
             return 0, GENESIS
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
         return int(msg.seq or 0), str((msg.headers or {}).get(CHAIN_HEADER, GENESIS))
 
@@ -162,7 +162,7 @@ class EventStore:
             msg = await self._js.get_msg(self._naming.events_stream, seq=sequence, direct=True)
         except NotFoundError:
             return GENESIS
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{type(exc).__name__} while reading sequence {sequence}") from exc
         return str((msg.headers or {}).get(CHAIN_HEADER, GENESIS))
 
@@ -180,7 +180,7 @@ class EventStore:
             msg = await self._js.get_msg(self._naming.events_stream, subject=subject, direct=True)
         except NotFoundError:
             return 0
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
         return int(msg.seq or 0)
 
@@ -229,5 +229,5 @@ class EventStore:
                     )
             finally:
                 await sub.unsubscribe()
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{type(exc).__name__} while reading {subject}") from exc
