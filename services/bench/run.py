@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import functools
@@ -410,10 +411,9 @@ class CheckpointWatch(threading.Thread):
                 time.sleep(self.interval)
 
     def seen_at(self, sequence: int) -> float | None:
-        for at, checkpoint in self.samples:
-            if checkpoint >= sequence:
-                return at
-        return None
+        # A checkpoint only grows, so the samples are sorted by it too.
+        i = bisect.bisect_left(self.samples, sequence, key=lambda sample: sample[1])
+        return self.samples[i][0] if i < len(self.samples) else None
 
 
 async def e2e_figures(
@@ -422,11 +422,13 @@ async def e2e_figures(
     """Touchpoints on open deals at ``rate`` per second through the API, with the board worker running."""
     watch = CheckpointWatch(dsn, BoardProjection().build)
     watch.start()
-    acked: list[tuple[float, int]] = []
+    acked: list[tuple[float, float, int]] = []
     calls = Calls()
-    async with _client(base, concurrency) as client:
+    # Enough connections that a slow answer never holds back the next send: the rate stays the offered one.
+    async with _client(base, 4 * concurrency) as client:
 
         async def touch(i: int) -> None:
+            sent = time.perf_counter()
             r = await _call(
                 client,
                 calls,
@@ -435,7 +437,7 @@ async def e2e_figures(
                 json={"kind": "email", "direction": "outbound"},
             )
             if r.status == 202:
-                acked.append((time.perf_counter(), int(r.json()["sequence"])))
+                acked.append((sent, time.perf_counter(), int(r.json()["sequence"])))
 
         total = int(rate * seconds)
         start = time.perf_counter()
@@ -447,14 +449,16 @@ async def e2e_figures(
             tasks.append(asyncio.create_task(touch(i)))
         await asyncio.gather(*tasks)
         achieved = calls.events / (time.perf_counter() - start)
-    last = max(seq for _, seq in acked)
+    last = max(seq for _, _, seq in acked)
     deadline = time.monotonic() + 60
     while watch.seen_at(last) is None and time.monotonic() < deadline:  # noqa: ASYNC110 - a thread fills it
         await asyncio.sleep(0.05)
     watch.halt.set()
     watch.join(5)
     # Negative: the board had committed the event before the client had read its 202; it counts as 0.
-    raw_latencies = [((seen - at) * 1000) for at, seq in acked if (seen := watch.seen_at(seq)) is not None]
+    seen = [(sent, at, watch.seen_at(seq)) for sent, at, seq in acked]
+    raw_latencies = [(on_board - at) * 1000 for _, at, on_board in seen if on_board is not None]
+    from_send = [(on_board - sent) * 1000 for sent, _, on_board in seen if on_board is not None]
     latencies = [max(0.0, x) for x in raw_latencies]
     before = sum(1 for x in raw_latencies if x <= 0)
     p99 = percentile(latencies, 99)
@@ -469,8 +473,9 @@ async def e2e_figures(
             goal="p99 < 100 ms at 1,000 ev/s",
             met=p99 < 100 and achieved >= 0.95 * rate,
             note=(
-                f"{len(latencies)} events, {before} on the board before their 202 was read; checkpoint polled "
-                f"every ~2 ms; {calls.failures()}"
+                f"{len(latencies)} events, {before} on the board before their 202 was read; from the request's "
+                f"send: p50 {percentile(from_send, 50):.1f} ms, p99 {percentile(from_send, 99):.1f} ms; checkpoint "
+                f"polled every ~2 ms; {calls.failures()}"
             ).strip("; "),
         )
     )
