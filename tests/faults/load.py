@@ -113,6 +113,7 @@ class LoadDriver:
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {KEY}"})
         self._progress = asyncio.Condition()
         self._stories = [0] * actors
+        self._stopped = False
         self.in_flight = 0
 
     async def __aenter__(self) -> LoadDriver:
@@ -169,7 +170,9 @@ class LoadDriver:
     async def acknowledged(self, count: int, within: float = 60.0) -> None:
         """Until ``count`` requests in all have been acknowledged."""
         async with asyncio.timeout(within), self._progress:
-            await self._progress.wait_for(lambda: len(self.report.acks) >= count)
+            await self._progress.wait_for(lambda: len(self.report.acks) >= count or self._stopped)
+        if len(self.report.acks) < count:
+            raise AssertionError(f"the load stopped at {len(self.report.acks)} acknowledged requests, before {count}")
 
     async def more(self, count: int, within: float = 60.0) -> None:
         """Until ``count`` more requests than now have been acknowledged."""
@@ -178,10 +181,22 @@ class LoadDriver:
     async def define_pipeline(self) -> Ack | None:
         return await self.send(Request(f"{self.run_id}-pipeline", "PUT", "/v1/pipelines/sales", PIPELINE))
 
-    async def run(self, stop: asyncio.Event) -> LoadReport:
-        """Stories until ``stop`` is set; a request under way is carried to its answer first."""
-        await self.define_pipeline()
-        await asyncio.gather(*(self._actor(n, stop) for n in range(self.actors)))
+    def start(self, stop: asyncio.Event) -> asyncio.Task[LoadReport]:
+        """Stories until ``stop`` is set, in a task; a request under way is carried to its answer first."""
+        self._stopped = False
+        return asyncio.create_task(self._run(stop))
+
+    async def _run(self, stop: asyncio.Event) -> LoadReport:
+        try:
+            await self.define_pipeline()
+            # A task group: one actor that gives up takes the others down with it, none is left running.
+            async with asyncio.TaskGroup() as group:
+                for n in range(self.actors):
+                    group.create_task(self._actor(n, stop))
+        finally:
+            async with self._progress:
+                self._stopped = True
+                self._progress.notify_all()
         return self.report
 
     async def replay(self, acks: list[Ack]) -> list[tuple[Ack, Ack | None]]:

@@ -41,7 +41,7 @@ async def test_the_api_killed_mid_request_under_load_loses_and_doubles_nothing(
     stop = asyncio.Event()
     kills = 0
     async with LoadDriver(api.base_url) as load:
-        running = asyncio.create_task(load.run(stop))
+        running = load.start(stop)
 
         async def requests_under_way() -> bool:
             return load.in_flight >= 3

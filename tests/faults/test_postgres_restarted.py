@@ -74,7 +74,7 @@ async def test_postgres_restarted_under_a_running_worker_which_recovers_equal_to
     ).start()
     stop = asyncio.Event()
     async with LoadDriver(api.base_url) as load:
-        running = asyncio.create_task(load.run(stop))
+        running = load.start(stop)
         try:
             for down in (crash, PostgresServer.stop):
                 await load.more(60)

@@ -80,7 +80,7 @@ async def test_redeliveries_and_resends_after_the_duplicate_window_change_nothin
         )
         async with running(engine), LoadDriver(api.base_url) as load:
             stop = asyncio.Event()
-            load_running = asyncio.create_task(load.run(stop))
+            load_running = load.start(stop)
             try:
                 await load.more(60)
                 # A batch held past ack_wait: the server sends its events again.
@@ -104,7 +104,7 @@ async def test_redeliveries_and_resends_after_the_duplicate_window_change_nothin
             await eventually(replaced_again)
             after_restart = engine.stale - after_ack_wait
             stop = asyncio.Event()
-            load_running = asyncio.create_task(load.run(stop))
+            load_running = load.start(stop)
             try:
                 await load.more(60)
             finally:

@@ -58,7 +58,7 @@ async def test_a_worker_killed_mid_batch_under_load_restarts_and_equals_a_rebuil
     stop = asyncio.Event()
     mid_batch = 0
     async with LoadDriver(api.base_url) as load:
-        running = asyncio.create_task(load.run(stop))
+        running = load.start(stop)
         try:
             for _ in range(3):
                 await load.more(40)
