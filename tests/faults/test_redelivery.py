@@ -53,7 +53,7 @@ class WatchedEngine(ProjectionEngine):
         await super().process(msgs)
 
 
-async def held_up(dsn: str, build: str, engine: WatchedEngine, seconds: float) -> None:
+async def held_up(dsn: str, build: str, seconds: float) -> None:
     """Hold the engine's checkpoint row locked: its next batch waits in the database, unacknowledged."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
         await conn.execute("SELECT * FROM projection_checkpoints WHERE projection = %s FOR UPDATE", (build,))
@@ -84,7 +84,7 @@ async def test_redeliveries_and_resends_after_the_duplicate_window_change_nothin
             try:
                 await load.more(60)
                 # A batch held past ack_wait: the server sends its events again.
-                await held_up(pg_dsn, board.build, engine, 3 * WINDOW)
+                await held_up(pg_dsn, board.build, 3 * WINDOW)
                 await load.more(40)
             finally:
                 stop.set()
