@@ -586,7 +586,10 @@ async def peer_figures(report: Report, pg_url: str, leads: int, ours_append: flo
 
 
 async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Path) -> Report:
-    report = Report(machine=machine(), settings={k: v for k, v in vars(args).items() if v is not None and k != "json"})
+    report = Report(
+        machine=machine(),
+        settings={k: v for k, v in vars(args).items() if isinstance(v, int | float | str) and k != "command"},
+    )
     os.environ.setdefault("DEALSTREAM_RULES", str(DEPLOY / "sales.toml"))
 
     print("raw limits", flush=True)
