@@ -30,7 +30,7 @@ class Row(msgspec.Struct, kw_only=True):
 
 class Report(msgspec.Struct, kw_only=True):
     machine: dict[str, str]
-    settings: dict[str, float | int | str]
+    settings: dict[str, bool | float | int | str]
     rows: list[Row] = msgspec.field(default_factory=list)
 
     def add(self, row: Row) -> Row:
