@@ -8,6 +8,7 @@ again.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,10 +60,28 @@ def _accepted(stored: StoredEvent, version: int, duplicate: bool) -> Accepted:
 class Ledger:
     """Writes to the log on behalf of the API and the intake worker."""
 
-    def __init__(self, store: EventStore, vault: Vault | None = None, attempts: int = 5) -> None:
+    def __init__(
+        self, store: EventStore, vault: Vault | None = None, attempts: int = 5, cached_aggregates: int = 1024
+    ) -> None:
         self.store = store
         self.vault = vault
         self._attempts = attempts
+        # Events never change, so a history read before stays a true prefix: a command reads only what came
+        # after it (usually nothing) instead of the whole history, which grows with every touchpoint.
+        self._histories: OrderedDict[tuple[str, str], list[StoredEvent]] = OrderedDict()
+        self._cached = cached_aggregates
+
+    async def history(self, aggregate_type: AggregateType, aggregate_id: str) -> list[StoredEvent]:
+        """The aggregate's events in log order, the known prefix from memory and the rest from the log."""
+        key = (aggregate_type, aggregate_id)
+        known = self._histories.pop(key, [])
+        newer = await self.store.read(aggregate_type, aggregate_id, after=known[-1].sequence if known else 0)
+        history = known + newer if newer else known
+        if history:
+            self._histories[key] = history
+            if len(self._histories) > self._cached:
+                self._histories.popitem(last=False)
+        return history
 
     def envelope(
         self,
@@ -98,7 +117,7 @@ class Ledger:
     ) -> Accepted:
         """Decide on the current state and append; ``if_match`` pins the version the caller saw."""
         for _ in range(self._attempts):
-            history = await self.store.read(aggregate_type, aggregate_id)
+            history = await self.history(aggregate_type, aggregate_id)
             version = history[-1].sequence if history else 0
             if ctx.idempotency_key is not None:
                 for stored in history:
