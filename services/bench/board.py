@@ -1,6 +1,6 @@
 """Throughput of the board worker next to the raw limits, measured in the same run on this machine.
 
-``python -m workers.bench_board [--events 100000] [--runs 3] [--shards 2]``
+``python -m services.bench.board [--events 100000] [--runs 3] [--shards 2]``
 
 Starts a private nats-server (and a private PostgreSQL unless ``DATABASE_URL`` is set), appends a deal
 workload, then times, each from sequence 1 into a fresh schema, median of ``--runs``:
@@ -31,9 +31,7 @@ from typing import Any
 
 import psycopg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events.codec import decode, encode
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
@@ -53,6 +51,7 @@ from events.types import (
 from projections.board_queries import board
 from projections.board_store import BoardProjection, BoardSql
 from projections.engine import Shard
+from services.bench import raw
 from services.localstack import NatsServer, PostgresServer
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
 
@@ -120,78 +119,11 @@ def workload(events: int, seed: int = 1) -> list[list[Envelope]]:
     return rounds
 
 
-async def append(js: JetStreamContext, naming: Naming, rounds: list[list[Envelope]]) -> float:
-    """Publish every round in windows of 512 concurrent publishes; returns events per second."""
-    start = time.perf_counter()
-    total = 0
-    for batch in rounds:
-        for i in range(0, len(batch), 512):
-            window = batch[i : i + 512]
-            await asyncio.gather(
-                *(
-                    js.publish(
-                        naming.aggregate_subject(e.aggregate_type, e.aggregate_id),
-                        encode(e),
-                        stream=naming.events_stream,
-                        headers={"Nats-Msg-Id": e.event_id},
-                        timeout=10,
-                    )
-                    for e in window
-                )
-            )
-            total += len(window)
-    return total / (time.perf_counter() - start)
-
-
 async def new_schema(pg_url: str) -> str:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(f'CREATE SCHEMA "{schema}"')
     return psycopg.conninfo.make_conninfo(pg_url, options=f"-c search_path={schema}")
-
-
-async def raw_consume(js: JetStreamContext, naming: Naming, total: int, dsn: str | None) -> float:
-    """Fetch 1000, (decode + one executemany upsert + commit,) ack the last: the ceiling of the design."""
-    name = f"raw_{uuid.uuid4().hex[:8]}"
-    await js.add_consumer(
-        naming.events_stream,
-        ConsumerConfig(
-            name=name,
-            durable_name=name,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.ALL,
-            max_ack_pending=1000,
-            filter_subject=naming.all_events,
-        ),
-    )
-    sub = await js.pull_subscribe_bind(durable=name, stream=naming.events_stream)
-    conn = None
-    if dsn is not None:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        await conn.execute("CREATE TABLE raw_bench (id text PRIMARY KEY, seq bigint NOT NULL, at timestamptz NOT NULL)")
-    seen = 0
-    start = time.perf_counter()
-    while seen < total:
-        msgs = await sub.fetch(1000, timeout=5)
-        if conn is not None:
-            rows = []
-            for m in msgs:
-                envelope = decode(m.data)
-                rows.append((envelope.aggregate_id, m.metadata.sequence.stream, envelope.occurred_at))
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO raw_bench (id, seq, at) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, at = EXCLUDED.at",
-                    rows,
-                )
-        await msgs[-1].ack()
-        seen += len(msgs)
-    rate = seen / (time.perf_counter() - start)
-    await sub.unsubscribe()
-    await js.delete_consumer(naming.events_stream, name)
-    if conn is not None:
-        await conn.close()
-    return rate
 
 
 async def wait_caught_up(
@@ -282,15 +214,15 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
     await ensure_streams(js, naming, settings.streams)
     rounds = workload(events)
     total = sum(len(r) for r in rounds)
-    append_rate = await append(js, naming, rounds)
-    print(f"appended {total} events at {append_rate:,.0f} ev/s (js.publish, windows of 512)")
+    appended, seconds = await raw.publish(js, naming, rounds, window=512, guarded=False)
+    print(f"appended {appended} events at {appended / seconds:,.0f} ev/s (js.publish, windows of 512)")
     figures: dict[str, list[float]] = {"fetch+ack": [], "raw fetch+decode+executemany": [], "board engine": []}
     if shards > 1:
         figures[f"board x{shards} processes"] = []
     last_dsn, last_build = "", BoardProjection()
     for run in range(runs):
-        figures["fetch+ack"].append(await raw_consume(js, naming, total, None))
-        figures["raw fetch+decode+executemany"].append(await raw_consume(js, naming, total, await new_schema(pg_url)))
+        figures["fetch+ack"].append(await raw.consume(js, naming, total, None))
+        figures["raw fetch+decode+executemany"].append(await raw.consume(js, naming, total, await new_schema(pg_url)))
         last_dsn = await new_schema(pg_url)
         last_build = BoardProjection(f"b{uuid.uuid4().hex[:6]}")
         figures["board engine"].append(await board_engine_rate(settings, js, last_dsn, total, last_build))
@@ -299,11 +231,11 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
                 await board_processes_rate(settings, js, await new_schema(pg_url), total, shards)
             )
         print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in figures.items()), flush=True)
-    raw = statistics.median(figures["raw fetch+decode+executemany"])
+    ceiling = statistics.median(figures["raw fetch+decode+executemany"])
     print(f"\nmedians of {runs} runs, {total} events:")
     for name, values in figures.items():
         median = statistics.median(values)
-        print(f"  {name:32} {median:>9,.0f} ev/s   {median / raw:5.2f} x raw")
+        print(f"  {name:32} {median:>9,.0f} ev/s   {median / ceiling:5.2f} x raw")
     whole, owner, open_deals = await query_latency(last_dsn, last_build.build)
     print(f"  board query, {open_deals} open deals: {whole:.1f} ms whole board, {owner:.1f} ms one owner (median)")
     await nc.close()
@@ -311,7 +243,7 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workers.bench_board", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m services.bench.board", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
