@@ -117,6 +117,9 @@ class EventStore:
         results: list[Appended] = []
         for envelope in envelopes:
             data = encode(envelope)
+            # Encoding checks no constraint: an event a command built wrongly would land, and then poison every
+            # reader of the log. Refused here, it is an error of this one request instead.
+            decode(data)
             link = chain_link(chain, data)
             headers = {
                 "Nats-Msg-Id": envelope.event_id,

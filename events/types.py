@@ -156,11 +156,14 @@ class StageDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     rotting_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] | None = None
 
 
+Stages = Annotated[list[StageDefinition], msgspec.Meta(min_length=1, max_length=50)]
+
+
 class PipelineDefined(_Event, frozen=True, tag="pipeline.defined.v1"):
     """A pipeline's stages, in order. A later definition replaces the earlier one."""
 
     name: ShortText
-    stages: Annotated[list[StageDefinition], msgspec.Meta(min_length=1, max_length=50)]
+    stages: Stages
 
 
 SlaKind = Literal["first_touch", "next_touch", "task_due", "deal_rotting"]

@@ -12,7 +12,8 @@ import msgspec
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Send
 
 from events.aggregates import Rejected
@@ -80,7 +81,7 @@ def _field_of(error: dict[str, Any]) -> str:
 
 
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
-    code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+    code = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
         exc.status_code, "http_error"
     )
     errors = [FieldError("body", str(exc.detail))] if exc.status_code in (400, 413) else []
@@ -164,22 +165,20 @@ class RequestContext:
             )
 
 
-_EVENT_SCHEMA = msgspec.json.encode(
-    {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "/v1/schemas/events.json",
-        "title": "Dealstream event envelope",
-        "description": (
-            "Every message on <prefix>.evt.<aggregate type>.<partition>.<aggregate id> of the <PREFIX>_EVENTS "
-            "stream is one envelope as JSON; data.type names the event and its version (e.g. alert.raised.v1)."
-        ),
-        **msgspec.json.schema(Envelope),
-    }
-)
+_EVENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "/v1/schemas/events.json",
+    "title": "Dealstream event envelope",
+    "description": (
+        "Every message on <prefix>.evt.<aggregate type>.<partition>.<aggregate id> of the <PREFIX>_EVENTS "
+        "stream is one envelope as JSON; data.type names the event and its version (e.g. alert.raised.v1)."
+    ),
+    **msgspec.json.schema(Envelope),
+}
 
 
 @get("/v1/schemas/events.json", tags=["ops"], sync_to_thread=False, media_type="application/schema+json")
-def event_schema() -> Response[bytes]:
+def event_schema() -> Response[dict[str, Any]]:
     """JSON Schema of the envelope and every event type, generated from the msgspec types: for anyone writing
     their own consumer of the log (e.g. a notification consumer of alert.* and lead.qualified.v1)."""
     return Response(_EVENT_SCHEMA, media_type="application/schema+json")
@@ -210,7 +209,7 @@ def create_app(settings: Settings) -> Litestar:
         finally:
             await runtime.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             event_schema,
@@ -239,3 +238,37 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    _document_errors(app)
+    return app
+
+
+ERROR_ANSWERS: dict[int, str] = {
+    400: "unreadable body, parameter or header (If-Match, Idempotency-Key)",
+    401: "missing or unknown credential, or a bad signature",
+    403: "the credential lacks the scope",
+    404: "no such lead, deal, task, pipeline or webhook",
+    409: "stale If-Match (current_version says which), concurrent write, or a state that forbids it",
+    413: "body over max_body_bytes",
+    415: "a content type the operation does not take",
+    422: "a field fails validation: each field's path and the reason",
+    428: "a stage move without If-Match",
+    429: "over the credential's request rate: wait Retry-After seconds",
+    503: "the event log or the read models are unreachable; nothing was written (Retry-After)",
+}
+
+_NO_ERROR_ANSWERS = {"/v1/health", "/v1/schemas/events.json"}
+
+
+def _document_errors(app: Litestar) -> None:
+    """Every error of every operation is answered by the exception handlers above with an ``ErrorBody``; without
+    this, the document would show Litestar's own validation error shape, which the API never sends."""
+    specs = {
+        status: ResponseSpec(ErrorBody, description=text, generate_examples=False)
+        for status, text in ERROR_ANSWERS.items()
+    }
+    for route in app.routes:
+        if route.path in _NO_ERROR_ANSWERS:
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            if isinstance(handler, HTTPRouteHandler):
+                handler.responses = {**specs, **(handler.responses or {})}

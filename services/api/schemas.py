@@ -14,7 +14,7 @@ from events.types import (
     LongText,
     Ref,
     ShortText,
-    StageDefinition,
+    Stages,
     TouchpointKind,
     check_amounts,
 )
@@ -98,4 +98,4 @@ class CompleteTask(_Body, frozen=True):
 
 class DefinePipeline(_Body, frozen=True):
     name: ShortText
-    stages: list[StageDefinition]
+    stages: Stages
