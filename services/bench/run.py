@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,17 @@ import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from events import aggregates as agg
 from events.codec import decode
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
 from events.logs import configure_logging
+from events.personal import Vault
 from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
-from events.types import AlertRaised, LeadCaptured
+from events.types import AlertRaised, DealOpened, Event, LeadCaptured, TouchpointLogged
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
 from services.auth import hash_key
@@ -59,6 +62,7 @@ from services.bench.http import Answer, LeanClient
 from services.bench.report import Report, Row, machine, percentile, ratio_row, render
 from services.bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
 from services.config import ApiConfig
+from services.ledger import Context, Ledger
 from services.localstack import NatsServer, PostgresServer, free_port
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
 
@@ -333,6 +337,63 @@ async def capture_figures(
     return lead_ids
 
 
+# --- commands in process (the peer's terms) -------------------------------------------------------------
+
+
+def _move(pipeline: agg.PipelineState, stage: str, history: list[Envelope]) -> Event:
+    return agg.move_stage(agg.fold_deal(history), pipeline, stage)
+
+
+async def ledger_figures(report: Report, nats_url: str, leads: int, concurrency: int, raw_publish: float) -> Row:
+    """The same mix through the ledger in this process, without HTTP: what the eventsourcing peer measures."""
+    naming = Naming(f"bled{uuid.uuid4().hex[:6]}")
+    settings = NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings())
+    nc, js = await connect(settings, "bench-ledger")
+    await ensure_streams(js, naming, settings.streams)
+    store = EventStore(nc, js, naming)
+    ledger = Ledger(store, Vault(js, naming))
+    ctx = Context(actor="bench", source="api", correlation_id=uuid7(), now=dt.datetime.now(dt.UTC))
+    [defined] = await store.append([ledger.envelope(ctx, "pipeline", PIPELINE_ID, PIPELINE)], expected_version=0)
+    pipeline = agg.fold_pipeline([(await store.read("pipeline", PIPELINE_ID))[0].envelope])
+    events = 0
+
+    async def life(plan: LeadPlan) -> None:
+        nonlocal events
+        lead_id, deal_id = f"lead-{plan.n}", f"deal-{plan.n}"
+        captured = LeadCaptured(email=plan.form["email"], company=plan.form["company"], source_ref=f"l{plan.n}")
+        await ledger.capture(ctx, lead_id, captured, ctx.now, None)
+        touch = TouchpointLogged(touchpoint_id="t1", kind="call", direction="outbound", outcome="connected")
+        await ledger.execute(ctx, "lead", lead_id, lambda h: agg.log_touchpoint(agg.fold_lead(h), touch))
+        events += 2
+        if plan.deal_moves is None:
+            return
+        opened = DealOpened(
+            name=f"Deal {plan.n}", pipeline_id=PIPELINE_ID, stage=STAGES[0], amount=Decimal(plan.amount), currency="EUR"
+        )
+        await ledger.execute(ctx, "deal", deal_id, lambda h: agg.open_deal(agg.fold_deal(h), pipeline, opened))
+        events += 1
+        for stage in plan.deal_moves:
+            await ledger.execute(ctx, "deal", deal_id, functools.partial(_move, pipeline, stage))
+            events += 1
+        if plan.n % 3 != 2:
+            await ledger.execute(ctx, "deal", deal_id, lambda h: agg.win_deal(agg.fold_deal(h), None))
+            events += 1
+
+    wall = await _bounded([functools.partial(life, p) for p in plans(leads, seed=3)], concurrency)
+    await nc.close()
+    assert defined.sequence == 1
+    return report.add(
+        ratio_row(
+            "capture",
+            "Ledger commands in process (no HTTP): capture, touch, open, move, win",
+            events / wall,
+            "raw publish",
+            raw_publish,
+            note="each reads its aggregate, decides, appends with its expected version",
+        )
+    )
+
+
 # --- projections -------------------------------------------------------------------------------------
 
 
@@ -563,21 +624,21 @@ async def peer_figures(report: Report, pg_url: str, leads: int, ours_append: flo
     args: tuple[Any, ...] = (pg_url, leads, 1, len(STAGES) - 1)
     result = await run(*args) if inspect.iscoroutinefunction(run) else await asyncio.to_thread(run, *args)
     for name, theirs, ours in (
-        ("append with optimistic concurrency", result.append_events_per_s, ours_append),
+        ("commands: read, decide, append with optimistic concurrency", result.append_events_per_s, ours_append),
         ("projection with its checkpoint in the same transaction", result.projection_events_per_s, ours_board),
     ):
         report.add(
             Row(
                 section="peer",
-                name=f"eventsourcing: {name}",
-                value=theirs,
+                name=f"Dealstream vs eventsourcing: {name}",
+                value=ours,
                 unit="ev/s",
-                limit="Dealstream",
-                limit_value=ours,
+                limit="eventsourcing",
+                limit_value=theirs,
                 ratio=ours / theirs if theirs else None,
                 goal="Dealstream ahead",
                 met=ours > theirs,
-                note=f"ratio = Dealstream / eventsourcing; {result.notes}",
+                note=f"eventsourcing: {result.notes}",
             )
         )
 
@@ -611,6 +672,9 @@ async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Pa
         )
     ).value
     await nc.close()
+
+    print("commands in process", flush=True)
+    ledger_row = await ledger_figures(report, nats_url, args.leads, args.concurrency, raw_publish)
 
     print("capture through the API", flush=True)
     naming = Naming(f"bapi{uuid.uuid4().hex[:6]}")
@@ -690,8 +754,7 @@ async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Pa
     if not args.skip_peer:
         print("the eventsourcing peer", flush=True)
         board = next(r for r in rows if r.name.startswith("board"))
-        batch_capture = next(r for r in report.rows if "batch" in r.name)
-        await peer_figures(report, pg_url, args.leads, batch_capture.value, board.value)
+        await peer_figures(report, pg_url, args.leads, ledger_row.value, board.value)
     return report
 
 
