@@ -29,6 +29,10 @@ def decode(data: bytes) -> Envelope:
         envelope = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from exc
+    except UnicodeDecodeError as exc:  # msgspec's answer to invalid UTF-8 inside a JSON string
+        raise DecodeError(f"not valid UTF-8 (byte {exc.start})") from exc
+    except RecursionError:  # msgspec's answer to arrays or objects nested about a thousand deep
+        raise DecodeError("nested too deeply") from None
     for name in ("occurred_at", "recorded_at"):
         value: dt.datetime = getattr(envelope, name)
         if value.tzinfo is None or value.utcoffset() != dt.timedelta(0):

@@ -60,6 +60,12 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
         item = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Rejection(str(exc)) from exc
+    # msgspec raises these, not DecodeError, for invalid UTF-8 in a string and for nesting a thousand deep; let
+    # through, they would fail the message again on every redelivery instead of dead-lettering it.
+    except UnicodeDecodeError as exc:
+        raise Rejection(f"not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise Rejection("nested too deeply") from None
     if item.occurred_at.tzinfo is None:
         raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
     if item.occurred_at > now + MAX_FUTURE:

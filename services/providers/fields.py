@@ -61,6 +61,9 @@ def decode_json(body: bytes | msgspec.Raw, type_: type[_T], prefix: str = "") ->
     except UnicodeDecodeError:
         # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
         raise InputError.one(prefix or "body", "not valid UTF-8", 400) from None
+    except RecursionError:
+        # And this for arrays or objects nested about a thousand deep, even where the type skips the value.
+        raise InputError.one(prefix or "body", "nested too deeply", 400) from None
 
 
 def to_utc(value: dt.datetime, field: str) -> dt.datetime:
@@ -87,11 +90,16 @@ def text_of(value: object) -> str | None:
         # A phone number sent as a JSON number may decode as 15550000000.0; print it the way it was typed.
         return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
     if isinstance(value, list | tuple):
-        parts = [t for t in (text_of(v) for v in value) if t]
+        # A list within the list reads as its JSON: the recursion stops at one level however deep the input.
+        parts = [t for t in (_json_text(v) if isinstance(v, list | tuple) else text_of(v) for v in value) if t]
         return ", ".join(parts) or None
+    return _json_text(value)
+
+
+def _json_text(value: object) -> str:
     try:
         return msgspec.json.encode(value).decode("utf-8")
-    except (TypeError, ValueError, msgspec.EncodeError):
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
         return str(value)
 
 
@@ -121,6 +129,13 @@ def _field_error(exc: msgspec.ValidationError, where: Mapping[str, str]) -> Fiel
     rest = error.field[len(head) :]
     reason = _FRIENDLY[head] if head in _FRIENDLY and "regex" in error.reason else error.reason
     return FieldError(where.get(head, head) + rest, reason)
+
+
+def source_ref_of(lead: LeadCaptured, field: str) -> str:
+    """The lead's id at its source as cleaned (stripped); a blank one cannot identify a redelivery."""
+    if lead.source_ref is None:
+        raise InputError.one(field, "must not be blank")
+    return lead.source_ref
 
 
 def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = None) -> LeadCaptured:

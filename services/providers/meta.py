@@ -19,7 +19,7 @@ from events.envelope import RawPayload
 from events.types import Ref
 from services.errors import AuthError, FieldError, InputError
 from services.providers.base import InboundLead
-from services.providers.fields import body_text, build_lead, decode_json, to_utc
+from services.providers.fields import body_text, build_lead, decode_json, source_ref_of, to_utc
 
 MAX_CHANGES = 1_000
 """Meta batches at most this many changes in one request."""
@@ -138,7 +138,8 @@ def parse(body: bytes) -> list[InboundLead]:
             occurred_at = dt.datetime.fromtimestamp(value.created_time, dt.UTC)
             text = bytes(raw).decode("utf-8")
             payload = RawPayload(content_type="application/json", body=text, batch_sha256=batch_sha256)
-            leads.append(InboundLead("meta", leadgen_id, occurred_at, lead, payload))
+            source_ref = source_ref_of(lead, f"{path}.value.leadgen_id")
+            leads.append(InboundLead("meta", source_ref, occurred_at, lead, payload))
     return leads
 
 
@@ -198,4 +199,5 @@ def parse_graph_lead(body: bytes) -> InboundLead:
     }
     where |= {"source_ref": "id", "form_id": "form_id", "answers": "field_data"}
     lead = build_lead(values, where)
-    return InboundLead("meta", leadgen_id, occurred_at, lead, RawPayload(content_type="application/json", body=text))
+    raw = RawPayload(content_type="application/json", body=text)
+    return InboundLead("meta", source_ref_of(lead, "id"), occurred_at, lead, raw)

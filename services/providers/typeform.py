@@ -20,6 +20,7 @@ from services.providers.fields import (
     build_lead,
     decode_json,
     lead_field_for,
+    source_ref_of,
     text_of,
     to_utc,
 )
@@ -155,4 +156,4 @@ def parse(body: bytes) -> list[InboundLead]:
     lead = build_lead(values, where)
     occurred_at = to_utc(response.submitted_at, "form_response.submitted_at")
     raw_payload = RawPayload(content_type="application/json", body=text)
-    return [InboundLead("typeform", response.token, occurred_at, lead, raw_payload)]
+    return [InboundLead("typeform", source_ref_of(lead, "form_response.token"), occurred_at, lead, raw_payload)]

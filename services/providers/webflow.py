@@ -20,6 +20,7 @@ from services.providers.fields import (
     build_lead,
     decode_json,
     lead_field_for,
+    source_ref_of,
     text_of,
     to_utc,
 )
@@ -101,4 +102,4 @@ def parse(body: bytes) -> list[InboundLead]:
     lead = build_lead(values, where)
     occurred_at = to_utc(payload.submittedAt, "payload.submittedAt")
     raw = RawPayload(content_type="application/json", body=text)
-    return [InboundLead("webflow", payload.id, occurred_at, lead, raw)]
+    return [InboundLead("webflow", source_ref_of(lead, "payload.id"), occurred_at, lead, raw)]

@@ -214,3 +214,10 @@ async def test_error_answers_have_the_documented_shape(api: AsyncTestClient[Lite
     assert body["error"] == "bad_request" and body["errors"][0]["field"] == "body"
     documented = DOCUMENT["paths"]["/v1/deals/{deal_id}/stage"]["post"]["responses"]["400"]
     assert documented["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+async def test_json_nested_a_thousand_deep_is_a_400_not_a_crash(api: AsyncTestClient[Litestar]) -> None:
+    body = b'{"email": "ana@example.com", "answers": {}, "extra": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    r = await api.post("/v1/leads", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"] == [{"field": "body", "reason": "nested too deeply"}]
