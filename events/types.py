@@ -10,8 +10,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-LongText = Annotated[str, msgspec.Meta(max_length=10_000)]
+SHORT_TEXT = 200
+LONG_TEXT = 10_000
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=SHORT_TEXT)]
+LongText = Annotated[str, msgspec.Meta(max_length=LONG_TEXT)]
 Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Phone = Annotated[str, msgspec.Meta(max_length=40, pattern=r"^[0-9+()./ -]{3,40}$")]
 CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
@@ -20,7 +22,8 @@ Money = Decimal
 MAX_AMOUNT = Decimal("1e15")
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]
+AttributeName = Annotated[str, msgspec.Meta(max_length=SHORT_TEXT)]
+Attributes = Annotated[dict[AttributeName, LongText], msgspec.Meta(max_length=100)]
 
 TouchpointKind = Literal["call", "email", "meeting", "note", "sms"]
 Direction = Literal["inbound", "outbound", "internal"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.config import ApiKey
@@ -48,3 +50,28 @@ class KeyRing:
         if key is None:
             raise AuthError("unknown or revoked credential")
         return Caller(id=key.id, scopes=frozenset(key.scopes), source=key.source)
+
+
+class RateLimiter:
+    """A token bucket per credential: up to ``burst`` requests at once, refilled at ``rate`` per second.
+
+    Only authenticated credentials get a bucket, so their number stays that of the configured keys. The buckets
+    live in the process: under ``dealstream api --workers N`` each process allows the rate on its own.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, credential: str) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there will be (nothing is taken)."""
+        now = self._clock()
+        tokens, then = self._buckets.get(credential, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[credential] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[credential] = (tokens, now)
+        return (1.0 - tokens) / self.rate

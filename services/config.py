@@ -61,6 +61,8 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 1_048_576
     max_clock_skew_seconds: int = 300
     max_batch_leads: int = 500
+    rate_per_second: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 200
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -36,6 +36,17 @@ class AuthError(Exception):
         self.status = status
 
 
+class RateLimited(Exception):
+    """A credential (an API key, or a webhook source) over its request rate: 429, retry after ``retry_after``."""
+
+    def __init__(self, credential: str, rate: float, burst: int, retry_after: float) -> None:
+        super().__init__(f"{credential} is over its limit of {rate:g} requests per second (bursts of {burst})")
+        self.credential = credential
+        self.rate = rate
+        self.burst = burst
+        self.retry_after = retry_after
+
+
 _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]*)`$")
 _AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 

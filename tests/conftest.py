@@ -161,6 +161,9 @@ def api_config() -> ApiConfig:
             webflow=SharedSecret(WEBFLOW_SECRET),
         ),
         max_body_bytes=256 * 1024,
+        # Tests send as fast as they can; the rate limit has its own tests (test_api_limits).
+        rate_per_second=1_000_000.0,
+        rate_burst=1_000_000,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,8 +12,10 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Send
 
@@ -23,7 +26,7 @@ from events.store import ConcurrencyError, StoreUnavailable
 from services.api import alerts, capture, commands, history, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
-from services.errors import AuthError, FieldError, InputError
+from services.errors import AuthError, FieldError, InputError, RateLimited
 
 log = structlog.get_logger("dealstream.api")
 
@@ -54,7 +57,9 @@ def _error(
 
 
 def _on_input(request: Request[Any, Any, Any], exc: InputError) -> Response[ErrorBody]:
-    code = {400: "bad_request", 413: "too_large", 428: "precondition_required"}.get(exc.status, "invalid_input")
+    code = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type", 428: "precondition_required"}.get(
+        exc.status, "invalid_input"
+    )
     return _error(request, exc.status, ErrorBody(code, str(exc), exc.errors))
 
 
@@ -92,6 +97,19 @@ def _on_auth(request: Request[Any, Any, Any], exc: AuthError) -> Response[ErrorB
     code = "forbidden" if exc.status == 403 else "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return _error(request, exc.status, ErrorBody(code, exc.reason), headers)
+
+
+def _on_rate_limited(request: Request[Any, Any, Any], exc: RateLimited) -> Response[ErrorBody]:
+    body = ErrorBody("rate_limited", str(exc), [FieldError("credential", str(exc))])
+    return _error(request, 429, body, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+
+async def throttle_webhooks(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """A webhook's credential is its provider's secret, one per source: its requests count against
+    ``webhook:<source>``, before the signature is checked (so unsigned floods count too)."""
+    if isinstance(handler, HTTPRouteHandler) and "webhooks" in (handler.tags or ()):
+        rt: Runtime = connection.app.state.runtime
+        rt.throttle("webhook:" + connection.scope["path"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def _on_rejected(request: Request[Any, Any, Any], exc: Rejected) -> Response[ErrorBody]:
@@ -222,8 +240,10 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
+        guards=[throttle_webhooks],
         exception_handlers={
             InputError: _on_input,
+            RateLimited: _on_rate_limited,
             ValidationException: _on_validation,
             AuthError: _on_auth,
             Rejected: _on_rejected,

@@ -24,12 +24,14 @@ AnyRequest = Request[Any, Any, Any]
 
 
 def requires(scope: str, allow_query_key: bool = False) -> Guard:
-    """A guard: authenticate before the body is even read, then check the scope. Async, so that it runs in the
-    request's own context (a sync guard would run in a thread and lose the bound log context)."""
+    """A guard: authenticate before the body is even read, count the request against the credential's rate, then
+    check the scope. Async, so that it runs in the request's own context (a sync guard would run in a thread and
+    lose the bound log context)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         rt: Runtime = connection.app.state.runtime
         caller = rt.authenticate(connection, allow_query_key)
+        rt.throttle(caller.id)
         caller.require(scope)
         connection.state.caller = caller
 
@@ -74,12 +76,15 @@ def context(request: AnyRequest, source: Source | None = None) -> Context:
     key = request.headers.get("idempotency-key")
     if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
         raise InputError.one("Idempotency-Key", "must be 1 to 200 printable characters", 400)
+    correlation = request.headers.get("x-correlation-id")
+    if correlation is not None and not (1 <= len(correlation) <= 200 and correlation.isprintable()):
+        raise InputError.one("X-Correlation-Id", "must be 1 to 200 printable characters", 400)
     caller = caller_of(request)
     src = source or (caller.source if caller.source in _SOURCES else "api")
     return Context(
         actor=caller.id,
         source=src,  # type: ignore[arg-type]
-        correlation_id=request.headers.get("x-correlation-id") or request.state.get("request_id") or uuid7(),
+        correlation_id=correlation or request.state.get("request_id") or uuid7(),
         now=Runtime.now(),
         idempotency_key=f"{caller.id}:{key}" if key else None,
     )

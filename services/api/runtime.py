@@ -19,9 +19,9 @@ from events.config import connect
 from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import ensure_streams
-from services.auth import Caller, KeyRing
+from services.auth import Caller, KeyRing, RateLimiter
 from services.config import Settings
-from services.errors import AuthError
+from services.errors import AuthError, RateLimited
 from services.ledger import Ledger
 
 log = structlog.get_logger("dealstream.api")
@@ -37,6 +37,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.config.api_keys)
+        self.limiter = RateLimiter(settings.config.rate_per_second, settings.config.rate_burst)
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -125,6 +126,12 @@ class Runtime:
             raise AuthError("only capture-only keys may be sent in the query string; use the Authorization header")
         structlog.contextvars.bind_contextvars(credential=caller.id)
         return caller
+
+    def throttle(self, credential: str) -> None:
+        """Count a request of ``credential`` (an API key's id, or ``webhook:<source>``); 429 when over its rate."""
+        wait = self.limiter.take(credential)
+        if wait > 0:
+            raise RateLimited(credential, self.limiter.rate, self.limiter.burst, wait)
 
     @staticmethod
     def now() -> dt.datetime:

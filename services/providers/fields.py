@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from events.types import LeadCaptured
+from events.types import LONG_TEXT, SHORT_TEXT, LeadCaptured
 from services.errors import FieldError, InputError, from_validation_error
 
 _T = TypeVar("_T")
@@ -123,6 +123,19 @@ def _nul_errors(data: Mapping[str, object], where: Mapping[str, str]) -> list[Fi
     return [FieldError(path, "must not contain NUL characters") for path in paths]
 
 
+def _attribute_errors(value: object, path: str) -> list[FieldError]:
+    # msgspec names neither the name nor the entry of a map that is too long ("$.answers[...]"): name them here.
+    errors: list[FieldError] = []
+    if not isinstance(value, Mapping):
+        return errors
+    for key, item in value.items():
+        if len(key) > SHORT_TEXT:
+            errors.append(FieldError(path, f"a name is longer than {SHORT_TEXT} characters: {key[:40]!r}..."))
+        elif isinstance(item, str) and len(item) > LONG_TEXT:
+            errors.append(FieldError(f"{path}.{key}", f"must be at most {LONG_TEXT} characters, got {len(item)}"))
+    return errors
+
+
 def _field_error(exc: msgspec.ValidationError, where: Mapping[str, str]) -> FieldError:
     [error] = from_validation_error(exc).errors
     head = re.split(r"[.\[]", error.field, maxsplit=1)[0]
@@ -166,6 +179,9 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
     # msgspec stops at the first problem; a person fixing a form wants all of them at once.
     errors = []
     for name, value in cleaned.items():
+        if name in MAP_FIELDS and (named := _attribute_errors(value, where.get(name, name))):
+            errors.extend(named)
+            continue
         try:
             msgspec.convert({name: value}, LeadCaptured)
         except msgspec.ValidationError as exc:
