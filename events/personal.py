@@ -14,17 +14,26 @@ import base64
 import os
 
 import msgspec
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from events.envelope import Envelope, RawPayload
 from events.store import UNAVAILABLE, StoreUnavailable
+from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, stream_configs
 from events.subjects import Naming
 from events.types import LeadCaptured
+
+log = structlog.get_logger("dealstream.vault")
 
 PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name", "full_name", "message")
 ERASED = "[erased]"
@@ -91,12 +100,13 @@ def unseal(envelope: Envelope, key: bytes | None) -> Envelope:
 
 
 class Vault:
-    """The per-lead keys, in a NATS key-value bucket with one revision per key (a purge leaves nothing)."""
+    """The per-lead keys, in a NATS key-value bucket with one revision per key; erasure overwrites a key's record."""
 
     def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1) -> None:
         self._js = js
-        self._bucket = f"{naming.prefix.upper()}_LEAD_KEYS"
-        self._replicas = replicas
+        self._naming = naming
+        self._bucket = naming.lead_keys_bucket
+        self._settings = StreamSettings(replicas=replicas)
         self._kv: KeyValue | None = None
 
     async def _store(self) -> KeyValue:
@@ -104,9 +114,10 @@ class Vault:
             try:
                 self._kv = await self._js.key_value(self._bucket)
             except BucketNotFoundError:
-                self._kv = await self._js.create_key_value(
-                    KeyValueConfig(bucket=self._bucket, history=1, storage=StorageType.FILE, replicas=self._replicas)
-                )
+                # Made as ``ensure_streams`` makes it (deletes allowed, for erasure), by whoever needs it first.
+                [config] = [c for c in stream_configs(self._naming, self._settings) if c.name == f"KV_{self._bucket}"]
+                await self._js.add_stream(config)
+                self._kv = await self._js.key_value(self._bucket)
         return self._kv
 
     async def key(self, lead_id: str, create: bool = False) -> bytes | None:
@@ -156,10 +167,26 @@ class Vault:
 
     async def erase(self, lead_id: str) -> bool:
         """Destroy the lead's key for good; False if it had none."""
+        try:
+            return await self._erase(lead_id)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while erasing the key of lead {lead_id}") from exc
+
+    async def _erase(self, lead_id: str) -> bool:
         kv = await self._store()
         try:
-            await kv.get(lead_id)
+            entry = await kv.get(lead_id)
         except KeyNotFoundError:
             return False
+        # A purge alone only marks the key's record deleted: its bytes would stay in the stream's block file
+        # until the server compacts it. The message-delete API overwrites the record in place first.
+        try:
+            await self._js.delete_msg(f"KV_{self._bucket}", entry.revision or 0)
+        except NotFoundError:
+            pass  # a concurrent erasure overwrote it first
+        except APIError as exc:
+            if exc.err_code != MESSAGE_DELETE_DENIED:
+                raise
+            log.warning("vault.key_not_overwritten", lead_id=lead_id, bucket=self._bucket, reason=exc.description)
         await kv.purge(lead_id)
         return True

@@ -1,14 +1,22 @@
-"""The JetStream streams, created or checked from code: the event log, dead letters, the NATS inbox."""
+"""The JetStream streams, created or checked from code: the event log, dead letters, the NATS inbox, the
+bucket of lead keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from events.subjects import Naming
+
+log = structlog.get_logger("dealstream.streams")
+
+CANNOT_ALLOW_DELETES = 10052
+"""JetStream's answer to an update that would lift ``deny_delete``."""
+MESSAGE_DELETE_DENIED = 10057
 
 MAX_EVENT_BYTES = 1024 * 1024
 DAY = 86_400.0
@@ -24,7 +32,8 @@ class StreamSettings:
 
 
 def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
-    """The three streams. Only the event log is the truth; it can never be deleted from or purged."""
+    """The four streams: the log, dead letters, the inbox and the lead keys' bucket. Only the event log is the
+    truth; it can never be deleted from or purged."""
     events = StreamConfig(
         name=naming.events_stream,
         description="Dealstream event log: every lead, touchpoint and deal change, immutable.",
@@ -65,7 +74,24 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
         max_msg_size=settings.max_event_bytes,
         allow_direct=True,
     )
-    return [events, dead_letters, inbox]
+    lead_keys = StreamConfig(
+        name=f"KV_{naming.lead_keys_bucket}",
+        description="Per-lead keys sealing personal data; destroying one erases that lead's personal fields.",
+        subjects=[f"$KV.{naming.lead_keys_bucket}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_seconds,
+        max_msgs_per_subject=1,
+        max_msg_size=1024,
+        allow_rollup_hdrs=True,
+        # Unlike a stock KV bucket, deletes are allowed: erasure overwrites the key's record in place through the
+        # message-delete API, where a KV purge would leave its bytes in a block file until compaction.
+        deny_delete=False,
+        allow_direct=True,
+    )
+    return [events, dead_letters, inbox, lead_keys]
 
 
 async def ensure_streams(js: JetStreamContext, naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
@@ -74,10 +100,21 @@ async def ensure_streams(js: JetStreamContext, naming: Naming, settings: StreamS
     for wanted in stream_configs(naming, settings):
         assert wanted.name is not None
         try:
-            await js.stream_info(wanted.name)
+            existing = await js.stream_info(wanted.name)
         except NotFoundError:
             info = await js.add_stream(wanted)
         else:
-            info = await js.update_stream(wanted)
+            try:
+                info = await js.update_stream(wanted)
+            except APIError as exc:
+                if exc.err_code != CANNOT_ALLOW_DELETES or wanted.name != f"KV_{naming.lead_keys_bucket}":
+                    raise
+                # A bucket made by an older version, as a stock KV bucket: the server never lifts deny_delete.
+                log.warning(
+                    "streams.lead_keys_deny_delete",
+                    stream=wanted.name,
+                    consequence="erasure purges keys without overwriting them; see README, Erasing personal data",
+                )
+                info = existing
         result.append(info.config)
     return result

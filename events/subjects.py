@@ -47,6 +47,11 @@ class Naming:
         return f"{self.prefix.upper()}_INBOX"
 
     @property
+    def lead_keys_bucket(self) -> str:
+        """The key-value bucket of the per-lead keys that seal personal data (its stream: ``KV_<bucket>``)."""
+        return f"{self.prefix.upper()}_LEAD_KEYS"
+
+    @property
     def all_events(self) -> str:
         return f"{self.prefix}.evt.>"
 

@@ -12,10 +12,8 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Litestar, MediaType, Request, Response, get
-from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Send
 
@@ -23,7 +21,7 @@ from events.aggregates import Rejected
 from events.envelope import Envelope
 from events.ids import uuid7
 from events.store import ConcurrencyError, StoreUnavailable
-from services.api import alerts, capture, commands, history, reads, scores
+from services.api import alerts, capture, commands, history, openapi, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -102,14 +100,6 @@ def _on_auth(request: Request[Any, Any, Any], exc: AuthError) -> Response[ErrorB
 def _on_rate_limited(request: Request[Any, Any, Any], exc: RateLimited) -> Response[ErrorBody]:
     body = ErrorBody("rate_limited", str(exc), [FieldError("credential", str(exc))])
     return _error(request, 429, body, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
-
-
-async def throttle_webhooks(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """A webhook's credential is its provider's secret, one per source: its requests count against
-    ``webhook:<source>``, before the signature is checked (so unsigned floods count too)."""
-    if isinstance(handler, HTTPRouteHandler) and "webhooks" in (handler.tags or ()):
-        rt: Runtime = connection.app.state.runtime
-        rt.throttle("webhook:" + connection.scope["path"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def _on_rejected(request: Request[Any, Any, Any], exc: Rejected) -> Response[ErrorBody]:
@@ -240,7 +230,6 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
-        guards=[throttle_webhooks],
         exception_handlers={
             InputError: _on_input,
             RateLimited: _on_rate_limited,
@@ -259,6 +248,7 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,
     )
     _document_errors(app)
+    openapi.document(app)
     return app
 
 

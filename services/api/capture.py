@@ -8,7 +8,8 @@ already exists and gets the first answer back.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Response, Router, get, post
@@ -17,11 +18,13 @@ from litestar.exceptions import NotFoundException
 from events.ids import derived_id, uuid7
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
 from services.api.scores import leads_by_score
-from services.errors import FieldError, InputError
+from services.errors import AuthError, FieldError, InputError
 from services.ledger import Accepted, Context
 from services.providers import html_form, meta, typeform, webflow
 from services.providers.base import InboundLead
 from services.providers.fields import decode_json
+
+T = TypeVar("T")
 
 
 async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLead], id_scope: str) -> list[Accepted]:
@@ -107,6 +110,22 @@ def _webhook_config(request: AnyRequest, name: str) -> Any:
     return value
 
 
+def _count_signed(request: AnyRequest, source: str, verify: Callable[[], T]) -> T:
+    """Count a webhook request against its source's rate once ``verify`` has checked its signature.
+
+    A webhook's credential is its provider's secret: signed requests count against ``webhook:<source>``,
+    requests failing the check against ``webhook:<source> (unsigned)``, so that a flood of forgeries is
+    refused on its own and never drains the real provider's bucket."""
+    rt = runtime(request)
+    try:
+        checked = verify()
+    except AuthError:
+        rt.throttle(f"webhook:{source} (unsigned)")
+        raise
+    rt.throttle(f"webhook:{source}")
+    return checked
+
+
 def _system_context(request: AnyRequest, source: Any) -> Context:
     return Context(
         actor=f"webhook:{source}",
@@ -120,7 +139,9 @@ def _system_context(request: AnyRequest, source: Any) -> Context:
 async def meta_handshake(request: AnyRequest) -> str:
     """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` matches."""
     config = _webhook_config(request, "meta")
-    return meta.verify_challenge(dict(request.query_params), config.verify_token)
+    return _count_signed(
+        request, "meta", lambda: meta.verify_challenge(dict(request.query_params), config.verify_token)
+    )
 
 
 @post("/webhooks/meta", status_code=200, tags=["webhooks"])
@@ -129,7 +150,8 @@ async def meta_webhook(request: AnyRequest) -> Response[Any]:
     only after every lead of the batch is in the log."""
     config = _webhook_config(request, "meta")
     body = await request.body()
-    meta.verify_signature(body, request.headers.get("x-hub-signature-256"), config.app_secret)
+    signature = request.headers.get("x-hub-signature-256")
+    _count_signed(request, "meta", lambda: meta.verify_signature(body, signature, config.app_secret))
     leads = meta.parse(body)
     results = await _capture_all(request, _system_context(request, "meta"), leads, "meta")
     return Response(results, status_code=200)
@@ -139,7 +161,8 @@ async def meta_webhook(request: AnyRequest) -> Response[Any]:
 async def typeform_webhook(request: AnyRequest) -> Response[Any]:
     config = _webhook_config(request, "typeform")
     body = await request.body()
-    typeform.verify_signature(body, request.headers.get("typeform-signature"), config.secret)
+    signature = request.headers.get("typeform-signature")
+    _count_signed(request, "typeform", lambda: typeform.verify_signature(body, signature, config.secret))
     results = await _capture_all(request, _system_context(request, "typeform"), typeform.parse(body), "typeform")
     return accepted(results[0] if len(results) == 1 else results)
 
@@ -148,13 +171,9 @@ async def typeform_webhook(request: AnyRequest) -> Response[Any]:
 async def webflow_webhook(request: AnyRequest) -> Response[Any]:
     config = _webhook_config(request, "webflow")
     body = await request.body()
-    webflow.verify_signature(
-        body,
-        request.headers.get("x-webflow-timestamp"),
-        request.headers.get("x-webflow-signature"),
-        config.secret,
-        runtime(request).now(),
-    )
+    timestamp, signature = request.headers.get("x-webflow-timestamp"), request.headers.get("x-webflow-signature")
+    now = runtime(request).now()
+    _count_signed(request, "webflow", lambda: webflow.verify_signature(body, timestamp, signature, config.secret, now))
     results = await _capture_all(request, _system_context(request, "webflow"), webflow.parse(body), "webflow")
     return accepted(results[0] if len(results) == 1 else results)
 

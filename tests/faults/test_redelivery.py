@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from nats.aio.msg import Msg
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from events.audit import scan
 from events.chain import CHAIN_HEADER
@@ -98,7 +98,10 @@ async def test_redeliveries_and_resends_after_the_duplicate_window_change_nothin
             await js.add_consumer(naming.events_stream, config=dataclasses.replace(info.config, opt_start_seq=1))
 
             async def replaced_again() -> bool:
-                info = await js.consumer_info(naming.events_stream, engine.durable)
+                try:
+                    info = await js.consumer_info(naming.events_stream, engine.durable)
+                except NotFoundError:
+                    return False  # between the engine's delete and its create
                 return bool(info.config.opt_start_seq != 1)
 
             await eventually(replaced_again)

@@ -3,7 +3,11 @@ rate per credential (a token bucket per API key, and per webhook source)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,7 +18,7 @@ from litestar.testing import AsyncTestClient
 from events.config import NatsSettings
 from services.auth import RateLimiter
 from services.config import Settings
-from tests.conftest import ADMIN_KEY, FORM_KEY, api_config, wait_healthy
+from tests.conftest import ADMIN_KEY, FORM_KEY, TYPEFORM_SECRET, api_config, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -132,8 +136,28 @@ async def test_each_webhook_source_has_its_own_bucket(limited: Client) -> None:
     ]
     assert answers == [401, 401, 401]
     r = await limited.post("/v1/webhooks/typeform", content=b"{}", headers=unsigned)
-    assert r.status_code == 429 and "webhook:typeform is over its limit" in r.json()["message"]
+    assert r.status_code == 429 and "webhook:typeform (unsigned) is over its limit" in r.json()["message"]
     assert (await limited.post("/v1/webhooks/webflow", content=b"{}", headers=unsigned)).status_code == 401
+
+
+def _typeform_signed(body: bytes) -> dict[str, str]:
+    digest = hmac.new(TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()
+    return {"Content-Type": "application/json", "Typeform-Signature": "sha256=" + base64.b64encode(digest).decode()}
+
+
+async def test_forged_webhooks_never_drain_the_real_providers_bucket(limited: Client, fixtures_dir: Path) -> None:
+    forged = {"Content-Type": "application/json", "Typeform-Signature": "sha256=AAAA"}
+    answers = [
+        (await limited.post("/v1/webhooks/typeform", content=b"{}", headers=forged)).status_code for _ in range(5)
+    ]
+    assert answers == [401, 401, 401, 429, 429]
+    body = (fixtures_dir / "typeform_form_response.json").read_bytes()
+    signed = [
+        (await limited.post("/v1/webhooks/typeform", content=body, headers=_typeform_signed(body))).status_code
+        for _ in range(4)
+    ]
+    # The provider's retries of one response are its own three tokens, then 429 for the fourth.
+    assert signed == [202, 202, 202, 429]
 
 
 def test_the_bucket_refills_at_the_rate_up_to_the_burst() -> None:

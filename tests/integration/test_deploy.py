@@ -27,6 +27,7 @@ from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, Servi
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
+from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
@@ -328,6 +329,15 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
             await until(lambda: api_js.get_msg(naming.events_stream, subject=forged), NOT_YET, 60)
         # The event log is still there (stream_info raises NotFoundError for a deleted stream).
         assert (await until(lambda: api_js.stream_info(naming.events_stream), NOT_YET, 60)).config.deny_delete
+        # Nor delete one of its messages; but it seals captures with lead keys and erases them.
+        await api.publish(f"$JS.API.STREAM.MSG.DELETE.{naming.events_stream}", b'{"seq": 1}')
+        assert "permissions violation for publish" in await next_error(violations["api"])
+        vault = Vault(api_js, naming, replicas=3)
+        lead = f"lead-{uuid.uuid4().hex[:8]}"
+        assert await until(lambda: vault.key(lead, create=True), NOT_YET, 60) is not None
+        assert await vault.erase(lead) is True
+        assert await vault.key(lead) is None
+        assert violations["api"].empty()
     finally:
         await integration.close()
         await api.close()
@@ -339,7 +349,7 @@ async def test_appends_survive_the_crash_of_the_stream_leader(cluster: LoopbackC
     nc, js = await connect(settings, "deploy-test-failover")
     try:
         configs = await streams_when_ready(js, naming, settings.streams)
-        assert [c.num_replicas for c in configs] == [3, 3, 3]
+        assert [c.num_replicas for c in configs] == [3, 3, 3, 3]
         store = EventStore(nc, js, naming)
         deal = f"deal-{uuid.uuid4().hex[:8]}"
         sent: list[Envelope] = []

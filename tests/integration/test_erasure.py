@@ -4,18 +4,26 @@ and the metrics stay."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
 
 from events.audit import audit_stream, scan
-from events.config import NatsSettings
+from events.config import NatsSettings, connect
+from events.personal import Vault
+from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from services.config import Settings
+from services.localstack import NatsServer
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually
 from workers.registry import serve_worker
@@ -95,3 +103,61 @@ async def test_an_erased_lead_shows_no_personal_data_anywhere_while_its_metrics_
     assert (await client.get("/v1/metrics/velocity", params=params)).json()["groups"] == before["groups"]
     report = await audit_stream(js, naming.events_stream)
     assert report.intact and report.events == 2
+
+
+def _stored_bytes(store_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+
+
+async def test_erasure_overwrites_the_key_in_the_servers_files(tmp_path: Path) -> None:
+    """Crypto-shredding is only as good as the key's destruction: no copy of it stays in nats-server's files."""
+    server = NatsServer(tmp_path / "nats", name="erasure-test").start()
+    try:
+        settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
+        nc, js = await connect(settings, "test")
+        try:
+            await ensure_streams(js, settings.naming, settings.streams)
+            vault = Vault(js, settings.naming)
+            kept, erased = await vault.key("lead-kept", create=True), await vault.key("lead-erased", create=True)
+            assert kept is not None and erased is not None
+            kept_text, erased_text = base64.b64encode(kept), base64.b64encode(erased)
+
+            async def written() -> bool:
+                stored = _stored_bytes(server.store_dir)
+                return kept_text in stored and erased_text in stored
+
+            await eventually(written)
+            assert await vault.erase("lead-erased") is True
+            assert await vault.key("lead-erased") is None and await vault.key("lead-kept") == kept
+            assert await vault.erase("lead-erased") is False
+
+            async def overwritten() -> bool:
+                return erased_text not in _stored_bytes(server.store_dir)
+
+            await eventually(overwritten)
+            assert kept_text in _stored_bytes(server.store_dir)
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_a_bucket_made_by_an_older_version_still_erases(
+    nats_conn: tuple[Any, JetStreamContext], nats_settings: NatsSettings
+) -> None:
+    """Stock KV buckets deny deletes and the server never lifts that: streams still come up, erasure still
+    purges the key (reads give nothing), and both say in the log that the key's bytes were not overwritten."""
+    _, js = nats_conn
+    naming = Naming(prefix=f"{nats_settings.naming.prefix}old")
+    await js.create_key_value(KeyValueConfig(bucket=naming.lead_keys_bucket, history=1, storage=StorageType.FILE))
+    vault = Vault(js, naming)
+    assert await vault.key("lead-1", create=True) is not None
+    with structlog.testing.capture_logs() as logs:
+        configs = await ensure_streams(js, naming, StreamSettings())
+        assert await vault.erase("lead-1") is True
+    assert await vault.key("lead-1") is None
+    assert next(c for c in configs if c.name == f"KV_{naming.lead_keys_bucket}").deny_delete is True
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "streams.lead_keys_deny_delete",
+        "vault.key_not_overwritten",
+    ]
