@@ -61,26 +61,38 @@ class Ledger:
     """Writes to the log on behalf of the API and the intake worker."""
 
     def __init__(
-        self, store: EventStore, vault: Vault | None = None, attempts: int = 5, cached_aggregates: int = 1024
+        self, store: EventStore, vault: Vault | None = None, attempts: int = 5, cached_events: int = 100_000
     ) -> None:
         self.store = store
         self.vault = vault
         self._attempts = attempts
         # Events never change, so a history read before stays a true prefix: a command reads only what came
         # after it (usually nothing) instead of the whole history, which grows with every touchpoint.
+        # Bounded by events, not aggregates (about 1 KB each): a rep's working set of deals is thousands of
+        # aggregates touched in turn, and an LRU smaller than that would miss on every command.
         self._histories: OrderedDict[tuple[str, str], list[StoredEvent]] = OrderedDict()
-        self._cached = cached_aggregates
+        self._cached_events = cached_events
+        self._events_held = 0
+
+    @property
+    def events_cached(self) -> int:
+        """How many events the history cache holds (never more than ``cached_events``, but for one aggregate)."""
+        return self._events_held
 
     async def history(self, aggregate_type: AggregateType, aggregate_id: str) -> list[StoredEvent]:
         """The aggregate's events in log order, the known prefix from memory and the rest from the log."""
         key = (aggregate_type, aggregate_id)
         known = self._histories.pop(key, [])
+        self._events_held -= len(known)
         newer = await self.store.read(aggregate_type, aggregate_id, after=known[-1].sequence if known else 0)
         history = known + newer if newer else known
         if history:
+            if (raced := self._histories.pop(key, None)) is not None:  # a concurrent command put it back first
+                self._events_held -= len(raced)
             self._histories[key] = history
-            if len(self._histories) > self._cached:
-                self._histories.popitem(last=False)
+            self._events_held += len(history)
+            while self._events_held > self._cached_events and len(self._histories) > 1:
+                self._events_held -= len(self._histories.popitem(last=False)[1])
         return history
 
     def envelope(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ CTX = Context(actor="test", source="api", correlation_id="c-1", now=T0 + dt.time
 
 
 async def test_a_decision_sees_what_another_writer_appended_after_the_history_was_read(store: EventStore) -> None:
-    ledger = Ledger(store, cached_aggregates=4)
+    ledger = Ledger(store, cached_events=4)
     seen: list[list[str]] = []
 
     def move_to(stage: str) -> Callable[[list[Envelope]], Event]:
@@ -47,10 +48,21 @@ async def test_a_decision_sees_what_another_writer_appended_after_the_history_wa
 
 
 async def test_more_aggregates_than_the_cache_holds_read_back_whole(store: EventStore) -> None:
-    ledger = Ledger(store, cached_aggregates=2)
+    ledger = Ledger(store, cached_events=2)
     for n in range(5):
         await store.append([envelope(deal_opened(), aggregate_id=f"d{n}")], expected_version=0)
     for _ in range(2):
         for n in range(5):
             history = await ledger.history("deal", f"d{n}")
             assert [h.envelope.aggregate_id for h in history] == [f"d{n}"]
+
+
+async def test_the_cache_holds_at_most_its_events_even_under_concurrent_reads(store: EventStore) -> None:
+    ledger = Ledger(store, cached_events=5)
+    for n in range(3):
+        opened = envelope(deal_opened(), aggregate_id=f"d{n}")
+        await store.append([opened, envelope(stage_changed("new", "qualified"), aggregate_id=f"d{n}")], 0)
+    for _ in range(2):
+        await asyncio.gather(*(ledger.history("deal", f"d{n}") for n in (0, 0, 1, 1, 1, 2)))
+        # Three aggregates of two events each: the oldest goes, and racing reads of one aggregate count once.
+        assert ledger.events_cached == 4
