@@ -8,9 +8,11 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from events.envelope import AggregateType, StoredEvent
 from projections.board import BoardState, DealRow, PipelineRow, Stage, apply
+from projections.staging import StagedUpsert, typed
 from projections.versions import build_name
 
 VERSION = 1
@@ -91,20 +93,6 @@ _DEAL_SELECT = deal_select()
 T = "{t}"
 PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version"
 
-# A batch's deal rows go in by COPY into a session-local staging table, then one INSERT .. SELECT merges them:
-# far cheaper than a statement per row. Each deal is staged at most once per batch, so ON CONFLICT never
-# meets the same row twice; ORDER BY keeps the lock order fixed.
-_STAGING = "CREATE TEMP TABLE IF NOT EXISTS {t}deals_in (LIKE {t}deals) ON COMMIT DELETE ROWS"
-_COPY_DEALS = f"COPY {T}deals_in ({DEAL_COLUMNS}) FROM STDIN"
-_MERGE_DEALS = f"""
-INSERT INTO {T}deals ({DEAL_COLUMNS})
-SELECT {DEAL_COLUMNS} FROM {T}deals_in ORDER BY deal_id
-ON CONFLICT (deal_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _DEAL_FIELDS[1:])}
-WHERE {T}deals.version < EXCLUDED.version;
-TRUNCATE {T}deals_in
-"""  # noqa: S608 - column names are constants
-
 _UPSERT_PIPELINE = """
 INSERT INTO {t}pipelines (pipeline_id, name, stages, version) VALUES (%s, %s, %s::jsonb, %s)
 ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version
@@ -120,9 +108,7 @@ class BoardSql:
         self.deals = f"{t}deals"
         self.pipelines = f"{t}pipelines"
         self.ddl = tuple(statement.format(t=t) for statement in _DDL)
-        self.staging = _STAGING.format(t=t)
-        self.copy_deals = _COPY_DEALS.format(t=t)
-        self.merge_deals = _MERGE_DEALS.format(t=t)
+        self.staged_deals = StagedUpsert(self.deals, typed(_DDL[1], _DEAL_FIELDS), "deal_id")
         self.upsert_pipeline = _UPSERT_PIPELINE.format(t=t)
 
 
@@ -161,6 +147,10 @@ def deal_from_record(r: Sequence[Any]) -> DealRow:
     )
 
 
+def _already_json(encoded: bytes) -> bytes:
+    return encoded
+
+
 def _deal_record(d: DealRow) -> tuple[Any, ...]:
     return (
         d.deal_id,
@@ -177,7 +167,7 @@ def _deal_record(d: DealRow) -> tuple[Any, ...]:
         d.opened_at,
         d.closed_at,
         d.lost_reason,
-        _encode(d.open_tasks).decode(),
+        Jsonb(_encode(d.open_tasks), dumps=_already_json),
         d.version,
     )
 
@@ -239,11 +229,7 @@ class BoardProjection:
         ]
         async with conn.cursor() as cur:
             if deals:
-                await cur.execute(self.sql.staging)
-                async with cur.copy(self.sql.copy_deals) as copy:
-                    for deal in deals:
-                        await copy.write_row(_deal_record(deal))
-                await cur.execute(self.sql.merge_deals)
+                await self.sql.staged_deals.write(cur, [_deal_record(deal) for deal in deals])
             if pipelines:
                 await cur.executemany(
                     self.sql.upsert_pipeline,

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection
 
 from events.envelope import AggregateType, StoredEvent
 from events.subjects import partition_of
 from projections.sla import SlaState, Subject, Timer, apply
 from projections.sla_rules import SlaRules
+from projections.staging import StagedUpsert, typed
 from projections.versions import build_name
 
 VERSION = 1
@@ -73,27 +74,8 @@ _DDL = (
 )
 
 _SUBJECT_FIELDS = ("subject_type", "subject_id", "owner", "source", "pipeline_id", "stage", "open", "version")
-_TIMER_FIELDS = (
-    "timer_id",
-    "subject_type",
-    "subject_id",
-    "kind",
-    "policy",
-    "rep",
-    "started_at",
-    "deadline",
-    "state",
-    "met_at",
-    "task_id",
-    "stage",
-    "escalate_at",
-    "raised_at",
-    "escalated_to",
-    "escalated_at",
-    "resolved_at",
-    "resolution",
-    "version",
-)
+_TIMER_FIELDS: tuple[str, ...] = Timer.__struct_fields__
+"""The timer table's columns, in the order a row is written: the Timer's own fields."""
 TIMER_COLUMNS = ", ".join(_TIMER_FIELDS)
 _SUBJECT_COLUMNS = ", ".join(_SUBJECT_FIELDS)
 
@@ -108,32 +90,6 @@ def _upsert(table: str, fields: Sequence[str], key: str, extra: Sequence[str] = 
     )
 
 
-class StagedUpsert:
-    """Rows go in by COPY into a session-local staging table, then one INSERT .. SELECT merges them: far
-    cheaper than a statement per row. Each row is staged at most once per batch, so ON CONFLICT never meets
-    the same row twice; ORDER BY keeps the lock order fixed."""
-
-    def __init__(self, table: str, names: Sequence[str], key: str) -> None:
-        columns = ", ".join(names)
-        self.staging = f"CREATE TEMP TABLE IF NOT EXISTS {table}_in (LIKE {table}) ON COMMIT DELETE ROWS"
-        self.copy = f"COPY {table}_in ({columns}) FROM STDIN"
-        self.merge = (
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_in ORDER BY {key} "  # noqa: S608
-            f"ON CONFLICT ({key}) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in key.split(", "))
-            + f" WHERE {table}.version < EXCLUDED.version"
-        )
-        self.clear = f"TRUNCATE {table}_in"
-
-    async def write(self, cur: AsyncCursor[Any], rows: Sequence[Sequence[Any]]) -> None:
-        await cur.execute(self.staging)
-        async with cur.copy(self.copy) as copy:
-            for row in rows:
-                await copy.write_row(row)
-        await cur.execute(self.merge)
-        await cur.execute(self.clear)
-
-
 class SlaSql:
     """The statements over one build's tables."""
 
@@ -141,8 +97,8 @@ class SlaSql:
         t = f"{build}_"
         self.subjects, self.timers, self.pipelines = f"{t}subjects", f"{t}timers", f"{t}pipelines"
         self.ddl = tuple(statement.format(t=t) for statement in _DDL)
-        self.staged_subjects = StagedUpsert(self.subjects, _SUBJECT_FIELDS, "subject_type, subject_id")
-        self.staged_timers = StagedUpsert(self.timers, (*_TIMER_FIELDS, "partition"), "timer_id")
+        self.staged_subjects = StagedUpsert(self.subjects, typed(_DDL[0], _SUBJECT_FIELDS), "subject_type, subject_id")
+        self.staged_timers = StagedUpsert(self.timers, typed(_DDL[1], (*_TIMER_FIELDS, "partition")), "timer_id")
         self.upsert_pipeline = _upsert(self.pipelines, ("pipeline_id", "rotting", "version"), "pipeline_id")
 
 
@@ -151,7 +107,7 @@ def timer_from_record(r: Sequence[Any]) -> Timer:
 
 
 def _timer_params(t: Timer) -> tuple[Any, ...]:
-    return (*(getattr(t, name) for name in _TIMER_FIELDS), partition_of(t.subject_id))
+    return (*msgspec.structs.astuple(t), partition_of(t.subject_id))
 
 
 _rotting_decoder = msgspec.json.Decoder(dict[str, int | None])

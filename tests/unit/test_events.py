@@ -18,6 +18,9 @@ from events.subjects import PARTITIONS, Naming, partition_of
 from events.types import EVENT_TYPES, DealWon, LeadCaptured, PipelineDefined, StageDefinition, type_name
 from tests.builders import T0, deal_opened, envelope
 
+KNOWN_META_LEAD = "7507556f-f6a0-5e8b-a562-8187b02a911d"
+"""What derived_id("meta", "5545971704561545") gave when it was written with uuid.uuid5 (2026-11-22)."""
+
 aware = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(dt.UTC))
 names = st.text(min_size=1, max_size=200).filter(lambda s: s.strip() == s and s != "")
 amounts = st.decimals(min_value=0, max_value=Decimal("1e12"), places=2, allow_nan=False, allow_infinity=False)
@@ -63,9 +66,21 @@ def test_amounts_survive_exactly_as_strings() -> None:
 
 def test_uuid7_is_version_7_and_time_ordered() -> None:
     ids = [uuid7() for _ in range(200)]
-    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     first_ms = [int(uuid.UUID(i).hex[:12], 16) for i in ids]
     assert first_ms == sorted(first_ms)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=6))
+def test_derived_ids_are_the_uuid5_of_the_length_prefixed_parts(parts: list[str]) -> None:
+    """Ids already in logs were made with uuid.uuid5: the fast path must give the same text, forever."""
+    name = "".join(f"{len(p)}:{p};" for p in parts)
+    assert derived_id(*parts) == str(uuid.uuid5(uuid.UUID("5d1b6f0e-7c1a-4e8a-9a53-0d5b2f3c9e41"), name))
+
+
+def test_a_known_derived_id_never_changes() -> None:
+    assert derived_id("meta", "5545971704561545") == KNOWN_META_LEAD
 
 
 def test_derived_ids_are_stable_and_subject_safe() -> None:
