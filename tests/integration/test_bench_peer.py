@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import uuid
 from typing import Any
 
@@ -17,18 +16,16 @@ pytestmark = [
         importlib.util.find_spec("eventsourcing") is None,
         reason="the eventsourcing library is not installed (pip install -e '.[bench]')",
     ),
-    pytest.mark.skipif(
-        not os.environ.get("DEALSTREAM_TEST_DATABASE_URL"),
-        reason="DEALSTREAM_TEST_DATABASE_URL is not set (the peer needs a PostgreSQL it may create schemas in)",
-    ),
 ]
 
 
 @pytest.mark.parametrize(("leads", "touches", "moves"), [(20, 2, 2), (21, 1, 4), (5, 0, 0)])
-def test_the_peer_stores_the_whole_workload_and_its_board_matches(leads: int, touches: int, moves: int) -> None:
+def test_the_peer_stores_the_whole_workload_and_its_board_matches(
+    pg_url: str, leads: int, touches: int, moves: int
+) -> None:
     from services.bench.peer import STAGES, run_peer
 
-    dsn = os.environ["DEALSTREAM_TEST_DATABASE_URL"]
+    dsn = pg_url
     schema = f"peer_test_{uuid.uuid4().hex[:8]}"
     try:
         report = run_peer(dsn, leads, touches, moves, workers=3, schema=schema, keep_schema=True)
