@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Sequence
 
 import msgspec
 import structlog
@@ -23,17 +24,22 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoKeysError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
 
 from events.envelope import Envelope, RawPayload
+from events.ids import uuid7
 from events.store import UNAVAILABLE, StoreUnavailable
 from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, stream_configs
 from events.subjects import Naming
 from events.types import LeadCaptured
 
 log = structlog.get_logger("dealstream.vault")
+
+_keys_encoder = msgspec.json.Encoder()
+_keys_decoder = msgspec.json.Decoder(dict[str, bytes])
 
 PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name", "full_name", "message")
 ERASED = "[erased]"
@@ -54,8 +60,9 @@ def _decrypt(key: bytes, lead_id: str, sealed: str) -> bytes:
     return AESGCM(key).decrypt(raw[:12], raw[12:], _aad(lead_id))
 
 
-def seal(envelope: Envelope, key: bytes) -> Envelope:
-    """The capture with its personal fields and raw payload encrypted (other events pass unchanged)."""
+def seal(envelope: Envelope, key: bytes, key_ref: str | None = None) -> Envelope:
+    """The capture with its personal fields and raw payload encrypted (other events pass unchanged);
+    ``key_ref`` names the shared entry that holds the key, if it is not the lead's own."""
     data = envelope.data
     if not isinstance(data, LeadCaptured) or data.sealed is not None:
         return envelope
@@ -67,6 +74,7 @@ def seal(envelope: Envelope, key: bytes) -> Envelope:
         sealed=_encrypt(key, envelope.aggregate_id, msgspec.json.encode(personal)) if personal else None,
         email_domain=domain,
         has_phone=data.phone is not None,
+        key_ref=key_ref,
     )
     raw = envelope.raw
     if raw is not None and not raw.sealed:
@@ -100,7 +108,8 @@ def unseal(envelope: Envelope, key: bytes | None) -> Envelope:
 
 
 class Vault:
-    """The per-lead keys, in a NATS key-value bucket with one revision per key; erasure overwrites a key's record."""
+    """The per-lead keys, in a NATS key-value bucket: an entry per lead captured alone, one shared entry per batch
+    of leads captured together. Erasure overwrites the key's record in nats-server's files."""
 
     def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1) -> None:
         self._js = js
@@ -153,22 +162,55 @@ class Vault:
         assert key is not None
         return seal(envelope, key)
 
+    async def sealed_together(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """Captures ready for the log, sealed with fresh keys kept in one shared entry: one write for all of
+        them instead of one per lead (each capture names the entry in ``key_ref``)."""
+        captures = {e.aggregate_id for e in envelopes if isinstance(e.data, LeadCaptured) and e.data.sealed is None}
+        if len(captures) < 2:
+            return [await self.sealed(e) for e in envelopes]
+        keys = {lead_id: AESGCM.generate_key(bit_length=256) for lead_id in sorted(captures)}
+        ref = f"batch_{uuid7().replace('-', '')}"
+        try:
+            await (await self._store()).create(ref, _keys_encoder.encode(keys))
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while storing the keys of {len(keys)} leads") from exc
+        # A lead that already exists keeps its first capture: the append of this one fails, its new key opens nothing.
+        return [seal(e, keys[e.aggregate_id], ref) if e.aggregate_id in keys else e for e in envelopes]
+
+    async def shared_keys(self, ref: str) -> dict[str, bytes]:
+        """The keys a shared entry still holds, by lead id (none once all were erased)."""
+        try:
+            entry = await (await self._store()).get(ref)
+        except KeyNotFoundError:
+            return {}
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{type(exc).__name__} while reading the key entry {ref}") from exc
+        return _keys_decoder.decode(entry.value) if entry.value else {}
+
     async def unsealed(self, envelopes: list[Envelope]) -> list[Envelope]:
         """Captures as they were given (or erased), for readers allowed to see personal data."""
         keys: dict[str, bytes | None] = {}
+        shared: dict[str, dict[str, bytes]] = {}
         out = []
         for envelope in envelopes:
-            if isinstance(envelope.data, LeadCaptured):
-                if envelope.aggregate_id not in keys:
-                    keys[envelope.aggregate_id] = await self.key(envelope.aggregate_id)
-                envelope = unseal(envelope, keys[envelope.aggregate_id])
+            data = envelope.data
+            if isinstance(data, LeadCaptured):
+                if data.key_ref is not None:
+                    if data.key_ref not in shared:
+                        shared[data.key_ref] = await self.shared_keys(data.key_ref)
+                    envelope = unseal(envelope, shared[data.key_ref].get(envelope.aggregate_id))
+                else:
+                    if envelope.aggregate_id not in keys:
+                        keys[envelope.aggregate_id] = await self.key(envelope.aggregate_id)
+                    envelope = unseal(envelope, keys[envelope.aggregate_id])
             out.append(envelope)
         return out
 
-    async def erase(self, lead_id: str) -> bool:
-        """Destroy the lead's key for good; False if it had none."""
+    async def erase(self, lead_id: str, key_ref: str | None = None) -> bool:
+        """Destroy the lead's key for good (in the shared entry ``key_ref`` if its capture names one); False if
+        it had none."""
         try:
-            return await self._erase(lead_id)
+            return await (self._erase(lead_id) if key_ref is None else self._erase_shared(lead_id, key_ref))
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{type(exc).__name__} while erasing the key of lead {lead_id}") from exc
 
@@ -178,15 +220,54 @@ class Vault:
             entry = await kv.get(lead_id)
         except KeyNotFoundError:
             return False
-        # A purge alone only marks the key's record deleted: its bytes would stay in the stream's block file
-        # until the server compacts it. The message-delete API overwrites the record in place first.
+        await self._overwrite(entry.revision, lead_id)
+        await kv.purge(lead_id)
+        return True
+
+    async def _erase_shared(self, lead_id: str, ref: str) -> bool:
+        kv = await self._store()
+        for _ in range(10):
+            try:
+                entry = await kv.get(ref)
+            except KeyNotFoundError:
+                return False
+            keys = _keys_decoder.decode(entry.value) if entry.value else {}
+            if lead_id not in keys:
+                # Gone already; but if an erasure stopped between its two steps, the older revision still holds it.
+                await self._overwrite_older(ref, entry.revision or 0, lead_id)
+                return False
+            rest = {k: v for k, v in keys.items() if k != lead_id}
+            if not rest:
+                await self._overwrite(entry.revision, lead_id)
+                await kv.purge(ref)
+                return True
+            try:
+                # The bucket keeps two revisions per entry: the new one lands before the old one is overwritten,
+                # so no moment exists where the other leads' keys are nowhere.
+                await kv.update(ref, _keys_encoder.encode(rest), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another lead of the same entry was erased meanwhile: read it again
+            await self._overwrite(entry.revision, lead_id)
+            return True
+        raise StoreUnavailable(f"the key entry {ref} kept changing while erasing lead {lead_id}")
+
+    async def _overwrite_older(self, ref: str, latest: int, lead_id: str) -> None:
         try:
-            await self._js.delete_msg(f"KV_{self._bucket}", entry.revision or 0)
+            revisions = [e.revision for e in await (await self._store()).history(ref)]
+        except NoKeysError:
+            return
+        for revision in revisions:
+            if revision is not None and revision < latest:
+                await self._overwrite(revision, lead_id)
+
+    async def _overwrite(self, revision: int | None, lead_id: str) -> None:
+        # A purge or an update alone only marks a record deleted: its bytes would stay in the stream's block file
+        # until the server compacts it. The message-delete API overwrites the record in place.
+        try:
+            await self._js.delete_msg(f"KV_{self._bucket}", revision or 0)
         except NotFoundError:
             pass  # a concurrent erasure overwrote it first
         except APIError as exc:
             if exc.err_code != MESSAGE_DELETE_DENIED:
                 raise
             log.warning("vault.key_not_overwritten", lead_id=lead_id, bucket=self._bucket, reason=exc.description)
-        await kv.purge(lead_id)
-        return True

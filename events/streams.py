@@ -83,8 +83,9 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
         discard=DiscardPolicy.NEW,
         num_replicas=settings.replicas,
         duplicate_window=settings.duplicate_window_seconds,
-        max_msgs_per_subject=1,
-        max_msg_size=1024,
+        # Two revisions: a shared entry rewritten on an erasure keeps its old revision until that is overwritten.
+        max_msgs_per_subject=2,
+        max_msg_size=128 * 1024,  # a shared entry holds up to max_batch_leads keys (about 90 bytes each)
         allow_rollup_hdrs=True,
         # Unlike a stock KV bucket, deletes are allowed: erasure overwrites the key's record in place through the
         # message-delete API, where a KV purge would leave its bytes in a block file until compaction.

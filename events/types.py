@@ -65,6 +65,9 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     sealed: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
     email_domain: ShortText | None = None
     has_phone: bool | None = None
+    # The lead-keys entry holding this lead's key when several leads were captured together (one write for all
+    # their keys); None: the entry named by the lead's own id.
+    key_ref: Ref | None = None
 
 
 class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):

@@ -7,9 +7,10 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -19,7 +20,7 @@ from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredE
 from events.ids import uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore
-from events.types import Event, LeadCaptured, type_name
+from events.types import Event, LeadCaptured
 
 log = structlog.get_logger("dealstream.ledger")
 
@@ -166,21 +167,33 @@ class Ledger:
         self, ctx: Context, lead_id: str, lead: LeadCaptured, occurred_at: dt.datetime, raw: RawPayload | None
     ) -> Accepted:
         """Append a lead's first event; if the lead already exists, answer with its capture (idempotent)."""
-        envelope = self.envelope(ctx, "lead", lead_id, lead, occurred_at, raw)
+        [accepted] = await self.capture_many(ctx, [(lead_id, lead, occurred_at, raw)])
+        return accepted
+
+    async def capture_many(
+        self, ctx: Context, leads: Sequence[tuple[str, LeadCaptured, dt.datetime, RawPayload | None]]
+    ) -> list[Accepted]:
+        """Append each lead's first event, their keys stored in one write; answers in the order given."""
+        envelopes = [self.envelope(ctx, "lead", lead_id, lead, at, raw) for lead_id, lead, at, raw in leads]
         if self.vault is not None:
-            envelope = await self.vault.sealed(envelope)
+            envelopes = await self.vault.sealed_together(envelopes)
+        return list(await asyncio.gather(*(self._append_capture(e) for e in envelopes)))
+
+    async def _append_capture(self, envelope: Envelope) -> Accepted:
         try:
             [appended] = await self.store.append([envelope], expected_version=0)
         except ConcurrencyError:
-            history = await self.store.read("lead", lead_id)
-            log.info("ledger.capture_duplicate", lead_id=lead_id, first_event_id=history[0].envelope.event_id)
+            history = await self.store.read("lead", envelope.aggregate_id)
+            log.info(
+                "ledger.capture_duplicate", lead_id=envelope.aggregate_id, first_event_id=history[0].envelope.event_id
+            )
             return _accepted(history[0], history[-1].sequence, duplicate=True)
         self._log_append(envelope, appended.sequence)
         return Accepted(
             "lead",
-            lead_id,
+            envelope.aggregate_id,
             envelope.event_id,
-            type_name(lead),
+            envelope.type,
             appended.sequence,
             appended.sequence,
             appended.duplicate,

@@ -7,7 +7,6 @@ already exists and gets the first answer back.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,13 +29,18 @@ T = TypeVar("T")
 async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLead], id_scope: str) -> list[Accepted]:
     rt = runtime(request)
     skew = rt.settings.config.max_clock_skew_seconds
-
-    async def one(lead: InboundLead) -> Accepted:
-        lead_id = derived_id(id_scope, lead.source_ref) if lead.source_ref else uuid7()
-        when = business_time(lead.occurred_at, ctx.now, skew, "occurred_at")
-        return await rt.ledger.capture(ctx, lead_id, lead.lead, when, lead.raw)
-
-    return list(await asyncio.gather(*(one(lead) for lead in leads)))
+    return await rt.ledger.capture_many(
+        ctx,
+        [
+            (
+                derived_id(id_scope, lead.source_ref) if lead.source_ref else uuid7(),
+                lead.lead,
+                business_time(lead.occurred_at, ctx.now, skew, "occurred_at"),
+                lead.raw,
+            )
+            for lead in leads
+        ],
+    )
 
 
 @post("/leads", status_code=202, tags=["capture"], guards=[requires("leads:capture", allow_query_key=True)])

@@ -15,6 +15,7 @@ from events.ids import derived_id, uuid7
 from events.types import (
     DealOpened,
     Event,
+    LeadCaptured,
     LeadDisqualified,
     LeadErased,
     LeadQualified,
@@ -96,11 +97,13 @@ async def erase_lead(
     vault = runtime(request).ledger.vault
     if vault is None:
         raise agg.Rejected("lead_id", "personal data is not encrypted here: nothing to erase", 409)
-    if not await runtime(request).store.read("lead", lead_id):
+    history = await runtime(request).store.read("lead", lead_id)
+    if not history:
         raise agg.Rejected("lead_id", "no such lead", 404)
+    captured = history[0].envelope.data
     # The key goes first: if the event then fails to append, the data is erased all the same, and a retry of
     # the request records it.
-    await vault.erase(lead_id)
+    await vault.erase(lead_id, captured.key_ref if isinstance(captured, LeadCaptured) else None)
     decide = _lead(lambda s: agg.erase_lead(s, LeadErased(reason=data.reason)))
     return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
 

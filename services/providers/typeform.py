@@ -85,7 +85,9 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> None:
         given = base64.b64decode(value.removeprefix(_PREFIX), validate=True)
     except (ValueError, binascii.Error):
         given = b""
-    if len(given) != hashlib.sha256().digest_size:
+    # Canonical base64 only: the last character before "=" carries two unused bits, and a header differing
+    # there would decode to the same digest; only the exact signature Typeform sends passes.
+    if len(given) != hashlib.sha256().digest_size or base64.b64encode(given).decode() != value.removeprefix(_PREFIX):
         raise AuthError("malformed Typeform-Signature: expected sha256=<base64 of 32 bytes>")
     expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, given):

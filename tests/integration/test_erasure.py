@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 import structlog.testing
@@ -22,8 +23,10 @@ from events.config import NatsSettings, connect
 from events.personal import Vault
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
+from events.types import LeadCaptured
 from services.config import Settings
 from services.localstack import NatsServer
+from tests.builders import envelope
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually
 from workers.registry import serve_worker
@@ -161,3 +164,95 @@ async def test_a_bucket_made_by_an_older_version_still_erases(
         "streams.lead_keys_deny_delete",
         "vault.key_not_overwritten",
     ]
+
+
+async def test_erasing_one_lead_of_a_batch_overwrites_its_key_and_keeps_the_others(tmp_path: Path) -> None:
+    """Leads captured together share one key entry (one write for all their keys). Erasing one rewrites the
+    entry without it and overwrites the old revision on disk; the others still open; the last erasure purges."""
+    server = NatsServer(tmp_path / "nats", name="erasure-batch-test").start()
+    try:
+        settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
+        nc, js = await connect(settings, "test")
+        try:
+            await ensure_streams(js, settings.naming, settings.streams)
+            vault = Vault(js, settings.naming)
+            leads = {f"lead-{n}": LeadCaptured(email=f"person{n}@example.com") for n in range(3)}
+            sealed = await vault.sealed_together([envelope(data, "lead", lead_id) for lead_id, data in leads.items()])
+            refs = {e.data.key_ref for e in sealed if isinstance(e.data, LeadCaptured)}
+            assert len(refs) == 1 and None not in refs
+            [ref] = refs
+            assert all(isinstance(e.data, LeadCaptured) and e.data.email is None for e in sealed)
+            keys = await vault.shared_keys(ref)
+            assert sorted(keys) == sorted(leads)
+            texts = {lead_id: base64.b64encode(key) for lead_id, key in keys.items()}
+
+            async def on_disk(lead_id: str) -> bool:
+                return texts[lead_id] in _stored_bytes(server.store_dir)
+
+            await eventually(lambda: on_disk("lead-1"))
+            assert await vault.erase("lead-1", ref) is True
+
+            async def gone() -> bool:
+                return not await on_disk("lead-1")
+
+            await eventually(gone)
+            opened = await vault.unsealed(sealed)
+            emails = [e.data.email for e in opened if isinstance(e.data, LeadCaptured)]
+            assert emails == ["person0@example.com", "[erased]", "person2@example.com"]
+            assert await vault.erase("lead-1", ref) is False
+            assert await vault.erase("lead-0", ref) is True and await vault.erase("lead-2", ref) is True
+            assert await vault.shared_keys(ref) == {}
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_an_erasure_cut_off_between_its_two_steps_is_finished_by_its_retry(tmp_path: Path) -> None:
+    """The new revision of a shared entry lands before the old one is overwritten. If the process dies in
+    between, the old revision still holds the key: the retried erasure finds and overwrites it."""
+    server = NatsServer(tmp_path / "nats", name="erasure-retry-test").start()
+    try:
+        settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
+        nc, js = await connect(settings, "test")
+        try:
+            await ensure_streams(js, settings.naming, settings.streams)
+            vault = Vault(js, settings.naming)
+            sealed = await vault.sealed_together(
+                [envelope(LeadCaptured(email=f"p{n}@example.com"), "lead", f"lead-{n}") for n in range(2)]
+            )
+            ref = sealed[0].data.key_ref  # type: ignore[union-attr]
+            assert ref is not None
+            keys = await vault.shared_keys(ref)
+            erased_text = base64.b64encode(keys["lead-0"])
+            # The first step only, as a process killed right after it would have left things.
+            kv = await js.key_value(settings.naming.lead_keys_bucket)
+            latest = await kv.get(ref)
+            await kv.update(ref, msgspec.json.encode({"lead-1": keys["lead-1"]}), last=latest.revision)
+            assert erased_text in _stored_bytes(server.store_dir)
+
+            assert await vault.erase("lead-0", ref) is False  # already gone from the entry's latest revision
+
+            async def overwritten() -> bool:
+                return erased_text not in _stored_bytes(server.store_dir)
+
+            await eventually(overwritten)
+            assert await vault.shared_keys(ref) == {"lead-1": keys["lead-1"]}
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
+async def test_a_lead_captured_in_a_batch_is_erased_alone(client: Client) -> None:
+    batch = [{**LEAD, "email": f"person{n}@example.com", "source_ref": f"batch-erase-{n}"} for n in range(3)]
+    r = await client.post("/v1/leads/batch", json={"leads": batch})
+    assert r.status_code == 202, r.text
+    lead_ids = [a["aggregate_id"] for a in r.json()]
+    r = await client.post(f"/v1/leads/{lead_ids[1]}/erase", json={"reason": "data subject request"})
+    assert r.status_code == 202, r.text
+    emails = []
+    for lead_id in lead_ids:
+        [captured, *_] = (await client.get(f"/v1/leads/{lead_id}/events")).json()["events"]
+        emails.append(captured["data"]["email"])
+    assert emails == ["person0@example.com", "[erased]", "person2@example.com"]
