@@ -5,6 +5,7 @@ One tagged union, versioned tags."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -22,8 +23,21 @@ Money = Decimal
 MAX_AMOUNT = Decimal("1e15")
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-AttributeName = Annotated[str, msgspec.Meta(max_length=SHORT_TEXT)]
-Attributes = Annotated[dict[AttributeName, LongText], msgspec.Meta(max_length=100)]
+# Read leniently, written strictly: events in the log must decode forever, whatever limits applied when they were
+# written, so entry lengths are checked where new events are made (``attribute_problems``), not on decode.
+Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]
+
+
+def attribute_problems(path: str, value: Mapping[str, object]) -> list[tuple[str, str]]:
+    """What a new event's ``campaign`` or ``answers`` may not hold: (field, reason) for each entry over its limit."""
+    problems: list[tuple[str, str]] = []
+    for key, item in value.items():
+        if len(key) > SHORT_TEXT:
+            problems.append((path, f"a name is longer than {SHORT_TEXT} characters: {key[:40]!r}..."))
+        elif isinstance(item, str) and len(item) > LONG_TEXT:
+            problems.append((f"{path}.{key}", f"must be at most {LONG_TEXT} characters, got {len(item)}"))
+    return problems
+
 
 TouchpointKind = Literal["call", "email", "meeting", "note", "sms"]
 Direction = Literal["inbound", "outbound", "internal"]

@@ -28,7 +28,7 @@ from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
 from events.streams import ensure_streams
 from events.subjects import Naming
-from events.types import LeadCaptured, Ref
+from events.types import LeadCaptured, Ref, attribute_problems
 
 log = structlog.get_logger("dealstream.intake")
 
@@ -68,6 +68,10 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
         raise Rejection("nested too deeply") from None
     if item.occurred_at.tzinfo is None:
         raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
+    problems = attribute_problems("lead.campaign", item.lead.campaign)
+    problems += attribute_problems("lead.answers", item.lead.answers)
+    if problems:
+        raise Rejection("; ".join(f"{reason} - at `$.{field}`" for field, reason in problems))
     if item.occurred_at > now + MAX_FUTURE:
         raise Rejection("occurred_at is in the future - at `$.occurred_at`")
     return item

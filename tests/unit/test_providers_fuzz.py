@@ -477,6 +477,22 @@ def test_the_nats_intake_rejects_or_accepts_never_raises_else(hostile_value: str
         intake.validate(data.draw(spliced(INBOX_LEAD, raw)), NOW)
 
 
+@pytest.mark.parametrize(
+    ("answers", "field"),
+    [({"budget": "x" * 10_001}, "lead.answers.budget"), ({"q" * 201: "yes"}, "lead.answers")],
+)
+def test_the_nats_intake_holds_new_leads_to_the_apis_limits(answers: dict[str, str], field: str) -> None:
+    body = json.dumps(_put(INBOX_LEAD, ("lead", "answers"), answers)).encode()
+    with pytest.raises(intake.Rejection, match=f"at `\\$.{field}`"):
+        intake.validate(body, NOW)
+
+
+def test_an_event_written_under_looser_limits_still_decodes() -> None:
+    """Limits on new entries may tighten; what the log already holds must read back forever."""
+    old = envelope(LeadCaptured(email="ana@example.com", answers={"q" * 300: "x" * 20_000}), "lead", "lead-1")
+    assert decode(encode(old)) == old
+
+
 def test_the_nats_intake_dead_letters_a_tag_nested_a_thousand_deep() -> None:
     body = json.dumps(_put(INBOX_LEAD, ("lead", "type"), SPOT)).encode()
     with pytest.raises(intake.Rejection, match="nested too deeply"):
