@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,41 +109,56 @@ async def test_an_erased_lead_shows_no_personal_data_anywhere_while_its_metrics_
     assert report.intact and report.events == 2
 
 
-def _stored_bytes(store_dir: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+@dataclass
+class OwnNats:
+    """A nats-server of the test's own, whose files the test may read, with the streams and a vault."""
+
+    server: NatsServer
+    js: JetStreamContext
+    vault: Vault
+    naming: Naming
 
 
-async def test_erasure_overwrites_the_key_in_the_servers_files(tmp_path: Path) -> None:
-    """Crypto-shredding is only as good as the key's destruction: no copy of it stays in nats-server's files."""
+@pytest.fixture
+async def own(tmp_path: Path) -> AsyncIterator[OwnNats]:
     server = NatsServer(tmp_path / "nats", name="erasure-test").start()
     try:
         settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
         nc, js = await connect(settings, "test")
         try:
             await ensure_streams(js, settings.naming, settings.streams)
-            vault = Vault(js, settings.naming)
-            kept, erased = await vault.key("lead-kept", create=True), await vault.key("lead-erased", create=True)
-            assert kept is not None and erased is not None
-            kept_text, erased_text = base64.b64encode(kept), base64.b64encode(erased)
-
-            async def written() -> bool:
-                stored = _stored_bytes(server.store_dir)
-                return kept_text in stored and erased_text in stored
-
-            await eventually(written)
-            assert await vault.erase("lead-erased") is True
-            assert await vault.key("lead-erased") is None and await vault.key("lead-kept") == kept
-            assert await vault.erase("lead-erased") is False
-
-            async def overwritten() -> bool:
-                return erased_text not in _stored_bytes(server.store_dir)
-
-            await eventually(overwritten)
-            assert kept_text in _stored_bytes(server.store_dir)
+            yield OwnNats(server, js, Vault(js, settings.naming), settings.naming)
         finally:
             await nc.close()
     finally:
         server.stop()
+
+
+def _stored_bytes(store_dir: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in store_dir.rglob("*") if p.is_file())
+
+
+async def test_erasure_overwrites_the_key_in_the_servers_files(own: OwnNats) -> None:
+    """Crypto-shredding is only as good as the key's destruction: no copy of it stays in nats-server's files."""
+    server, vault = own.server, own.vault
+    kept, erased = await vault.key("lead-kept", create=True), await vault.key("lead-erased", create=True)
+    assert kept is not None and erased is not None
+    kept_text, erased_text = base64.b64encode(kept), base64.b64encode(erased)
+
+    async def written() -> bool:
+        stored = _stored_bytes(server.store_dir)
+        return kept_text in stored and erased_text in stored
+
+    await eventually(written)
+    assert await vault.erase("lead-erased") is True
+    assert await vault.key("lead-erased") is None and await vault.key("lead-kept") == kept
+    assert await vault.erase("lead-erased") is False
+
+    async def overwritten() -> bool:
+        return erased_text not in _stored_bytes(server.store_dir)
+
+    await eventually(overwritten)
+    assert kept_text in _stored_bytes(server.store_dir)
 
 
 async def test_a_bucket_made_by_an_older_version_still_erases(
@@ -166,82 +182,62 @@ async def test_a_bucket_made_by_an_older_version_still_erases(
     ]
 
 
-async def test_erasing_one_lead_of_a_batch_overwrites_its_key_and_keeps_the_others(tmp_path: Path) -> None:
+async def test_erasing_one_lead_of_a_batch_overwrites_its_key_and_keeps_the_others(own: OwnNats) -> None:
     """Leads captured together share one key entry (one write for all their keys). Erasing one rewrites the
     entry without it and overwrites the old revision on disk; the others still open; the last erasure purges."""
-    server = NatsServer(tmp_path / "nats", name="erasure-batch-test").start()
-    try:
-        settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
-        nc, js = await connect(settings, "test")
-        try:
-            await ensure_streams(js, settings.naming, settings.streams)
-            vault = Vault(js, settings.naming)
-            leads = {f"lead-{n}": LeadCaptured(email=f"person{n}@example.com") for n in range(3)}
-            sealed = await vault.sealed_together([envelope(data, "lead", lead_id) for lead_id, data in leads.items()])
-            refs = {e.data.key_ref for e in sealed if isinstance(e.data, LeadCaptured)}
-            assert len(refs) == 1 and None not in refs
-            [ref] = refs
-            assert all(isinstance(e.data, LeadCaptured) and e.data.email is None for e in sealed)
-            keys = await vault.shared_keys(ref)
-            assert sorted(keys) == sorted(leads)
-            texts = {lead_id: base64.b64encode(key) for lead_id, key in keys.items()}
+    server, vault = own.server, own.vault
+    leads = {f"lead-{n}": LeadCaptured(email=f"person{n}@example.com") for n in range(3)}
+    sealed = await vault.sealed_together([envelope(data, "lead", lead_id) for lead_id, data in leads.items()])
+    refs = {e.data.key_ref for e in sealed if isinstance(e.data, LeadCaptured)}
+    assert len(refs) == 1 and None not in refs
+    [ref] = refs
+    assert all(isinstance(e.data, LeadCaptured) and e.data.email is None for e in sealed)
+    keys = await vault.shared_keys(ref)
+    assert sorted(keys) == sorted(leads)
+    texts = {lead_id: base64.b64encode(key) for lead_id, key in keys.items()}
 
-            async def on_disk(lead_id: str) -> bool:
-                return texts[lead_id] in _stored_bytes(server.store_dir)
+    async def on_disk(lead_id: str) -> bool:
+        return texts[lead_id] in _stored_bytes(server.store_dir)
 
-            await eventually(lambda: on_disk("lead-1"))
-            assert await vault.erase("lead-1", ref) is True
+    await eventually(lambda: on_disk("lead-1"))
+    assert await vault.erase("lead-1", ref) is True
 
-            async def gone() -> bool:
-                return not await on_disk("lead-1")
+    async def gone() -> bool:
+        return not await on_disk("lead-1")
 
-            await eventually(gone)
-            opened = await vault.unsealed(sealed)
-            emails = [e.data.email for e in opened if isinstance(e.data, LeadCaptured)]
-            assert emails == ["person0@example.com", "[erased]", "person2@example.com"]
-            assert await vault.erase("lead-1", ref) is False
-            assert await vault.erase("lead-0", ref) is True and await vault.erase("lead-2", ref) is True
-            assert await vault.shared_keys(ref) == {}
-        finally:
-            await nc.close()
-    finally:
-        server.stop()
+    await eventually(gone)
+    opened = await vault.unsealed(sealed)
+    emails = [e.data.email for e in opened if isinstance(e.data, LeadCaptured)]
+    assert emails == ["person0@example.com", "[erased]", "person2@example.com"]
+    assert await vault.erase("lead-1", ref) is False
+    assert await vault.erase("lead-0", ref) is True and await vault.erase("lead-2", ref) is True
+    assert await vault.shared_keys(ref) == {}
 
 
-async def test_an_erasure_cut_off_between_its_two_steps_is_finished_by_its_retry(tmp_path: Path) -> None:
+async def test_an_erasure_cut_off_between_its_two_steps_is_finished_by_its_retry(own: OwnNats) -> None:
     """The new revision of a shared entry lands before the old one is overwritten. If the process dies in
     between, the old revision still holds the key: the retried erasure finds and overwrites it."""
-    server = NatsServer(tmp_path / "nats", name="erasure-retry-test").start()
-    try:
-        settings = NatsSettings(servers=(server.url,), naming=Naming(prefix="erase"), streams=StreamSettings())
-        nc, js = await connect(settings, "test")
-        try:
-            await ensure_streams(js, settings.naming, settings.streams)
-            vault = Vault(js, settings.naming)
-            sealed = await vault.sealed_together(
-                [envelope(LeadCaptured(email=f"p{n}@example.com"), "lead", f"lead-{n}") for n in range(2)]
-            )
-            ref = sealed[0].data.key_ref  # type: ignore[union-attr]
-            assert ref is not None
-            keys = await vault.shared_keys(ref)
-            erased_text = base64.b64encode(keys["lead-0"])
-            # The first step only, as a process killed right after it would have left things.
-            kv = await js.key_value(settings.naming.lead_keys_bucket)
-            latest = await kv.get(ref)
-            await kv.update(ref, msgspec.json.encode({"lead-1": keys["lead-1"]}), last=latest.revision)
-            assert erased_text in _stored_bytes(server.store_dir)
+    server, js, vault = own.server, own.js, own.vault
+    sealed = await vault.sealed_together(
+        [envelope(LeadCaptured(email=f"p{n}@example.com"), "lead", f"lead-{n}") for n in range(2)]
+    )
+    ref = sealed[0].data.key_ref  # type: ignore[union-attr]
+    assert ref is not None
+    keys = await vault.shared_keys(ref)
+    erased_text = base64.b64encode(keys["lead-0"])
+    # The first step only, as a process killed right after it would have left things.
+    kv = await js.key_value(own.naming.lead_keys_bucket)
+    latest = await kv.get(ref)
+    await kv.update(ref, msgspec.json.encode({"lead-1": keys["lead-1"]}), last=latest.revision)
+    assert erased_text in _stored_bytes(server.store_dir)
 
-            assert await vault.erase("lead-0", ref) is False  # already gone from the entry's latest revision
+    assert await vault.erase("lead-0", ref) is False  # already gone from the entry's latest revision
 
-            async def overwritten() -> bool:
-                return erased_text not in _stored_bytes(server.store_dir)
+    async def overwritten() -> bool:
+        return erased_text not in _stored_bytes(server.store_dir)
 
-            await eventually(overwritten)
-            assert await vault.shared_keys(ref) == {"lead-1": keys["lead-1"]}
-        finally:
-            await nc.close()
-    finally:
-        server.stop()
+    await eventually(overwritten)
+    assert await vault.shared_keys(ref) == {"lead-1": keys["lead-1"]}
 
 
 async def test_a_lead_captured_in_a_batch_is_erased_alone(client: Client) -> None:
