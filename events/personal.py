@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from events.envelope import Envelope, RawPayload
 from events.ids import uuid7
 from events.store import UNAVAILABLE, StoreUnavailable
-from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, stream_configs
+from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, lead_keys_config
 from events.subjects import Naming
 from events.types import LeadCaptured
 
@@ -124,8 +124,7 @@ class Vault:
                 self._kv = await self._js.key_value(self._bucket)
             except BucketNotFoundError:
                 # Made as ``ensure_streams`` makes it (deletes allowed, for erasure), by whoever needs it first.
-                [config] = [c for c in stream_configs(self._naming, self._settings) if c.name == f"KV_{self._bucket}"]
-                await self._js.add_stream(config)
+                await self._js.add_stream(lead_keys_config(self._naming, self._settings))
                 self._kv = await self._js.key_value(self._bucket)
         return self._kv
 
@@ -264,7 +263,7 @@ class Vault:
         # A purge or an update alone only marks a record deleted: its bytes would stay in the stream's block file
         # until the server compacts it. The message-delete API overwrites the record in place.
         try:
-            await self._js.delete_msg(f"KV_{self._bucket}", revision or 0)
+            await self._js.delete_msg(self._naming.lead_keys_stream, revision or 0)
         except NotFoundError:
             pass  # a concurrent erasure overwrote it first
         except APIError as exc:

@@ -74,8 +74,13 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
         max_msg_size=settings.max_event_bytes,
         allow_direct=True,
     )
-    lead_keys = StreamConfig(
-        name=f"KV_{naming.lead_keys_bucket}",
+    return [events, dead_letters, inbox, lead_keys_config(naming, settings)]
+
+
+def lead_keys_config(naming: Naming, settings: StreamSettings) -> StreamConfig:
+    """The lead-keys bucket's stream: a key-value bucket, made from code because it must allow deletes."""
+    return StreamConfig(
+        name=naming.lead_keys_stream,
         description="Per-lead keys sealing personal data; destroying one erases that lead's personal fields.",
         subjects=[f"$KV.{naming.lead_keys_bucket}.>"],
         retention=RetentionPolicy.LIMITS,
@@ -92,7 +97,6 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
         deny_delete=False,
         allow_direct=True,
     )
-    return [events, dead_letters, inbox, lead_keys]
 
 
 async def ensure_streams(js: JetStreamContext, naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
@@ -108,7 +112,7 @@ async def ensure_streams(js: JetStreamContext, naming: Naming, settings: StreamS
             try:
                 info = await js.update_stream(wanted)
             except APIError as exc:
-                if exc.err_code != CANNOT_ALLOW_DELETES or wanted.name != f"KV_{naming.lead_keys_bucket}":
+                if exc.err_code != CANNOT_ALLOW_DELETES or wanted.name != naming.lead_keys_stream:
                     raise
                 # A bucket made by an older version, as a stock KV bucket: the server never lifts deny_delete.
                 log.warning(

@@ -48,8 +48,13 @@ class Naming:
 
     @property
     def lead_keys_bucket(self) -> str:
-        """The key-value bucket of the per-lead keys that seal personal data (its stream: ``KV_<bucket>``)."""
+        """The key-value bucket of the per-lead keys that seal personal data."""
         return f"{self.prefix.upper()}_LEAD_KEYS"
+
+    @property
+    def lead_keys_stream(self) -> str:
+        """The stream behind the lead-keys bucket (NATS names a bucket's stream ``KV_<bucket>``)."""
+        return f"KV_{self.lead_keys_bucket}"
 
     @property
     def all_events(self) -> str:

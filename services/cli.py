@@ -52,7 +52,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
     uvicorn.run(
         "services.cli:api_app",
         factory=True,
-        loop=event_loop(),
+        loop=args.event_loop,
         workers=args.workers,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands that print for a person keep the workers' info lines out of their output.
     talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
     configure_logging(level="warning" if talks and "DEALSTREAM_LOG_LEVEL" not in os.environ else None)
-    event_loop()
+    args.event_loop = event_loop()
     code: int = args.func(args)
     return code
 

@@ -175,7 +175,7 @@ async def test_a_bucket_made_by_an_older_version_still_erases(
         configs = await ensure_streams(js, naming, StreamSettings())
         assert await vault.erase("lead-1") is True
     assert await vault.key("lead-1") is None
-    assert next(c for c in configs if c.name == f"KV_{naming.lead_keys_bucket}").deny_delete is True
+    assert next(c for c in configs if c.name == naming.lead_keys_stream).deny_delete is True
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
         "streams.lead_keys_deny_delete",
         "vault.key_not_overwritten",
