@@ -141,6 +141,18 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     raise LocalStackError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
 
 
+def _check_reachable(folder: Path, user: pwd.struct_passwd) -> None:
+    """As root, PostgreSQL runs as ``user``, who must be able to enter every folder above its data directory."""
+    for path in (folder, *folder.parents):
+        st = path.stat()
+        if not (st.st_mode & 0o001 or (st.st_uid == user.pw_uid and st.st_mode & 0o100)):
+            raise LocalStackError(
+                f"PostgreSQL runs as {user.pw_name!r} here (root may not run it), and {user.pw_name!r} cannot enter "
+                f"{path} (mode {st.st_mode & 0o777:o}): run from a folder others may enter, pass --data-dir "
+                "somewhere they may, or set DATABASE_URL"
+            )
+
+
 @dataclass
 class PostgresServer:
     """A private PostgreSQL cluster in ``data_dir`` (created on first start, reused after)."""
@@ -159,6 +171,7 @@ class PostgresServer:
         user = _unprivileged_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user is not None:
+            _check_reachable(self.data_dir.parent.parent, user)
             for path in (self.data_dir, self.data_dir.parent):
                 os.chown(path, user.pw_uid, user.pw_gid)
         run_as = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
