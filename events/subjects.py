@@ -47,6 +47,19 @@ class Naming:
         return f"{self.prefix.upper()}_INBOX"
 
     @property
+    def anchors_stream(self) -> str:
+        """Signed chain heads of the log, kept outside it (see :mod:`events.anchors`)."""
+        return f"{self.prefix.upper()}_ANCHORS"
+
+    @property
+    def all_anchors(self) -> str:
+        return f"{self.prefix}.anchor.>"
+
+    def anchor_subject(self, stream: str) -> str:
+        """Where the anchors of ``stream`` (the event log, or a copy an auditor checks) are kept."""
+        return f"{self.prefix}.anchor.{stream}"
+
+    @property
     def lead_keys_bucket(self) -> str:
         """The key-value bucket of the per-lead keys that seal personal data."""
         return f"{self.prefix.upper()}_LEAD_KEYS"
