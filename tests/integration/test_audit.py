@@ -13,12 +13,14 @@ import msgspec
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
+from nats.js.errors import APIError
 
 from events.anchors import Anchorer, AnchorRefused, check_against_anchors, stored_anchors
 from events.audit import audit_stream, check_export, new_signing_key, public_key_of, scan, write_export
 from events.chain import CHAIN_HEADER, GENESIS, ChainedMessage, chain_link
 from events.codec import encode
 from events.store import EventStore
+from events.streams import MESSAGE_DELETE_DENIED
 from events.subjects import Naming
 from events.types import DealStageChanged, TouchpointLogged
 from tests.builders import deal_opened, envelope
@@ -200,3 +202,25 @@ async def test_a_rewritten_chain_shows_against_the_anchor(
     )
     assert not check.ok
     assert any(of_b[0].subject.rpartition(".")[0] in p and "differ from the anchor" in p for p in check.problems)
+
+
+async def test_anchors_are_kept_outside_the_log_where_none_can_be_deleted_and_only_new_events_get_one(
+    store: EventStore, nats_conn: tuple[Any, JetStreamContext], naming: Naming
+) -> None:
+    _, js = nats_conn
+    config = (await js.stream_info(naming.anchors_stream)).config
+    assert config.deny_delete and config.deny_purge and config.subjects == [naming.all_anchors]
+    await history(store)
+    anchorer = Anchorer(js, naming, naming.events_stream, new_signing_key())
+    first = await anchorer.take()
+    assert await anchorer.take() == first  # nothing new: no second anchor
+    await store.append([envelope(DealStageChanged(from_stage="won", to_stage="lost"), "deal", "a")], None)
+    second = await anchorer.take()
+    assert second.last_sequence == first.last_sequence + 1 and second.events == 13
+    assert await stored_anchors(js, naming, naming.events_stream) == [first, second]
+    with pytest.raises(APIError) as denied:
+        await js.delete_msg(naming.anchors_stream, 1)
+    assert denied.value.err_code == MESSAGE_DELETE_DENIED
+    with pytest.raises(APIError):
+        await js.purge_stream(naming.anchors_stream)
+    assert (await js.stream_info(naming.anchors_stream)).state.messages == 2
