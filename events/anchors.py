@@ -4,11 +4,14 @@ against the last anchor.
 
 An anchor names the stream, the sequence of the last event it covers, how many events and aggregates there
 were up to it, and per group of aggregates (the subject without the id: type and partition) the SHA-256 of
-the lines ``"<subject> <sequence> <link>\\n"`` of their heads, sorted by subject (:func:`heads_digests`). The
-operator's Ed25519 key signs the canonical JSON (keys sorted) of every field but ``public_key`` and
+the lines ``"<subject> <sequence> <link>\\n"`` of their heads, sorted by subject (:func:`heads_digests`), and
+``previous``, the id of the anchor the same key signed before (:func:`anchor_id`), so one key's anchors form a
+line. The operator's Ed25519 key signs the canonical JSON (keys sorted) of every field but ``public_key`` and
 ``signature``. Anchors live in the stream ``<PREFIX>_ANCHORS`` (no deletes, no purges) and are exported as
 JSON lines for the auditor to keep. Checking the log against an anchor recomputes the heads as they stood at
-its last sequence: every head must still be there with the same link at the same position.
+its last sequence: every head must still be there with the same link at the same position. An anchor is
+only taken while the log holds against the one before it, so checking the last one vouches for the line;
+an anchor off that line shows that anchors were lost, or that one was taken without knowing the last.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 from typing import IO
 
 import msgspec
@@ -40,6 +44,7 @@ class Anchor(msgspec.Struct, frozen=True, kw_only=True):
     events: int
     aggregates: int
     heads: dict[str, str]
+    previous: str
     public_key: str
     signature: str
 
@@ -62,8 +67,8 @@ def snapshot_of(chains: Chains) -> Snapshot:
     )
 
 
-def _signed_part(stream: str, taken_at: str, snapshot: Snapshot) -> bytes:
-    signed = {"stream": stream, "taken_at": taken_at, **msgspec.to_builtins(snapshot)}
+def _signed_part(stream: str, taken_at: str, snapshot: Snapshot, previous: str) -> bytes:
+    signed = {"stream": stream, "taken_at": taken_at, "previous": previous, **msgspec.to_builtins(snapshot)}
     return msgspec.json.encode(signed, order="sorted")
 
 
@@ -72,11 +77,19 @@ def signed_part(anchor: Anchor) -> bytes:
     snapshot = Snapshot(
         last_sequence=anchor.last_sequence, events=anchor.events, aggregates=anchor.aggregates, heads=anchor.heads
     )
-    return _signed_part(anchor.stream, anchor.taken_at, snapshot)
+    return _signed_part(anchor.stream, anchor.taken_at, snapshot, anchor.previous)
 
 
-def make_anchor(stream: str, snapshot: Snapshot, private_pem: bytes, taken_at: dt.datetime) -> Anchor:
+def anchor_id(anchor: Anchor) -> str:
+    """SHA-256 of what the anchor's signature covers: what the next anchor names as ``previous``."""
+    return hashlib.sha256(signed_part(anchor)).hexdigest()
+
+
+def make_anchor(
+    stream: str, snapshot: Snapshot, private_pem: bytes, taken_at: dt.datetime, previous: Anchor | None = None
+) -> Anchor:
     when = taken_at.astimezone(dt.UTC).isoformat()
+    after = anchor_id(previous) if previous is not None else ""
     return Anchor(
         stream=stream,
         taken_at=when,
@@ -84,9 +97,25 @@ def make_anchor(stream: str, snapshot: Snapshot, private_pem: bytes, taken_at: d
         events=snapshot.events,
         aggregates=snapshot.aggregates,
         heads=snapshot.heads,
+        previous=after,
         public_key=public_key_of(private_pem),
-        signature=sign(private_pem, _signed_part(stream, when, snapshot)),
+        signature=sign(private_pem, _signed_part(stream, when, snapshot, after)),
     )
+
+
+def latest(anchors: Iterable[Anchor]) -> Anchor | None:
+    return max(anchors, key=lambda a: (a.last_sequence, a.taken_at), default=None)
+
+
+def off_the_line(last: Anchor, anchors: Iterable[Anchor]) -> list[Anchor]:
+    """The anchors that are not ``last`` or one before it in its line of ``previous`` ids."""
+    by_id = {anchor_id(a): a for a in anchors}
+    line: set[str] = set()
+    current: Anchor | None = last
+    while current is not None and anchor_id(current) not in line:
+        line.add(anchor_id(current))
+        current = by_id.get(current.previous)
+    return [a for i, a in by_id.items() if i not in line]
 
 
 def differences(anchor: Anchor, now: Snapshot) -> list[str]:
@@ -141,7 +170,13 @@ def check_against_anchors(
                 f"the anchor taken at {anchor.taken_at} (up to sequence {anchor.last_sequence}) is not signed by "
                 "the given public key"
             )
-    last = max(trusted, key=lambda a: (a.last_sequence, a.taken_at), default=None)
+    last = latest(trusted)
+    if last is not None:
+        problems.extend(
+            f"the anchor taken at {a.taken_at} (up to sequence {a.last_sequence}) is not in the line of the last "
+            f"anchor: anchors were lost before {last.taken_at}, or that one was taken without knowing them"
+            for a in sorted(off_the_line(last, trusted), key=lambda a: a.last_sequence)
+        )
     chains = Chains()
     at_anchor: Snapshot | None = None
     for m in messages:
@@ -202,18 +237,26 @@ class AnchorRefused(Exception):
 class Anchorer:
     """Takes anchors of one stream with one key, reading only the new events between two of them.
 
-    Before its first anchor it reads the whole log and checks it against the last anchor the same key signed,
-    so a tail removed since then is refused, not signed as if it had always been so."""
+    Before its first anchor it reads the whole log and checks it against the last anchor the same key signed
+    (among those kept in the anchors' stream and ``known``, e.g. the job's own file), so a tail removed since
+    then is refused, not signed as if it had always been so."""
 
-    def __init__(self, js: JetStreamContext, naming: Naming, stream: str, private_pem: bytes) -> None:
+    def __init__(
+        self, js: JetStreamContext, naming: Naming, stream: str, private_pem: bytes, known: Iterable[Anchor] = ()
+    ) -> None:
         self._js = js
         self._naming = naming
         self._stream = stream
         self._key = private_pem
+        self._known = list(known)
         self._chains = Chains()
         self._last: Anchor | None = None
         self._started = False
         self._refused: list[str] = []
+
+    @property
+    def stream(self) -> str:
+        return self._stream
 
     async def take(self, now: dt.datetime | None = None) -> Anchor:
         """Sign and keep the heads as of the log's last event now; the last anchor again if no event came since.
@@ -230,7 +273,8 @@ class Anchorer:
             raise AnchorRefused(self._refused)
         if self._last is not None and self._last.last_sequence == self._chains.last_sequence:
             return self._last
-        anchor = make_anchor(self._stream, snapshot_of(self._chains), self._key, now or dt.datetime.now(dt.UTC))
+        when = now or dt.datetime.now(dt.UTC)
+        anchor = make_anchor(self._stream, snapshot_of(self._chains), self._key, when, self._last)
         await self._js.publish(
             self._naming.anchor_subject(self._stream),
             msgspec.json.encode(anchor),
@@ -241,14 +285,16 @@ class Anchorer:
         return anchor
 
     async def _first_read(self) -> None:
-        own = public_key_of(self._key)
-        previous = None
-        key = parse_public_key(own)
-        for anchor in await stored_anchors(self._js, self._naming, self._stream):
+        key = parse_public_key(public_key_of(self._key))
+        own: list[Anchor] = []
+        for anchor in [*await stored_anchors(self._js, self._naming, self._stream), *self._known]:
+            if anchor.stream != self._stream:
+                continue
             if signature_holds(key, anchor.signature, signed_part(anchor)):
-                previous = anchor if previous is None or anchor.last_sequence >= previous.last_sequence else previous
+                own.append(anchor)
             else:
                 log.warning("anchors.foreign_anchor", stream=self._stream, taken_at=anchor.taken_at)
+        previous = latest(own)
         at_previous: Snapshot | None = None
         async for m in scan(self._js, self._stream):
             if previous is not None and at_previous is None and m.sequence > previous.last_sequence:
@@ -256,22 +302,34 @@ class Anchorer:
             self._chains.add(m)
         if previous is not None:
             self._refused = differences(previous, at_previous or snapshot_of(self._chains))
+            self._refused.extend(
+                f"the anchor taken at {a.taken_at} is not in the line of the last one ({previous.taken_at}): "
+                "anchors were lost"
+                for a in off_the_line(previous, own)
+            )
         self._last = previous
         self._started = True
 
 
 async def keep_anchoring(
-    js: JetStreamContext, naming: Naming, stream: str, private_pem: bytes, every: float, stop: asyncio.Event
+    anchorer: Anchorer, every: float, stop: asyncio.Event, taken: Callable[[Anchor], None] | None = None
 ) -> None:
-    """Take an anchor every ``every`` seconds until ``stop``; a refusal is logged as an error each time (the
-    operator must look: the log was tampered with), and anchoring stays refused."""
-    anchorer = Anchorer(js, naming, stream, private_pem)
+    """Take an anchor every ``every`` seconds until ``stop``, handing each new one to ``taken``; a refusal is
+    logged as an error each time (the operator must look: the log was tampered with), and anchoring stays
+    refused."""
+    last: Anchor | None = None
     while not stop.is_set():
         try:
             anchor = await anchorer.take()
         except AnchorRefused as exc:
-            log.error("anchors.refused", stream=stream, problems=exc.problems[:20])
+            log.error("anchors.refused", stream=anchorer.stream, problems=exc.problems[:20])
         else:
-            log.info("anchors.taken", stream=stream, last_sequence=anchor.last_sequence, events=anchor.events)
+            if anchor != last:
+                log.info(
+                    "anchors.taken", stream=anchorer.stream, last_sequence=anchor.last_sequence, events=anchor.events
+                )
+                if taken is not None:
+                    taken(anchor)
+            last = anchor
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)

@@ -8,7 +8,7 @@ import datetime as dt
 import io
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from events.anchors import (
     AnchorCheck,
     Anchorer,
     AnchorRefused,
+    anchor_id,
     check_against_anchors,
     keep_anchoring,
     read_anchors,
@@ -164,7 +165,8 @@ async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor]
             report = await audit_stream(js, name)
             check = None
         else:
-            anchors = kept if kept is not None else await stored_anchors(js, settings.naming, name)
+            # The auditor's own copies count beside the stored ones: anchors lost from the stream still judge.
+            anchors = [*(kept or []), *await stored_anchors(js, settings.naming, name)]
             messages = [m async for m in scan(js, name)]
             check = check_against_anchors(messages, name, anchors, public_key)
             report = check.report
@@ -178,35 +180,56 @@ async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor]
     return 0 if check.ok else 1
 
 
-def anchor(key: str, stream: str | None, every: float | None) -> int:
-    """Take an anchor now, or one every ``every`` seconds until stopped."""
-    return asyncio.run(_anchor(Path(key).read_bytes(), stream, every))
+def anchor(key: str, stream: str | None, every: float | None, keep: str | None = None) -> int:
+    """Take an anchor now, or one every ``every`` seconds until stopped; ``keep``: a file of the job's own
+    anchors, read as the last ones it took and appended to with each new one."""
+    known: list[Anchor] = []
+    if keep is not None and Path(keep).exists():
+        with open(keep, encoding="utf-8") as f:
+            known = read_anchors(f)
+    return asyncio.run(_anchor(Path(key).read_bytes(), stream, every, known, keep))
 
 
-async def _anchor(pem: bytes, stream: str | None, every: float | None) -> int:
+def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
+    kept = {anchor_id(a) for a in known}
+
+    def taken(new: Anchor) -> None:
+        if keep is None or anchor_id(new) in kept:
+            return
+        with open(keep, "a", encoding="utf-8") as f:
+            write_anchors([new], f)
+        kept.add(anchor_id(new))
+
+    return taken
+
+
+async def _anchor(pem: bytes, stream: str | None, every: float | None, known: list[Anchor], keep: str | None) -> int:
     settings = NatsSettings.from_env()
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchor")
+    anchorer = Anchorer(js, settings.naming, name, pem, known)
+    taken = _keeper(keep, known)
     try:
         if every is not None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await keep_anchoring(js, settings.naming, name, pem, every, stop)
+            await keep_anchoring(anchorer, every, stop, taken)
             return 0
         try:
-            taken = await Anchorer(js, settings.naming, name, pem).take()
+            new = await anchorer.take()
         except AnchorRefused as exc:
             print(f"error: not anchoring {name}: the log does not hold", file=sys.stderr)
             for problem in exc.problems:
                 print(f"  {problem}", file=sys.stderr)
             return 1
+        taken(new)
     finally:
         await nc.close()
     print(
-        f"anchored {name} up to sequence {taken.last_sequence} ({taken.events} events, {taken.aggregates} "
-        f"aggregates) at {taken.taken_at}, signed by {taken.public_key}"
+        f"anchored {name} up to sequence {new.last_sequence} ({new.events} events, {new.aggregates} "
+        f"aggregates) at {new.taken_at}, signed by {new.public_key}"
     )
     return 0
 

@@ -168,7 +168,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "keygen":
         return audit_cli.keygen(args.out)
     if args.audit_command == "anchor":
-        return audit_cli.anchor(args.key, args.stream, args.every)
+        return audit_cli.anchor(args.key, args.stream, args.every, args.keep)
     if args.audit_command == "anchors":
         return audit_cli.anchors(args.out, args.stream)
     if args.audit_command == "export":
@@ -305,13 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     a_verify = audit_sub.add_parser("verify", help="check every aggregate's hash chain, and the last anchor with a key")
     a_verify.add_argument("--stream", help="another stream (e.g. a copy) instead of the event log")
     a_verify.add_argument("--public-key", help=public_key_help + "; checks the log against its last anchor")
-    a_verify.add_argument("--anchors", help="anchors the auditor kept ('audit anchors --out'), not the stored ones")
+    a_verify.add_argument("--anchors", help="anchors the auditor kept ('audit anchors --out'), besides the stored ones")
     a_keygen = audit_sub.add_parser("keygen", help="make an Ed25519 signing key for anchors and exports")
     a_keygen.add_argument("--out", required=True)
     a_anchor = audit_sub.add_parser("anchor", help="sign the log's chain heads now and keep them outside the log")
     a_anchor.add_argument("--key", required=True, help="the signing key (PEM) from 'audit keygen'")
     a_anchor.add_argument("--stream", help="another stream instead of the event log")
     a_anchor.add_argument("--every", type=float, help="keep running: one anchor every this many seconds")
+    a_anchor.add_argument("--keep", help="the job's own file of its anchors: read before the first, appended to")
     a_anchors = audit_sub.add_parser("anchors", help="write every kept anchor to a file (JSON lines)")
     a_anchors.add_argument("--out", required=True)
     a_anchors.add_argument("--stream", help="another stream instead of the event log")

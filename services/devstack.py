@@ -129,7 +129,10 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
         asyncio.run(prepare_log(NatsSettings.from_env(env)))
         exe = [sys.executable, "-m", "services.cli"]
         anchor_key = anchor_signing_key(root)
-        anchoring = ["audit", "anchor", "--key", str(anchor_key), "--every", str(ANCHOR_EVERY_SECONDS)]
+        anchoring = [
+            *("audit", "anchor", "--key", str(anchor_key), "--keep", str(root / "anchors.jsonl")),
+            *("--every", str(ANCHOR_EVERY_SECONDS)),
+        ]
         processes = [
             ("api", ["api"]),
             *((f"worker-{w}", ["worker", w]) for w in _worker_names()),

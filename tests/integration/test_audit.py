@@ -15,12 +15,12 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
-from events.anchors import Anchorer, AnchorRefused, check_against_anchors, stored_anchors
+from events.anchors import Anchorer, AnchorRefused, anchor_id, check_against_anchors, stored_anchors
 from events.audit import audit_stream, check_export, new_signing_key, public_key_of, scan, write_export
 from events.chain import CHAIN_HEADER, GENESIS, ChainedMessage, chain_link
 from events.codec import encode
 from events.store import EventStore
-from events.streams import MESSAGE_DELETE_DENIED
+from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, ensure_streams
 from events.subjects import Naming
 from events.types import DealStageChanged, TouchpointLogged
 from tests.builders import deal_opened, envelope
@@ -224,3 +224,45 @@ async def test_anchors_are_kept_outside_the_log_where_none_can_be_deleted_and_on
     with pytest.raises(APIError):
         await js.purge_stream(naming.anchors_stream)
     assert (await js.stream_info(naming.anchors_stream)).state.messages == 2
+
+
+async def test_anchors_lost_with_their_stream_still_judge_from_the_copies_kept_elsewhere(
+    store: EventStore, nats_conn: tuple[Any, JetStreamContext], naming: Naming
+) -> None:
+    """The attacker with the administrator's rights: removes an aggregate's last event, then deletes the
+    anchors' stream and brings back only the anchor from before that event. The job's own file and the
+    auditor's copies still know the lost anchor."""
+    _, js = nats_conn
+    await history(store)
+    copy, copied = await copy_of_log(js, naming)
+    key = new_signing_key()
+    first = await Anchorer(js, naming, copy, key).take()
+    last_of_a = [m for m in copied if m.subject.endswith(".a")][-1]
+    link = chain_link(last_of_a.link or "", b'{"later":1}')
+    await js.publish(last_of_a.subject, b'{"later":1}', stream=copy, headers={CHAIN_HEADER: link})
+    second = await Anchorer(js, naming, copy, key, [first]).take()
+    kept = [first, second]  # the job's --keep file, and the auditor's 'audit anchors --out'
+    assert second.previous == anchor_id(first)
+
+    await js.delete_msg(copy, second.last_sequence)  # a's new last event
+    await js.delete_stream(naming.anchors_stream)
+    await ensure_streams(js, naming, StreamSettings())
+    await js.publish(naming.anchor_subject(copy), msgspec.json.encode(first), stream=naming.anchors_stream)
+
+    last_of_c = [m for m in copied if m.subject.endswith(".c")][-1]
+    link = chain_link(last_of_c.link or "", b'{"meanwhile":1}')
+    await js.publish(last_of_c.subject, b'{"meanwhile":1}', stream=copy, headers={CHAIN_HEADER: link})
+    # A job that trusts the stream alone signs the shortened log, once a later event came...
+    unaware = await Anchorer(js, naming, copy, key).take()
+    stored = await stored_anchors(js, naming, copy)
+    assert (
+        stored == [first, unaware]
+        and check_against_anchors([m async for m in scan(js, copy)], copy, stored, public_key_of(key)).ok
+    )
+    # ... but not one that keeps its own file, and the auditor's copies show the lost anchor.
+    with pytest.raises(AnchorRefused) as refused:
+        await Anchorer(js, naming, copy, key, kept).take()
+    assert any(second.taken_at in p and "anchors were lost" in p for p in refused.value.problems)
+    check = check_against_anchors([m async for m in scan(js, copy)], copy, [*kept, *stored], public_key_of(key))
+    assert not check.ok
+    assert any(second.taken_at in p and "not in the line of the last anchor" in p for p in check.problems)

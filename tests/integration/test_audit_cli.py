@@ -92,8 +92,11 @@ async def test_anchors_round_trip_and_nothing_is_judged_without_the_auditors_key
 
     no_anchor = run(["audit", "verify", "--public-key", public], nats_url, naming)
     assert no_anchor.returncode == 1 and "no anchor" in no_anchor.stdout, no_anchor.stdout
-    taken = run(["audit", "anchor", "--key", str(key)], nats_url, naming)
+    own = tmp_path / "job-anchors.jsonl"
+    taken = run(["audit", "anchor", "--key", str(key), "--keep", str(own)], nats_url, naming)
     assert taken.returncode == 0 and "up to sequence 2 (2 events, 1 aggregates)" in taken.stdout, taken.stdout
+    assert run(["audit", "anchor", "--key", str(key), "--keep", str(own)], nats_url, naming).returncode == 0
+    assert len(own.read_text().splitlines()) == 1  # nothing new in the log: no second anchor
     written = run(["audit", "anchors", "--out", str(kept)], nats_url, naming)
     assert written.returncode == 0 and "1 anchors" in written.stdout
     assert [json.loads(line)["anchor"]["last_sequence"] for line in kept.read_text().splitlines()] == [2]
@@ -103,6 +106,10 @@ async def test_anchors_round_trip_and_nothing_is_judged_without_the_auditors_key
         verified = run(["audit", "verify", "--public-key", public, *extra], nats_url, naming)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "checked against the anchor" in verified.stdout and "(up to sequence 2, 2 events)" in verified.stdout
+    again = run(["audit", "anchor", "--key", str(key), "--keep", str(own)], nats_url, naming)
+    assert again.returncode == 0 and "up to sequence 3" in again.stdout
+    first, second = (json.loads(line)["anchor"] for line in own.read_text().splitlines())
+    assert second["previous"] != "" and second["last_sequence"] == 3 and first["previous"] == ""
     wrong = run(["audit", "verify", "--public-key", intruder, "--anchors", str(kept)], nats_url, naming)
     assert wrong.returncode == 1 and "not signed by the given public key" in wrong.stdout, wrong.stdout
     malformed = run(["audit", "verify", "--public-key", "not-a-key"], nats_url, naming)

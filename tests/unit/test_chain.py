@@ -33,11 +33,11 @@ def chained_log(
     return log
 
 
-def anchor_of(log: list[ChainedMessage], key: bytes = KEY) -> Anchor:
+def anchor_of(log: list[ChainedMessage], key: bytes = KEY, previous: Anchor | None = None) -> Anchor:
     chains = Chains()
     for m in log:
         chains.add(m)
-    return make_anchor(STREAM, snapshot_of(chains), key, NOW)
+    return make_anchor(STREAM, snapshot_of(chains), key, NOW + dt.timedelta(minutes=len(log)), previous)
 
 
 def test_a_log_written_before_chains_is_counted_not_judged_until_the_first_link() -> None:
@@ -124,3 +124,22 @@ def test_removing_any_event_at_or_before_the_anchor_is_caught(aggregates: list[s
     tampered = [m for m in later if m.sequence != gone]
     assert check_against_anchors(later, STREAM, [anchor], PUBLIC).ok
     assert not check_against_anchors(tampered, STREAM, [anchor], PUBLIC).ok
+
+
+def test_an_anchor_off_the_line_of_the_last_shows_that_anchors_were_lost() -> None:
+    links: dict[str, str] = {}
+    log = chained_log(["a", "b"], links=links)
+    first = anchor_of(log)
+    log += chained_log(["a"], first_sequence=3, links=links)
+    second = anchor_of(log, previous=first)
+    log += chained_log(["c"], first_sequence=4, links=links)
+    in_line = anchor_of(log, previous=second)
+    assert check_against_anchors(log, STREAM, [first, second, in_line], PUBLIC).ok
+    # Taken by a job that knew only the first anchor (the second was lost from where it looked).
+    unaware = anchor_of(log, previous=first)
+    check = check_against_anchors(log, STREAM, [first, second, unaware], PUBLIC)
+    assert not check.ok and check.anchor == unaware
+    assert [p for p in check.problems if "not in the line" in p] == [
+        f"the anchor taken at {second.taken_at} (up to sequence 3) is not in the line of the last anchor: anchors "
+        f"were lost before {unaware.taken_at}, or that one was taken without knowing them"
+    ]
