@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterable
 from typing import IO
 
 import msgspec
+import nats.errors
 import structlog
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from events.chain import AuditReport, ChainedMessage, Chains, heads_digests
 from events.scan import scan
@@ -217,12 +219,13 @@ def read_anchors(lines: Iterable[str]) -> list[Anchor]:
 async def stored_anchors(js: JetStreamContext, naming: Naming, stream: str) -> list[Anchor]:
     """Every anchor of ``stream`` kept in the anchors' stream, oldest first."""
     found: list[Anchor] = []
-    async for m in scan(js, naming.anchors_stream, naming.anchor_subject(stream)):
-        try:
-            found.append(msgspec.json.decode(m.data, type=Anchor))
-        except msgspec.DecodeError:
-            # Not an anchor at all: it hides nothing (the signed ones are still there), so say so and go on.
-            log.warning("anchors.not_an_anchor", stream=naming.anchors_stream, sequence=m.sequence)
+    with contextlib.suppress(NotFoundError):  # no anchors' stream (any more): no anchor, which the checks report
+        async for m in scan(js, naming.anchors_stream, naming.anchor_subject(stream)):
+            try:
+                found.append(msgspec.json.decode(m.data, type=Anchor))
+            except msgspec.DecodeError:
+                # Not an anchor at all: it hides nothing (the signed ones are still there), so say so and go on.
+                log.warning("anchors.not_an_anchor", stream=naming.anchors_stream, sequence=m.sequence)
     return found
 
 
@@ -251,6 +254,7 @@ class Anchorer:
         self._known = list(known)
         self._chains = Chains()
         self._last: Anchor | None = None
+        self._unsure: Anchor | None = None
         self._started = False
         self._refused: list[str] = []
 
@@ -268,21 +272,30 @@ class Anchorer:
             async for m in scan(self._js, self._stream, start=self._chains.last_sequence + 1):
                 self._chains.add(m)
         if not self._refused:
-            self._refused = [f"sequence {b.sequence} ({b.subject}): {b.reason}" for b in self._chains.report().breaks]
+            self._refused = [f"sequence {b.sequence} ({b.subject}): {b.reason}" for b in self._chains.breaks]
         if self._refused:
             raise AnchorRefused(self._refused)
+        if self._unsure is not None:
+            # Its publish failed, but may have landed: keep it, so the next one names it and the line holds.
+            await self._publish(self._unsure)
         if self._last is not None and self._last.last_sequence == self._chains.last_sequence:
             return self._last
         when = now or dt.datetime.now(dt.UTC)
-        anchor = make_anchor(self._stream, snapshot_of(self._chains), self._key, when, self._last)
+        await self._publish(make_anchor(self._stream, snapshot_of(self._chains), self._key, when, self._last))
+        assert self._last is not None
+        return self._last
+
+    async def _publish(self, anchor: Anchor) -> None:
+        self._unsure = anchor
         await self._js.publish(
             self._naming.anchor_subject(self._stream),
             msgspec.json.encode(anchor),
             stream=self._naming.anchors_stream,
             timeout=10.0,
+            headers={"Nats-Msg-Id": anchor_id(anchor)},
         )
+        self._unsure = None
         self._last = anchor
-        return anchor
 
     async def _first_read(self) -> None:
         key = parse_public_key(public_key_of(self._key))
@@ -323,6 +336,8 @@ async def keep_anchoring(
             anchor = await anchorer.take()
         except AnchorRefused as exc:
             log.error("anchors.refused", stream=anchorer.stream, problems=exc.problems[:20])
+        except (nats.errors.Error, OSError) as exc:
+            log.warning("anchors.failed", stream=anchorer.stream, error=f"{type(exc).__name__}: {exc}")
         else:
             if anchor != last:
                 log.info(

@@ -120,12 +120,16 @@ class Chains:
     def heads(self) -> dict[str, Head]:
         return self._heads
 
+    @property
+    def breaks(self) -> list[Break]:
+        return sorted(self._broken.values(), key=lambda b: b.sequence)
+
     def report(self) -> AuditReport:
         return AuditReport(
             events=self.events,
             aggregates=len(self._heads.keys() | self._broken.keys()),
             unchained=self.unchained,
-            breaks=sorted(self._broken.values(), key=lambda b: b.sequence),
+            breaks=self.breaks,
             heads=dict(self._heads),
             last_sequence=self.last_sequence,
         )

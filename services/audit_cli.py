@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import csv
 import datetime as dt
 import io
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from nats.js.errors import NotFoundError
 
 from events.anchors import (
     Anchor,
@@ -125,6 +127,18 @@ def _public_key_problem(public_key: str | None) -> str | None:
     return None
 
 
+class Unreadable(Exception):
+    """A file the auditor gave is not what the command reads; the message names it and the line."""
+
+
+def _anchors_in(path: str) -> list[Anchor]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return read_anchors(f)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise Unreadable(f"{path}: not a file of anchors ({exc})") from exc
+
+
 def _print_report(report: AuditReport) -> None:
     print(
         f"{report.events} events, {report.aggregates} aggregates, {report.unchained} written before chains, "
@@ -149,10 +163,11 @@ def verify(stream: str | None, public_key: str | None = None, anchors_file: str 
     if public_key is not None and (problem := _public_key_problem(public_key)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    kept: list[Anchor] | None = None
-    if anchors_file is not None:
-        with open(anchors_file, encoding="utf-8") as f:
-            kept = read_anchors(f)
+    try:
+        kept = _anchors_in(anchors_file) if anchors_file is not None else None
+    except Unreadable as exc:
+        print(f"error: --anchors: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(_verify(stream, public_key, kept))
 
 
@@ -183,11 +198,18 @@ async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor]
 def anchor(key: str, stream: str | None, every: float | None, keep: str | None = None) -> int:
     """Take an anchor now, or one every ``every`` seconds until stopped; ``keep``: a file of the job's own
     anchors, read as the last ones it took and appended to with each new one."""
-    known: list[Anchor] = []
-    if keep is not None and Path(keep).exists():
-        with open(keep, encoding="utf-8") as f:
-            known = read_anchors(f)
-    return asyncio.run(_anchor(Path(key).read_bytes(), stream, every, known, keep))
+    try:
+        known = _anchors_in(keep) if keep is not None and Path(keep).exists() else []
+    except Unreadable as exc:
+        print(f"error: --keep: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pem = Path(key).read_bytes()
+        public_key_of(pem)
+    except (OSError, ValueError) as exc:
+        print(f"error: --key: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_anchor(pem, stream, every, known, keep))
 
 
 def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
@@ -207,6 +229,15 @@ async def _anchor(pem: bytes, stream: str | None, every: float | None, known: li
     settings = NatsSettings.from_env()
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchor")
+    try:
+        await js.stream_info(settings.naming.anchors_stream)
+    except NotFoundError:
+        await nc.close()
+        print(
+            f"error: no stream {settings.naming.anchors_stream} to keep anchors in: run 'dealstream streams'",
+            file=sys.stderr,
+        )
+        return 2
     anchorer = Anchorer(js, settings.naming, name, pem, known)
     taken = _keeper(keep, known)
     try:
@@ -290,12 +321,17 @@ def check(path: str, public_key: str | None, anchors_file: str | None = None) ->
         print(f"error: {problem}", file=sys.stderr)
         return 2
     assert public_key is not None
-    kept: list[Anchor] = []
-    if anchors_file is not None:
-        with open(anchors_file, encoding="utf-8") as f:
-            kept = read_anchors(f)
-    with open(path, encoding="utf-8") as f:
-        result = check_export(f, public_key, kept)
+    try:
+        kept = _anchors_in(anchors_file) if anchors_file is not None else []
+    except Unreadable as exc:
+        print(f"error: --anchors: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = check_export(f, public_key, kept)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, binascii.Error) as exc:
+        print(f"error: {path}: not an export of 'dealstream audit export' ({exc})", file=sys.stderr)
+        return 2
     r = result.report
     print(
         f"{r.events} events, {r.aggregates} chains; chains intact: {r.intact}; "

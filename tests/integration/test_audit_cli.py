@@ -124,6 +124,8 @@ async def test_anchors_round_trip_and_nothing_is_judged_without_the_auditors_key
     assert run(["audit", "export", "--key", str(other), "--out", str(export)], nats_url, naming).returncode == 0
     unjudged = run(["audit", "check", str(export)], nats_url, naming)
     assert unjudged.returncode == 2 and "refusing to judge signatures without --public-key" in unjudged.stderr
+    garbage = run(["audit", "check", str(key), "--public-key", public], nats_url, naming)
+    assert garbage.returncode == 2 and "not an export" in garbage.stderr, garbage.stderr
     judged = run(["audit", "check", str(export), "--public-key", public], nats_url, naming)
     assert judged.returncode == 1 and "signature valid: False" in judged.stdout, judged.stdout
     assert run(["audit", "check", str(export), "--public-key", intruder], nats_url, naming).returncode == 1
