@@ -116,6 +116,8 @@ async def test_anchors_round_trip_and_nothing_is_judged_without_the_auditors_key
     assert malformed.returncode == 2 and "--public-key" in malformed.stderr
     unkeyed = run(["audit", "verify", "--anchors", str(kept)], nats_url, naming)
     assert unkeyed.returncode == 2 and "refusing to judge" in unkeyed.stderr
+    wildcard = run(["audit", "verify", "--stream", f"{naming.events_stream}.>"], nats_url, naming)
+    assert wildcard.returncode == 2 and "is not a stream name" in wildcard.stderr
     plain = run(["audit", "verify"], nats_url, naming)
     assert plain.returncode == 0 and "not checked against anchors" in plain.stdout
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.anchors import Anchor, check_against_anchors, make_anchor, snapshot_of
 from events.chain import GENESIS, ChainedMessage, Chains, chain_link, verify
 from events.signing import new_signing_key, public_key_of
+from events.subjects import Naming
 
 KEY = new_signing_key()
 PUBLIC = public_key_of(KEY)
@@ -143,3 +145,15 @@ def test_an_anchor_off_the_line_of_the_last_shows_that_anchors_were_lost() -> No
         f"the anchor taken at {second.taken_at} (up to sequence 3) is not in the line of the last anchor: anchors "
         f"were lost before {unaware.taken_at}, or that one was taken without knowing them"
     ]
+
+
+@given(st.text(max_size=20))
+def test_a_stream_name_reaches_an_anchor_subject_only_as_one_plain_token(name: str) -> None:
+    for refused in ("", "X.>", "*", "a b", "EVENTS.anchor"):
+        with pytest.raises(ValueError):
+            Naming("t").anchor_subject(refused)
+    try:
+        subject = Naming("t").anchor_subject(name)
+    except ValueError:
+        return
+    assert subject.split(".") == ["t", "anchor", name] and not any(c in name for c in "*> \t\r\n")
