@@ -2,62 +2,38 @@
 checked offline, away from the log.
 
 An export is JSON lines: one line per event (``sequence``, ``subject``, ``link``, and the stored bytes as
-base64 ``data``), then a last line with the chain ``heads``, the event ``count``, the Ed25519 ``public_key``
-and the ``signature`` over the canonical JSON of ``{"count", "heads"}``. Checking it means recomputing
-every chain from the lines (:func:`events.chain.verify`) and checking that the recomputed heads are the
-signed ones.
+base64 ``data``), then the log's anchors (``{"anchor": {...}}``, see :mod:`events.anchors`), then a last line
+with the chain ``heads``, the event ``count``, the Ed25519 ``public_key`` and the ``signature`` over the
+canonical JSON of ``{"count", "heads"}``. Checking it means recomputing every chain from the lines
+(:func:`events.chain.verify`), checking that the recomputed heads are the signed ones, and that the heads as
+they stood at the last anchor are the anchored ones, every signature judged by the public key the auditor
+was given (never the one in the file).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events.chain import CHAIN_HEADER, AuditReport, ChainedMessage, verify
+from events.anchors import Anchor, check_against_anchors, write_anchors
+from events.chain import AuditReport, ChainedMessage, verify
+from events.scan import scan
+from events.signing import new_signing_key, parse_public_key, public_key_of, sign, signature_holds
 
-
-async def scan(
-    js: JetStreamContext, stream: str, subjects: str = ">", batch: int = 1000
-) -> AsyncIterator[ChainedMessage]:
-    """Every message of ``stream`` (matching ``subjects``) in log order, through an ephemeral consumer."""
-    info = await js.stream_info(stream)
-    last = int(info.state.last_seq)
-    if not info.state.messages:
-        return
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NONE,
-        filter_subject=subjects,
-        inactive_threshold=60.0,
-        max_waiting=1,
-    )
-    sub = await js.pull_subscribe(subjects, stream=stream, config=config)
-    try:
-        seen = 0
-        while seen < last:
-            try:
-                msgs = await sub.fetch(batch, timeout=2.0)
-            except TimeoutError:
-                return  # nothing more matches the filter up to the end of the stream
-            for msg in msgs:
-                meta = msg.metadata
-                seen = meta.sequence.stream
-                link = (msg.headers or {}).get(CHAIN_HEADER)
-                yield ChainedMessage(seen, msg.subject, msg.data, link)
-                if meta.num_pending == 0:
-                    return
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+__all__ = [
+    "ExportCheck",
+    "Seal",
+    "audit_stream",
+    "check_export",
+    "new_signing_key",
+    "public_key_of",
+    "scan",
+    "write_export",
+]
 
 
 async def audit_stream(js: JetStreamContext, stream: str, subjects: str = ">") -> AuditReport:
@@ -83,36 +59,23 @@ def _signed_part(count: int, heads: dict[str, str]) -> bytes:
     return msgspec.json.encode({"count": count, "heads": dict(sorted(heads.items()))})
 
 
-def new_signing_key() -> bytes:
-    """A fresh Ed25519 private key, PEM (keep it secret; give auditors the public key)."""
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def public_key_of(private_pem: bytes) -> str:
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
-
-
-def write_export(messages: Iterable[ChainedMessage], out: IO[str], private_pem: bytes) -> Seal:
-    """Write the export of ``messages`` to ``out`` and sign its chain heads."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    assert isinstance(key, Ed25519PrivateKey)
+def write_export(
+    messages: Iterable[ChainedMessage], out: IO[str], private_pem: bytes, anchors: Iterable[Anchor] = ()
+) -> Seal:
+    """Write the export of ``messages`` and the log's ``anchors`` to ``out`` and sign its chain heads."""
     kept: list[ChainedMessage] = []
     for m in messages:
         kept.append(m)
         line = _Line(m.sequence, m.subject, m.link, base64.b64encode(m.data).decode())
         out.write(msgspec.json.encode(line).decode() + "\n")
+    write_anchors(anchors, out)
     report = verify(kept)
     heads = {subject: head.link for subject, head in report.heads.items()}
     seal = Seal(
         count=report.events,
         heads=heads,
         public_key=public_key_of(private_pem),
-        signature=base64.b64encode(key.sign(_signed_part(report.events, heads))).decode(),
+        signature=sign(private_pem, _signed_part(report.events, heads)),
     )
     out.write(msgspec.json.encode({"seal": seal}).decode() + "\n")
     return seal
@@ -122,10 +85,18 @@ class ExportCheck(msgspec.Struct, frozen=True, kw_only=True):
     report: AuditReport
     signature_valid: bool
     heads_match: bool
+    anchor: Anchor | None = None
+    anchor_problems: list[str] = msgspec.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.report.intact and self.signature_valid and self.heads_match
+        return (
+            self.report.intact
+            and self.signature_valid
+            and self.heads_match
+            and self.anchor is not None
+            and not self.anchor_problems
+        )
 
 
 def _lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
@@ -134,27 +105,39 @@ def _lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             yield msgspec.json.decode(text)
 
 
-def check_export(lines: Iterable[str], public_key: str | None = None) -> ExportCheck:
-    """Recompute every chain of an export and check the seal (against ``public_key`` if given, which an
-    auditor should get from the company, not from the file)."""
+def check_export(lines: Iterable[str], public_key: str, anchors: Iterable[Anchor] = ()) -> ExportCheck:
+    """Recompute every chain of an export, check its seal and its heads at the last anchor (those in the file
+    and ``anchors`` the auditor kept), every signature against ``public_key``, which the auditor got from the
+    company: a key inside the file proves only that whoever wrote the file had a key."""
+    key = parse_public_key(public_key)
     messages: list[ChainedMessage] = []
+    found: list[Anchor] = list(anchors)
     seal: Seal | None = None
     for item in _lines(lines):
         if "seal" in item:
             seal = msgspec.convert(item["seal"], Seal)
             continue
+        if "anchor" in item:
+            found.append(msgspec.convert(item["anchor"], Anchor))
+            continue
         line = msgspec.convert(item, _Line)
         messages.append(ChainedMessage(line.sequence, line.subject, base64.b64decode(line.data), line.link))
-    report = verify(messages)
+    streams = {a.stream for a in found}
+    # The export does not name its stream: its anchors do (all of one stream, as `audit export` writes them).
+    stream = next(iter(streams)) if len(streams) == 1 else ""
+    anchored = check_against_anchors(messages, stream, found, public_key)
+    report = anchored.report
+    problems = anchored.problems if len(streams) <= 1 else [f"anchors of several streams: {sorted(streams)}"]
     if seal is None:
-        return ExportCheck(report=report, signature_valid=False, heads_match=False)
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key or seal.public_key))
-    try:
-        key.verify(base64.b64decode(seal.signature), _signed_part(seal.count, seal.heads))
-        valid = True
-    except InvalidSignature:
-        valid = False
+        return ExportCheck(
+            report=report, signature_valid=False, heads_match=False, anchor=anchored.anchor, anchor_problems=problems
+        )
+    valid = signature_holds(key, seal.signature, _signed_part(seal.count, seal.heads))
     heads = {subject: head.link for subject, head in report.heads.items()}
     return ExportCheck(
-        report=report, signature_valid=valid, heads_match=heads == seal.heads and seal.count == report.events
+        report=report,
+        signature_valid=valid,
+        heads_match=heads == seal.heads and seal.count == report.events,
+        anchor=anchored.anchor,
+        anchor_problems=problems,
     )

@@ -1,5 +1,5 @@
 """The JetStream streams, created or checked from code: the event log, dead letters, the NATS inbox, the
-bucket of lead keys."""
+bucket of lead keys, the chain anchors."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ class StreamSettings:
 
 
 def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
-    """The four streams: the log, dead letters, the inbox and the lead keys' bucket. Only the event log is the
-    truth; it can never be deleted from or purged."""
+    """The five streams: the log, dead letters, the inbox, the lead keys' bucket and the anchors. Only the event
+    log is the truth; it and its anchors can never be deleted from or purged."""
     events = StreamConfig(
         name=naming.events_stream,
         description="Dealstream event log: every lead, touchpoint and deal change, immutable.",
@@ -74,7 +74,26 @@ def stream_configs(naming: Naming, settings: StreamSettings) -> list[StreamConfi
         max_msg_size=settings.max_event_bytes,
         allow_direct=True,
     )
-    return [events, dead_letters, inbox, lead_keys_config(naming, settings)]
+    return [events, dead_letters, inbox, lead_keys_config(naming, settings), anchors_config(naming, settings)]
+
+
+def anchors_config(naming: Naming, settings: StreamSettings) -> StreamConfig:
+    """The anchors' stream: signed chain heads of the log, outside it, so that removing the log's tail or
+    rewriting a chain needs the same rights over a second stream and the operator's signing key."""
+    return StreamConfig(
+        name=naming.anchors_stream,
+        description="Signed heads of the event log's hash chains, taken at intervals (dealstream audit anchor).",
+        subjects=[naming.all_anchors],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        num_replicas=settings.replicas,
+        max_msg_size=settings.max_event_bytes,
+        deny_delete=True,
+        deny_purge=True,
+        allow_rollup_hdrs=False,
+        allow_direct=True,
+    )
 
 
 def lead_keys_config(naming: Naming, settings: StreamSettings) -> StreamConfig:

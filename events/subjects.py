@@ -12,6 +12,8 @@ PARTITIONS = 64
 """Fixed forever: a partition token in every event subject lets a projection split the log by aggregate."""
 
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""A JetStream stream name that is also one subject token (no ``.``, ``*``, ``>`` or spaces)."""
 
 
 def partition_of(aggregate_id: str) -> int:
@@ -45,6 +47,21 @@ class Naming:
     @property
     def inbox_stream(self) -> str:
         return f"{self.prefix.upper()}_INBOX"
+
+    @property
+    def anchors_stream(self) -> str:
+        """Signed chain heads of the log, kept outside it (see :mod:`events.anchors`)."""
+        return f"{self.prefix.upper()}_ANCHORS"
+
+    @property
+    def all_anchors(self) -> str:
+        return f"{self.prefix}.anchor.>"
+
+    def anchor_subject(self, stream: str) -> str:
+        """Where the anchors of ``stream`` (the event log, or a copy an auditor checks) are kept."""
+        if not STREAM_NAME.fullmatch(stream):
+            raise ValueError(f"stream name {stream!r} must match {STREAM_NAME.pattern}")
+        return f"{self.prefix}.anchor.{stream}"
 
     @property
     def lead_keys_bucket(self) -> str:

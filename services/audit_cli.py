@@ -1,23 +1,39 @@
-"""The auditor's commands: ``dealstream history``, ``dealstream audit verify|keygen|export|check``."""
+"""The auditor's commands: ``dealstream history``, ``dealstream audit verify|keygen|anchor|anchors|export|check``."""
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import csv
 import datetime as dt
 import io
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from nats.js.errors import NotFoundError
 
+from events.anchors import (
+    Anchor,
+    AnchorCheck,
+    Anchorer,
+    AnchorRefused,
+    anchor_id,
+    check_against_anchors,
+    keep_anchoring,
+    read_anchors,
+    stored_anchors,
+    write_anchors,
+)
 from events.audit import audit_stream, check_export, new_signing_key, public_key_of, scan, write_export
-from events.chain import ChainedMessage
+from events.chain import AuditReport, ChainedMessage
 from events.config import NatsSettings, connect
 from events.envelope import AggregateType, StoredEvent
 from events.personal import Vault
+from events.signing import parse_public_key
 from events.store import EventStore
 from events.types import DealAmountChanged, DealStageChanged
 
@@ -95,20 +111,176 @@ async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, ra
     return 0
 
 
-async def verify(stream: str | None) -> int:
-    settings = NatsSettings.from_env()
-    nc, js = await connect(settings, "dealstream-audit")
+NO_TRUST_ANCHOR = (
+    "refusing to judge signatures without --public-key: a key found beside the data proves only that whoever "
+    "wrote it had a key; ask the company for its public key (the one 'dealstream audit keygen' printed)"
+)
+
+
+def _public_key_problem(public_key: str | None) -> str | None:
+    if public_key is None:
+        return NO_TRUST_ANCHOR
     try:
-        report = await audit_stream(js, stream or settings.naming.events_stream)
-    finally:
-        await nc.close()
+        parse_public_key(public_key)
+    except ValueError as exc:
+        return f"--public-key: {exc}"
+    return None
+
+
+class Unreadable(Exception):
+    """A file the auditor gave is not what the command reads; the message names it and the line."""
+
+
+def _anchors_in(path: str) -> list[Anchor]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return read_anchors(f)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise Unreadable(f"{path}: not a file of anchors ({exc})") from exc
+
+
+def _print_report(report: AuditReport) -> None:
     print(
         f"{report.events} events, {report.aggregates} aggregates, {report.unchained} written before chains, "
         f"{len(report.breaks)} broken chains"
     )
     for b in report.breaks:
         print(f"BROKEN at sequence {b.sequence} ({b.subject}): {b.reason}")
-    return 0 if report.intact else 1
+
+
+def _print_anchor_check(check: AnchorCheck) -> None:
+    a = check.anchor
+    if a is not None:
+        print(f"checked against the anchor taken at {a.taken_at} (up to sequence {a.last_sequence}, {a.events} events)")
+    for problem in check.problems:
+        print(f"ANCHOR: {problem}")
+
+
+def verify(stream: str | None, public_key: str | None = None, anchors_file: str | None = None) -> int:
+    if anchors_file is not None and public_key is None:
+        print(f"error: --anchors: {NO_TRUST_ANCHOR}", file=sys.stderr)
+        return 2
+    if public_key is not None and (problem := _public_key_problem(public_key)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        kept = _anchors_in(anchors_file) if anchors_file is not None else None
+    except Unreadable as exc:
+        print(f"error: --anchors: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_verify(stream, public_key, kept))
+
+
+async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor] | None) -> int:
+    settings = NatsSettings.from_env()
+    name = stream or settings.naming.events_stream
+    nc, js = await connect(settings, "dealstream-audit")
+    try:
+        if public_key is None:
+            report = await audit_stream(js, name)
+            check = None
+        else:
+            # The auditor's own copies count beside the stored ones: anchors lost from the stream still judge.
+            anchors = [*(kept or []), *await stored_anchors(js, settings.naming, name)]
+            messages = [m async for m in scan(js, name)]
+            check = check_against_anchors(messages, name, anchors, public_key)
+            report = check.report
+    finally:
+        await nc.close()
+    _print_report(report)
+    if check is None:
+        print("not checked against anchors (no --public-key): a removed tail or a rewritten chain would not show")
+        return 0 if report.intact else 1
+    _print_anchor_check(check)
+    return 0 if check.ok else 1
+
+
+def anchor(key: str, stream: str | None, every: float | None, keep: str | None = None) -> int:
+    """Take an anchor now, or one every ``every`` seconds until stopped; ``keep``: a file of the job's own
+    anchors, read as the last ones it took and appended to with each new one."""
+    try:
+        known = _anchors_in(keep) if keep is not None and Path(keep).exists() else []
+    except Unreadable as exc:
+        print(f"error: --keep: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pem = Path(key).read_bytes()
+        public_key_of(pem)
+    except (OSError, ValueError) as exc:
+        print(f"error: --key: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_anchor(pem, stream, every, known, keep))
+
+
+def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
+    kept = {anchor_id(a) for a in known}
+
+    def taken(new: Anchor) -> None:
+        if keep is None or anchor_id(new) in kept:
+            return
+        with open(keep, "a", encoding="utf-8") as f:
+            write_anchors([new], f)
+        kept.add(anchor_id(new))
+
+    return taken
+
+
+async def _anchor(pem: bytes, stream: str | None, every: float | None, known: list[Anchor], keep: str | None) -> int:
+    settings = NatsSettings.from_env()
+    name = stream or settings.naming.events_stream
+    nc, js = await connect(settings, "dealstream-anchor")
+    try:
+        await js.stream_info(settings.naming.anchors_stream)
+    except NotFoundError:
+        await nc.close()
+        print(
+            f"error: no stream {settings.naming.anchors_stream} to keep anchors in: run 'dealstream streams'",
+            file=sys.stderr,
+        )
+        return 2
+    anchorer = Anchorer(js, settings.naming, name, pem, known)
+    taken = _keeper(keep, known)
+    try:
+        if every is not None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await keep_anchoring(anchorer, every, stop, taken)
+            return 0
+        try:
+            new = await anchorer.take()
+        except AnchorRefused as exc:
+            print(f"error: not anchoring {name}: the log does not hold", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        taken(new)
+    finally:
+        await nc.close()
+    print(
+        f"anchored {name} up to sequence {new.last_sequence} ({new.events} events, {new.aggregates} "
+        f"aggregates) at {new.taken_at}, signed by {new.public_key}"
+    )
+    return 0
+
+
+async def _anchors_of(stream: str | None) -> tuple[str, list[Anchor]]:
+    settings = NatsSettings.from_env()
+    name = stream or settings.naming.events_stream
+    nc, js = await connect(settings, "dealstream-anchors")
+    try:
+        return name, await stored_anchors(js, settings.naming, name)
+    finally:
+        await nc.close()
+
+
+def anchors(out: str, stream: str | None) -> int:
+    name, found = asyncio.run(_anchors_of(stream))
+    with open(out, "w", encoding="utf-8") as f:
+        count = write_anchors(found, f)
+    print(f"{count} anchors of {name} written to {out}")
+    return 0
 
 
 def keygen(out: str) -> int:
@@ -123,26 +295,43 @@ def keygen(out: str) -> int:
     return 0
 
 
-async def _whole_log() -> list[ChainedMessage]:
+async def _whole_log() -> tuple[list[ChainedMessage], list[Anchor]]:
     settings = NatsSettings.from_env()
     nc, js = await connect(settings, "dealstream-export")
     try:
-        return [m async for m in scan(js, settings.naming.events_stream)]
+        name = settings.naming.events_stream
+        return [m async for m in scan(js, name)], await stored_anchors(js, settings.naming, name)
     finally:
         await nc.close()
 
 
 def export(key: str, out: str) -> int:
-    messages = asyncio.run(_whole_log())
+    messages, kept = asyncio.run(_whole_log())
     with open(out, "w", encoding="utf-8") as f:
-        seal = write_export(messages, f, Path(key).read_bytes())
-    print(f"{seal.count} events, {len(seal.heads)} chains exported to {out}, signed by {seal.public_key}")
+        seal = write_export(messages, f, Path(key).read_bytes(), kept)
+    print(
+        f"{seal.count} events, {len(seal.heads)} chains, {len(kept)} anchors exported to {out}, "
+        f"signed by {seal.public_key}"
+    )
     return 0
 
 
-def check(path: str, public_key: str | None) -> int:
-    with open(path, encoding="utf-8") as f:
-        result = check_export(f, public_key)
+def check(path: str, public_key: str | None, anchors_file: str | None = None) -> int:
+    if problem := _public_key_problem(public_key):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    assert public_key is not None
+    try:
+        kept = _anchors_in(anchors_file) if anchors_file is not None else []
+    except Unreadable as exc:
+        print(f"error: --anchors: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = check_export(f, public_key, kept)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, binascii.Error) as exc:
+        print(f"error: {path}: not an export of 'dealstream audit export' ({exc})", file=sys.stderr)
+        return 2
     r = result.report
     print(
         f"{r.events} events, {r.aggregates} chains; chains intact: {r.intact}; "
@@ -150,6 +339,7 @@ def check(path: str, public_key: str | None) -> int:
     )
     for b in r.breaks:
         print(f"BROKEN at sequence {b.sequence} ({b.subject}): {b.reason}")
+    _print_anchor_check(AnchorCheck(report=r, anchor=result.anchor, problems=result.anchor_problems))
     return 0 if result.ok else 1
 
 

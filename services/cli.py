@@ -164,12 +164,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from services import audit_cli
 
     if args.audit_command == "verify":
-        return asyncio.run(audit_cli.verify(args.stream))
+        return audit_cli.verify(args.stream, args.public_key, args.anchors)
     if args.audit_command == "keygen":
         return audit_cli.keygen(args.out)
+    if args.audit_command == "anchor":
+        return audit_cli.anchor(args.key, args.stream, args.every, args.keep)
+    if args.audit_command == "anchors":
+        return audit_cli.anchors(args.out, args.stream)
     if args.audit_command == "export":
         return audit_cli.export(args.key, args.out)
-    return audit_cli.check(args.file, args.public_key)
+    return audit_cli.check(args.file, args.public_key, args.anchors)
 
 
 def _label(prefix: str) -> str:
@@ -240,6 +244,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _stream_name(text: str) -> str:
+    from events.subjects import STREAM_NAME
+
+    if not STREAM_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stream name ({STREAM_NAME.pattern})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,18 +307,30 @@ def build_parser() -> argparse.ArgumentParser:
     brd.add_argument("--owner")
     brd.set_defaults(func=_cmd_board)
 
-    audit = sub.add_parser("audit", help="tamper evidence: verify the hash chains, signed exports")
+    audit = sub.add_parser("audit", help="tamper evidence: hash chains, signed anchors and exports")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    a_verify = audit_sub.add_parser("verify", help="check every aggregate's hash chain in the log")
-    a_verify.add_argument("--stream", help="another stream (e.g. a copy) instead of the event log")
-    a_keygen = audit_sub.add_parser("keygen", help="make an Ed25519 signing key for exports")
+    public_key_help = "the company's public key (base64), as the auditor got it; never the one in a file"
+    a_verify = audit_sub.add_parser("verify", help="check every aggregate's hash chain, and the last anchor with a key")
+    a_verify.add_argument("--stream", type=_stream_name, help="another stream (e.g. a copy) instead of the event log")
+    a_verify.add_argument("--public-key", help=public_key_help + "; checks the log against its last anchor")
+    a_verify.add_argument("--anchors", help="anchors the auditor kept ('audit anchors --out'), besides the stored ones")
+    a_keygen = audit_sub.add_parser("keygen", help="make an Ed25519 signing key for anchors and exports")
     a_keygen.add_argument("--out", required=True)
-    a_export = audit_sub.add_parser("export", help="JSON lines of the whole log plus its signed chain heads")
+    a_anchor = audit_sub.add_parser("anchor", help="sign the log's chain heads now and keep them outside the log")
+    a_anchor.add_argument("--key", required=True, help="the signing key (PEM) from 'audit keygen'")
+    a_anchor.add_argument("--stream", type=_stream_name, help="another stream instead of the event log")
+    a_anchor.add_argument("--every", type=float, help="keep running: one anchor every this many seconds")
+    a_anchor.add_argument("--keep", help="the job's own file of its anchors: read before the first, appended to")
+    a_anchors = audit_sub.add_parser("anchors", help="write every kept anchor to a file (JSON lines)")
+    a_anchors.add_argument("--out", required=True)
+    a_anchors.add_argument("--stream", type=_stream_name, help="another stream instead of the event log")
+    a_export = audit_sub.add_parser("export", help="JSON lines of the whole log, its anchors and signed chain heads")
     a_export.add_argument("--key", required=True, help="the signing key (PEM) from 'audit keygen'")
     a_export.add_argument("--out", required=True)
-    a_check = audit_sub.add_parser("check", help="check an export offline: chains and signature")
+    a_check = audit_sub.add_parser("check", help="check an export offline: chains, anchors and signatures")
     a_check.add_argument("file")
-    a_check.add_argument("--public-key", help="the company's public key (base64); default: the one in the file")
+    a_check.add_argument("--public-key", help=public_key_help + " (required)")
+    a_check.add_argument("--anchors", help="anchors the auditor kept, checked besides those in the export")
     audit.set_defaults(func=_cmd_audit)
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")

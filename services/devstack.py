@@ -18,6 +18,7 @@ import structlog
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
+from events.signing import new_signing_key, public_key_of
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
 from events.types import PipelineDefined, StageDefinition
@@ -27,6 +28,7 @@ log = structlog.get_logger("dealstream.dev")
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DEV_PG_PORT = 54329
+ANCHOR_EVERY_SECONDS = 300
 
 DEFAULT_PIPELINE = PipelineDefined(
     name="New business",
@@ -61,6 +63,15 @@ async def prepare_log(settings: NatsSettings) -> None:
             await store.append([envelope], expected_version=0)
     finally:
         await nc.close()
+
+
+def anchor_signing_key(root: Path) -> Path:
+    """The dev stack's key for signing anchors, made on the first start and kept beside the data."""
+    path = root / "anchor-signing.pem"
+    if not path.exists():
+        path.write_bytes(new_signing_key())
+        path.chmod(0o600)
+    return path
 
 
 def _worker_names() -> list[str]:
@@ -117,7 +128,17 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
         env.setdefault("DEALSTREAM_LOG_FORMAT", "console")
         asyncio.run(prepare_log(NatsSettings.from_env(env)))
         exe = [sys.executable, "-m", "services.cli"]
-        for name, args in [("api", ["api"]), *((f"worker-{w}", ["worker", w]) for w in _worker_names())]:
+        anchor_key = anchor_signing_key(root)
+        anchoring = [
+            *("audit", "anchor", "--key", str(anchor_key), "--keep", str(root / "anchors.jsonl")),
+            *("--every", str(ANCHOR_EVERY_SECONDS)),
+        ]
+        processes = [
+            ("api", ["api"]),
+            *((f"worker-{w}", ["worker", w]) for w in _worker_names()),
+            ("anchors", anchoring),
+        ]
+        for name, args in processes:
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
             children.append((name, subprocess.Popen([*exe, *args], env=env, stdout=out, stderr=out)))
         wait_for_port(api_port, 30, children[0][1])
@@ -129,6 +150,8 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
             f"  NATS          {nats.url}   (monitoring http://127.0.0.1:{monitor_port})\n"
             f"  PostgreSQL    {database_url}\n"
             f"  workers       {', '.join(_worker_names()) or 'none'}\n"
+            f"  anchors       every {ANCHOR_EVERY_SECONDS // 60} minutes, signed by {anchor_key}\n"
+            f"                (dealstream audit verify --public-key {public_key_of(anchor_key.read_bytes())})\n"
             f"  logs          {logs}/\n",
             flush=True,
         )

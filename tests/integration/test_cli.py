@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,22 @@ def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
     assert proc.returncode == 0, rest
 
 
+def _wait_anchored(data_dir: Path, nats_port: int) -> None:
+    """Until the dev stack's anchors process has signed the log's heads (it takes one as it starts)."""
+    from events.signing import public_key_of
+
+    public = public_key_of((data_dir / "anchor-signing.pem").read_bytes())
+    env = {"DEALSTREAM_NATS_URL": f"nats://127.0.0.1:{nats_port}"}
+    tries = []
+    for _ in range(30):
+        tries.append(_run(["audit", "verify", "--public-key", public], env))
+        if tries[-1].returncode == 0:
+            assert "checked against the anchor" in tries[-1].stdout
+            return
+        time.sleep(1)
+    raise AssertionError(f"no anchor signed by the dev stack's key: {tries[-1].stdout}{tries[-1].stderr}")
+
+
 def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path, pg_url: str) -> None:
     api_port, nats_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}/v1"
@@ -113,6 +130,7 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         assert lead["type"] == "lead.captured.v1"
         pipeline = _get(f"{api}/pipelines/default/events")
         assert pipeline["events"][0]["data"]["stages"][0]["id"] == "qualified"
+        _wait_anchored(tmp_path / "data", nats_port)
     finally:
         _stop_cleanly(proc)
     proc = _start_dev(tmp_path / "data", api_port, nats_port, pg_url)

@@ -25,9 +25,11 @@ import yaml  # type: ignore[import-untyped]
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
+from events.anchors import Anchorer, stored_anchors
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.personal import Vault
+from events.signing import new_signing_key
 from events.store import EventStore, StoreUnavailable
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
@@ -343,13 +345,41 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
         await api.close()
 
 
+async def test_the_anchoring_job_keeps_anchors_as_worker_and_cannot_delete_them(cluster: LoopbackCluster) -> None:
+    naming = Naming()
+    api_settings = NatsSettings(servers=cluster.urls("api"), naming=naming, streams=StreamSettings(replicas=3))
+    api_nc, api_js = await connect(api_settings, "deploy-test-streams")
+    violations: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_error(exc: Exception) -> None:
+        await violations.put(str(exc))
+
+    worker = await nats.connect(list(cluster.urls("worker")), error_cb=on_error, name="deploy-test-anchors")
+    try:
+        await streams_when_ready(api_js, naming, api_settings.streams)
+        store = EventStore(api_nc, api_js, naming)
+        opened = envelope(deal_opened(), aggregate_id=f"d-{uuid.uuid4().hex[:8]}")
+        await until(lambda: store.append([opened], 0), NOT_YET, 60)
+        worker_js = worker.jetstream()
+        anchorer = Anchorer(worker_js, naming, naming.events_stream, new_signing_key())
+        anchor = await until(anchorer.take, NOT_YET, 60)
+        kept = await until(lambda: stored_anchors(worker_js, naming, naming.events_stream), NOT_YET, 60)
+        assert anchor in kept
+        await worker.publish(f"$JS.API.STREAM.MSG.DELETE.{naming.anchors_stream}", b'{"seq": 1}')
+        assert "permissions violation for publish" in await next_error(violations)
+        assert violations.empty()
+    finally:
+        await worker.close()
+        await api_nc.close()
+
+
 async def test_appends_survive_the_crash_of_the_stream_leader(cluster: LoopbackCluster) -> None:
     naming = Naming()
     settings = NatsSettings(servers=cluster.urls("api"), naming=naming, streams=StreamSettings(replicas=3))
     nc, js = await connect(settings, "deploy-test-failover")
     try:
         configs = await streams_when_ready(js, naming, settings.streams)
-        assert [c.num_replicas for c in configs] == [3, 3, 3, 3]
+        assert [c.num_replicas for c in configs] == [3, 3, 3, 3, 3]
         store = EventStore(nc, js, naming)
         deal = f"deal-{uuid.uuid4().hex[:8]}"
         sent: list[Envelope] = []
