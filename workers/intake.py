@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
-from events.ids import derived_id, uuid7
+from events.ids import InvalidId, check_id, derived_id, uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
 from events.streams import ensure_streams
@@ -66,6 +66,13 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
         raise Rejection(f"not valid UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise Rejection("nested too deeply") from None
+    try:
+        check_id(item.integration, "integration")
+        check_id(item.source_ref, "source_ref", "ref")
+        if item.lead.form_id is not None:
+            check_id(item.lead.form_id, "lead.form_id", "ref")
+    except InvalidId as exc:
+        raise Rejection(f"{exc.reason} - at `$.{exc.field}`") from None
     if item.occurred_at.tzinfo is None:
         raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
     problems = attribute_problems("lead.campaign", item.lead.campaign)

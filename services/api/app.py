@@ -19,9 +19,9 @@ from litestar.types import ASGIApp, Message, Receive, Send
 
 from events.aggregates import Rejected
 from events.envelope import Envelope
-from events.ids import uuid7
+from events.ids import InvalidId, uuid7
 from events.store import ConcurrencyError, StoreUnavailable
-from services.api import alerts, capture, commands, history, openapi, reads, scores
+from services.api import alerts, capture, commands, history, openapi, params, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -80,7 +80,12 @@ def _field_of(error: dict[str, Any]) -> str:
     key = str(error.get("key") or "body")
     if key == "data" and (named := _NAMED_FIELD.search(str(error.get("message")))):
         return named.group(1)
-    return "body" if key == "data" else key
+    # One way of naming a list item everywhere: stages.0.id, as in leads.3.email.
+    return "body" if key == "data" else re.sub(r"\[(\d+)\]", r".\1", key)
+
+
+def _on_invalid_id(request: Request[Any, Any, Any], exc: InvalidId) -> Response[ErrorBody]:
+    return _error(request, 422, ErrorBody("invalid_input", str(exc), [FieldError(exc.field, exc.reason)]))
 
 
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
@@ -230,8 +235,10 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
+        before_request=params.check_parameters,
         exception_handlers={
             InputError: _on_input,
+            InvalidId: _on_invalid_id,
             RateLimited: _on_rate_limited,
             ValidationException: _on_validation,
             AuthError: _on_auth,
@@ -247,6 +254,7 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    app.state.query_names = params.query_names(app)
     _document_errors(app)
     openapi.document(app)
     return app

@@ -16,6 +16,7 @@ from litestar.exceptions import NotFoundException
 
 from events.ids import derived_id, uuid7
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
+from services.api.params import QUERY_OPT
 from services.api.scores import leads_by_score
 from services.errors import AuthError, FieldError, InputError
 from services.ledger import Accepted, Context
@@ -43,7 +44,13 @@ async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLea
     )
 
 
-@post("/leads", status_code=202, tags=["capture"], guards=[requires("leads:capture", allow_query_key=True)])
+@post(
+    "/leads",
+    status_code=202,
+    tags=["capture"],
+    guards=[requires("leads:capture", allow_query_key=True)],
+    opt={QUERY_OPT: ("key",)},
+)
 async def capture_lead(request: AnyRequest) -> Response[Any]:
     """Capture a web form's lead, sent as JSON or as a plain HTML form (``application/x-www-form-urlencoded``).
 
@@ -139,7 +146,12 @@ def _system_context(request: AnyRequest, source: Any) -> Context:
     )
 
 
-@get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")
+@get(
+    "/webhooks/meta",
+    tags=["webhooks"],
+    media_type="text/plain",
+    opt={QUERY_OPT: ("hub.mode", "hub.challenge", "hub.verify_token")},
+)
 async def meta_handshake(request: AnyRequest) -> str:
     """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` matches."""
     config = _webhook_config(request, "meta")

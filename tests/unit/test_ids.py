@@ -1,0 +1,86 @@
+"""The one id check: a full match of its rule, never a prefix, wherever an id enters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import string
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.envelope import AggregateId
+from events.ids import AGGREGATE_ID_PATTERN, InvalidId, check_id, derived_id, uuid7
+from events.subjects import Naming
+from workers.intake import Rejection, validate
+
+ID_CHARS = string.ascii_letters + string.digits + "-_"
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+
+@given(value=st.text(max_size=80))
+def test_an_id_passes_exactly_when_every_character_is_a_subject_token_character(value: str) -> None:
+    valid = 1 <= len(value) <= 64 and all(c in ID_CHARS for c in value)
+    try:
+        assert check_id(value, "deal_id") == value
+    except InvalidId as exc:
+        assert not valid
+        assert exc.field == "deal_id" and "letters, digits" in exc.reason
+    else:
+        assert valid
+
+
+@pytest.mark.parametrize("value", ["x\n", "x\r\n", ">", "*", "a.b", "a b", "a\x00b", "ünï", "x" * 65, ""])
+def test_hostile_ids_fail_the_check_the_subject_and_the_envelope(value: str) -> None:
+    with pytest.raises(InvalidId):
+        check_id(value, "lead_id")
+    with pytest.raises(InvalidId):
+        Naming("t").aggregate_subject("lead", value)
+    # The documented pattern says the same under re.search (msgspec, JSON Schema): no prefix match.
+    assert re.search(AGGREGATE_ID_PATTERN, value) is None
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(value, AggregateId)
+
+
+def test_our_own_ids_pass() -> None:
+    for value in (uuid7(), derived_id("meta", "1"), "acme-renewal", "a_b", "x" * 64):
+        assert check_id(value, "id") == value
+        assert Naming("t").aggregate_subject("deal", value).endswith(f".{value}")
+
+
+@given(value=st.text(max_size=140))
+def test_a_ref_is_printable_ascii_without_spaces(value: str) -> None:
+    valid = 1 <= len(value) <= 128 and all("!" <= c <= "~" for c in value)
+    try:
+        check_id(value, "source_ref", "ref")
+    except InvalidId:
+        assert not valid
+    else:
+        assert valid
+
+
+def _inbox(**changes: object) -> bytes:
+    item = {
+        "integration": "hubspot-sync",
+        "source_ref": "hs-1",
+        "occurred_at": "2026-11-22T12:00:00Z",
+        "lead": {"email": "ana@example.com"},
+    }
+    return msgspec.json.encode(item | changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"integration": "hubspot\n"}, "integration"),
+        ({"source_ref": "hs 1"}, "source_ref"),
+        ({"source_ref": "hs-1\n"}, "source_ref"),
+        ({"lead": {"email": "ana@example.com", "form_id": "f\x00"}}, "lead.form_id"),
+    ],
+)
+def test_the_nats_inbox_dead_letters_a_bad_id_naming_it(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(Rejection, match=re.escape(f"at `$.{field}`")):
+        validate(_inbox(**changes), NOW)
+    assert validate(_inbox(), NOW).source_ref == "hs-1"
