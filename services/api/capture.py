@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Response, Router, get, post
@@ -58,9 +59,9 @@ async def capture_lead(request: AnyRequest) -> Response[Any]:
     cannot set headers). ``Idempotency-Key`` (or ``source_ref`` in the body) makes a retry a no-op.
     """
     caller = caller_of(request)
-    ctx = context(request, source="web_form")
     body = await request.body()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctx = context(request, source="web_form", body=_canonical(media, body))
     if media == "application/json":
         lead = html_form.parse_json(body, ctx.now)
     elif media == "application/x-www-form-urlencoded":
@@ -71,6 +72,19 @@ async def capture_lead(request: AnyRequest) -> Response[Any]:
     scoped = InboundLead(lead.source, identity or None, lead.occurred_at, lead.lead, lead.raw)
     [result] = await _capture_all(request, ctx, [scoped], f"web_form:{caller.id}")
     return accepted(result)
+
+
+def _canonical(media: str, body: bytes) -> object:
+    """The body as its Idempotency-Key fingerprint reads it: decoded (key order and spacing do not count), or the
+    bytes themselves when they do not decode (the request is refused anyway)."""
+    try:
+        if media == "application/json":
+            return msgspec.json.decode(body)
+        if media == "application/x-www-form-urlencoded":
+            return sorted(parse_qsl(body.decode(), keep_blank_values=True))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        pass
+    return body
 
 
 class LeadBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -88,8 +102,9 @@ async def capture_leads(request: AnyRequest) -> Response[Any]:
     Answers 202 with one entry per lead, in order, once every lead is in the log.
     """
     caller = caller_of(request)
-    ctx = context(request)
-    batch = decode_json(await request.body(), LeadBatch)
+    body = await request.body()
+    ctx = context(request, body=_canonical("application/json", body))
+    batch = decode_json(body, LeadBatch)
     limit = runtime(request).settings.config.max_batch_leads
     if not 1 <= len(batch.leads) <= limit:
         raise InputError.one("leads", f"must hold 1 to {limit} leads, got {len(batch.leads)}")

@@ -3,6 +3,7 @@ the one id check, and no query parameter the operation does not take."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,10 @@ from services.errors import FieldError, InputError
 
 QUERY_OPT = "query_params"
 """A handler's ``opt`` key naming the query parameters it reads by hand (``?key=``, Meta's ``hub.*``)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""No text parameter holds these (and PostgreSQL refuses NUL in text: a filter holding one was a 500)."""
 
 
 def is_id(name: str) -> bool:
@@ -46,12 +51,18 @@ def id_errors(params: Iterable[tuple[str, Any]], where: str) -> list[FieldError]
 
 
 async def check_parameters(request: AnyRequest) -> None:
-    """422 naming each path or query id that fails the id check and each query parameter the operation does not
-    take (a misspelt filter silently ignored would answer a different question than the one asked)."""
+    """422 naming each path or query id that fails the id check, each query value holding a control character, and
+    each query parameter the operation does not take (a misspelt filter silently ignored would answer another
+    question than the one asked)."""
     known: frozenset[str] = request.app.state.query_names.get(id(request.route_handler), frozenset())
     query = request.query_params
     errors = id_errors(request.path_params.items(), "path")
     errors += id_errors(((k, v) for k, v in query.multi_items() if k in known), "query")
+    errors += [
+        FieldError(k, "must not contain control characters (NUL, newline, ...)")
+        for k, v in query.multi_items()
+        if k in known and not is_id(k) and _CONTROL.search(v)
+    ]
     unknown = sorted({k for k in query if k not in known})
     takes = ", ".join(sorted(known)) or "none"
     errors += [FieldError(name, f"unknown query parameter (this operation takes: {takes})") for name in unknown]

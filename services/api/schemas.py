@@ -33,7 +33,7 @@ def id_fields(body: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(f.name for f in msgspec.structs.fields(body) if f.type in (Id, Id | None))
 
 
-class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every command may carry its business time; it defaults to the moment the request arrives."""
 
     occurred_at: dt.datetime | None = None
@@ -45,11 +45,11 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 check_id(value, name)
 
 
-class AssignLead(_Body, frozen=True):
+class AssignLead(Body, frozen=True):
     owner: ShortText
 
 
-class LogTouchpoint(_Body, frozen=True):
+class LogTouchpoint(Body, frozen=True):
     kind: TouchpointKind
     direction: Direction
     touchpoint_id: Id | None = None
@@ -59,20 +59,20 @@ class LogTouchpoint(_Body, frozen=True):
     duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
 
 
-class QualifyLead(_Body, frozen=True):
+class QualifyLead(Body, frozen=True):
     reason: LongText | None = None
     score: float | None = None
 
 
-class DisqualifyLead(_Body, frozen=True):
+class DisqualifyLead(Body, frozen=True):
     reason: ShortText
 
 
-class EraseLead(_Body, frozen=True):
+class EraseLead(Body, frozen=True):
     reason: ShortText | None = None
 
 
-class OpenDeal(_Body, frozen=True):
+class OpenDeal(Body, frozen=True):
     name: ShortText
     pipeline_id: Id
     amount: Decimal
@@ -84,35 +84,35 @@ class OpenDeal(_Body, frozen=True):
     lead_id: Id | None = None
 
 
-class MoveStage(_Body, frozen=True):
+class MoveStage(Body, frozen=True):
     to_stage: Id
 
 
-class ChangeAmount(_Body, frozen=True):
+class ChangeAmount(Body, frozen=True):
     amount: Decimal
     currency: CurrencyCode | None = None
 
 
-class WinDeal(_Body, frozen=True):
+class WinDeal(Body, frozen=True):
     amount: Decimal | None = None
 
 
-class LoseDeal(_Body, frozen=True):
+class LoseDeal(Body, frozen=True):
     reason: ShortText
 
 
-class ScheduleTask(_Body, frozen=True):
+class ScheduleTask(Body, frozen=True):
     title: ShortText
     due_at: dt.datetime
     task_id: Id | None = None
     owner: ShortText | None = None
 
 
-class CompleteTask(_Body, frozen=True):
+class CompleteTask(Body, frozen=True):
     outcome: ShortText | None = None
 
 
-class DefinePipeline(_Body, frozen=True):
+class DefinePipeline(Body, frozen=True):
     name: ShortText
     stages: Stages
 
