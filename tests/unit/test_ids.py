@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import string
+from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,6 +17,8 @@ from hypothesis import strategies as st
 from events.envelope import AggregateId
 from events.ids import AGGREGATE_ID_PATTERN, InvalidId, check_id, derived_id, uuid7
 from events.subjects import Naming
+from services.errors import InputError
+from services.providers import meta, typeform, webflow
 from workers.intake import Rejection, validate
 
 ID_CHARS = string.ascii_letters + string.digits + "-_"
@@ -84,3 +89,43 @@ def test_the_nats_inbox_dead_letters_a_bad_id_naming_it(changes: dict[str, objec
     with pytest.raises(Rejection, match=re.escape(f"at `$.{field}`")):
         validate(_inbox(**changes), NOW)
     assert validate(_inbox(), NOW).source_ref == "hs-1"
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+
+
+def _webhook(name: str, path: tuple[str | int, ...], value: object) -> bytes:
+    document = json.loads((FIXTURES / name).read_text())
+    holder = document
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = value
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("parse", "name", "path", "field"),
+    [
+        (
+            meta.parse,
+            "meta_leadgen_webhook.json",
+            ("entry", 0, "changes", 1, "value", "leadgen_id"),
+            "entry.0.changes.1.value.leadgen_id",
+        ),
+        (
+            meta.parse,
+            "meta_leadgen_webhook.json",
+            ("entry", 0, "changes", 0, "value", "form_id"),
+            "entry.0.changes.0.value.form_id",
+        ),
+        (typeform.parse, "typeform_form_response.json", ("form_response", "token"), "form_response.token"),
+        (webflow.parse, "webflow_form_submission.json", ("payload", "id"), "payload.id"),
+    ],
+)
+@pytest.mark.parametrize("value", ["a b", "ünï", "a\nb", "a\x7fb"])
+def test_a_webhook_id_fails_the_same_check_naming_its_path(
+    parse: Callable[[bytes], object], name: str, path: tuple[str | int, ...], field: str, value: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        parse(_webhook(name, path, value))
+    assert [e.field for e in caught.value.errors] == [field]
