@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -129,3 +130,14 @@ def test_a_webhook_id_fails_the_same_check_naming_its_path(
     with pytest.raises(InputError) as caught:
         parse(_webhook(name, path, value))
     assert [e.field for e in caught.value.errors] == [field]
+
+
+@pytest.mark.parametrize("value", [">", "a.b", "x\n"])
+def test_the_history_command_refuses_a_hostile_id_before_it_reads_the_log(
+    value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services import audit_cli
+
+    monkeypatch.setenv("DEALSTREAM_NATS_URL", "nats://127.0.0.1:1")  # nothing listens: a read would fail otherwise
+    assert asyncio.run(audit_cli.history("deal", value, "table", False, None)) == 2
+    assert "`ID` must be 1 to 64 letters" in capsys.readouterr().err
