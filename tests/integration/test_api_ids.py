@@ -168,6 +168,12 @@ VALID_BODIES: dict[type[msgspec.Struct], dict[str, Any]] = {
     schemas.ScheduleTask: {"title": "Call back", "due_at": "2030-01-01T09:00:00Z", "task_id": "k1"},
     schemas.DefinePipeline: {**PIPELINE},
 }
+QUERY_ID_ROUTES = sorted(
+    (path, method, p.field_alias)
+    for path, method, route, _ in _routes()
+    for p in route.route_handler_map[method][1].expected_query_params
+    if is_id(p.field_alias)
+)
 BODY_ID_ROUTES = sorted(
     (path, method, data.annotation.__name__, name)
     for path, method, _, handler in _routes()
@@ -184,6 +190,7 @@ def test_every_path_parameter_is_an_id_and_every_body_id_field_is_declared_an_id
     # The id check finds ids by name: a path parameter or a body field that names something must say so.
     assert PATH_ID_ROUTES, "no route with a path id found: the enumeration is broken"
     assert all(is_id(name) for _, _, name in PATH_ID_ROUTES), PATH_ID_ROUTES
+    assert len(QUERY_ID_ROUTES) >= 5, QUERY_ID_ROUTES
     for body in VALID_BODIES:
         undeclared = [
             f.name
@@ -202,11 +209,14 @@ async def test_hostile_ids_anywhere_are_a_4xx_naming_them_and_append_nothing(
     seeded: Client, store: EventStore, naming: Naming, data: st.DataObject
 ) -> None:
     before = await _events(seeded, store)
-    where = data.draw(st.sampled_from(["path", "body", "stage", "capture"]))
+    where = data.draw(st.sampled_from(["path", "query", "body", "stage", "capture"]))
     if where == "path":
         path, method, name = data.draw(st.sampled_from(PATH_ID_ROUTES))
         value = data.draw(hostile_path_ids)
         r = await seeded.request(method, _concrete(path, {name: value}), json={})
+    elif where == "query":
+        path, method, name = data.draw(st.sampled_from(QUERY_ID_ROUTES))
+        r = await seeded.request(method, _concrete(path, {}), params={name: data.draw(hostile_ids)})
     elif where == "body":
         path, method, body_type, name = data.draw(st.sampled_from(BODY_ID_ROUTES))
         body = VALID_BODIES[getattr(schemas, body_type)]
