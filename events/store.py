@@ -202,8 +202,8 @@ class EventStore:
         self._check_connected()
         try:
             await asyncio.wait_for(self._js.stream_info(self._naming.events_stream), deadline)
-        except (TimeoutError, *UNAVAILABLE) as exc:
-            raise StoreUnavailable(f"the events stream did not answer within {deadline:g} s") from exc
+        except (TimeoutError, APIError, *UNAVAILABLE) as exc:
+            raise StoreUnavailable(f"the events stream did not answer within {deadline:g} s: {exc!r}") from exc
 
     async def _head(self, subject: str) -> tuple[int, str]:
         """The sequence and chain link of the subject's last event ((0, genesis) when it has none)."""

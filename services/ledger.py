@@ -80,13 +80,11 @@ class NotAllWritten(StoreUnavailable):
 
 
 def _check_same_request(ctx: Context, stored: StoredEvent) -> None:
+    """``KeyReused`` when ``stored`` was made under the caller's idempotency key for another request."""
+    if ctx.idempotency_key is None or stored.envelope.idempotency_key != ctx.idempotency_key:
+        return
     # Events written before fingerprints were kept carry none: those retries are taken on trust, as before.
-    same_key = ctx.idempotency_key is not None and stored.envelope.idempotency_key == ctx.idempotency_key
-    if (
-        same_key
-        and None not in (ctx.request_sha256, stored.request_sha256)
-        and (stored.request_sha256 != ctx.request_sha256)
-    ):
+    if ctx.request_sha256 and stored.request_sha256 and stored.request_sha256 != ctx.request_sha256:
         raise KeyReused(stored.envelope.event_id)
 
 
