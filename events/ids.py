@@ -58,7 +58,8 @@ def check_id(value: object, field: str, kind: IdKind = "id") -> str:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    # ascii(): the reason travels in headers (a dead letter's Dealstream-Reason) and log lines, which want ASCII.
+    text = ascii(value)
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
