@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -16,9 +16,9 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from events.ids import is_valid_aggregate_id
+from events.ids import derived_id, is_valid_aggregate_id
 from events.store import EventStore
-from events.subjects import Naming
+from events.subjects import Naming, partition_of
 from services.api import schemas
 from services.api.params import is_id
 from services.config import Settings
@@ -92,6 +92,29 @@ async def test_a_hostile_id_in_a_deal_body_is_422_naming_it_and_nothing_lands(
     assert await _events(seeded, store) == before
     board = await seeded.get("/v1/pipelines/%3E/events")
     assert board.status_code == 422 and _fields(board) == ["pipeline_id"]
+
+
+def _in_partition_of(wildcard: str, make: Callable[[str], str]) -> str:
+    """A name whose id falls in the partition of ``wildcard``: where ``<prefix>.evt.<type>.<partition>.>`` reads."""
+    return next(name for n in range(10_000) if partition_of(make(name := f"p{n}")) == partition_of(wildcard))
+
+
+async def test_a_wildcard_id_never_reads_another_aggregate(api: Client, store: EventStore) -> None:
+    # Seeded where a wildcard read would find them: before, '>' found this pipeline and this lead.
+    pipeline_id = _in_partition_of(">", lambda name: name)
+    assert (await api.put(f"/v1/pipelines/{pipeline_id}", json=PIPELINE)).status_code == 202
+    source_ref = _in_partition_of(">", lambda name: derived_id("web_form:website", name))
+    form = {"Authorization": f"Bearer {FORM_KEY}"}
+    lead = await api.post("/v1/leads", json={"email": "ana@example.com", "source_ref": source_ref}, headers=form)
+    assert lead.status_code == 202 and partition_of(lead.json()["aggregate_id"]) == partition_of(">"), lead.text
+    before = await _events(api, store)
+    for body, field in [({**DEAL, "pipeline_id": ">"}, "pipeline_id"), ({**DEAL, "lead_id": ">"}, "lead_id")]:
+        r = await api.post("/v1/deals", json={**body, "stage": "qualified"})
+        assert r.status_code == 422 and _fields(r) == [field], r.text
+    for path in ("/v1/pipelines/%3E/events", "/v1/leads/%3E/events", "/v1/pipelines/*/events"):
+        r = await api.get(path)
+        assert r.status_code == 422, r.text
+    assert await _events(api, store) == before
 
 
 async def test_a_path_id_ending_in_a_newline_is_422_not_a_500(api: Client, store: EventStore) -> None:
