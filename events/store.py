@@ -174,7 +174,9 @@ class EventStore:
                 )
             except APIError as exc:
                 if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
+                    if attempt == 0:
+                        raise
+                    continue  # refused now, but an earlier attempt of this call may have landed: ask again
                 try:
                     landed = await self._find(envelope, expected)
                 except StoreUnavailable:

@@ -16,6 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
+from nats.js.errors import APIError
 
 from events.config import NatsSettings
 from events.store import EventStore
@@ -308,6 +309,29 @@ async def test_a_lost_ack_is_found_out_before_answering(
     for lead in r.json():
         assert lead["duplicate"] is False  # this request wrote it
         assert [s.envelope.event_id for s in await store.read("lead", lead["aggregate_id"])] == [lead["event_id"]]
+
+
+async def test_a_refusal_after_a_lost_ack_does_not_hide_that_the_event_landed(
+    deal: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js, publish = _publishes(deal)
+    calls: list[str] = []
+
+    async def lost_then_refused(subject: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(subject)
+        if len(calls) == 1:
+            await publish(subject, *args, **kwargs)  # lands, its ack lost
+            raise nats.errors.TimeoutError
+        if len(calls) == 2:  # the server busy for a moment (a leader election, say)
+            raise APIError(code=503, description="JetStream system temporarily unavailable", err_code=10008)
+        return await publish(subject, *args, **kwargs)
+
+    monkeypatch.setattr(js, "publish", lost_then_refused)
+    r = await deal.post("/v1/deals/d1/touchpoints", json=CALL)
+    assert r.status_code == 202 and r.json()["duplicate"] is False, r.text
+    assert len(calls) == 3
+    history = await store.read("deal", "d1")
+    assert [h.envelope.event_id for h in history][1:] == [r.json()["event_id"]]
 
 
 async def test_while_nats_is_unreachable_nothing_is_written_and_the_answer_says_so(
