@@ -84,6 +84,8 @@ def _inbox(**changes: object) -> bytes:
         ({"source_ref": "hs 1"}, "source_ref"),
         ({"source_ref": "hs-1\n"}, "source_ref"),
         ({"lead": {"email": "ana@example.com", "form_id": "f\x00"}}, "lead.form_id"),
+        ({"lead": {"email": "ana@example.com", "key_ref": ">"}}, "lead.key_ref"),
+        ({"lead": {"email": "ana@example.com", "sealed": "AAAA"}}, "lead.sealed"),
     ],
 )
 def test_the_nats_inbox_dead_letters_a_bad_id_naming_it(changes: dict[str, object], field: str) -> None:
