@@ -16,9 +16,10 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from events.config import NatsSettings
+from events.ids import derived_id
 from events.store import EventStore
 from events.streams import StreamSettings
 from events.subjects import Naming
@@ -309,6 +310,34 @@ async def test_a_lost_ack_is_found_out_before_answering(
     for lead in r.json():
         assert lead["duplicate"] is False  # this request wrote it
         assert [s.envelope.event_id for s in await store.read("lead", lead["aggregate_id"])] == [lead["event_id"]]
+
+
+async def test_a_batch_partly_written_says_which_leads_are_in_the_log(
+    api: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js, publish = _publishes(api)
+    leads = [{"email": f"lead{n}@example.com", "source_ref": f"crm-{n}"} for n in range(3)]
+    refused = derived_id("web_form:website", "crm-1")
+
+    async def one_not_stored(subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject.endswith(f".{refused}"):
+            raise NoStreamResponseError  # no JetStream answered: this lead was not stored
+        return await publish(subject, *args, **kwargs)
+
+    monkeypatch.setattr(js, "publish", one_not_stored)
+    r = await api.post("/v1/leads/batch", json={"leads": leads}, headers=FORM)
+    assert r.status_code == 504, r.text
+    body = r.json()
+    assert body["error"] == "partly_written" and body["errors"] == [{"field": "leads.1", "reason": "not written"}]
+    assert [lead["aggregate_id"] for lead in body["written"]] == [
+        derived_id("web_form:website", "crm-0"),
+        derived_id("web_form:website", "crm-2"),
+    ]
+    assert await store.read("lead", refused) == []
+    monkeypatch.setattr(js, "publish", publish)
+    again = await api.post("/v1/leads/batch", json={"leads": leads}, headers=FORM)
+    assert again.status_code == 202, again.text
+    assert [lead["duplicate"] for lead in again.json()] == [True, False, True]
 
 
 async def test_a_refusal_after_a_lost_ack_does_not_hide_that_the_event_landed(
