@@ -5,6 +5,7 @@ body is refused, and unknown query parameters are named instead of ignored."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,8 @@ from typing import Any
 
 import nats.errors
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
@@ -60,6 +63,34 @@ async def test_unknown_query_parameters_are_422_naming_each(api: Client, store: 
     r = await api.post("/v1/leads?source=ads", json={"email": "ana@example.com"}, headers=FORM)
     assert r.status_code == 422 and _fields(r) == ["source"], r.text
     assert await _events(store) == before
+
+
+def _get_routes() -> list[tuple[str, frozenset[str]]]:
+    from services.api.app import create_app
+
+    app = create_app(Settings(nats=NatsSettings(), config=api_config()))
+    return sorted(
+        (re.sub(r"\{\w+:\w+\}", "x1", route.path), app.state.query_names[id(handler)])
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and not route.path.startswith("/v1/openapi")
+        for method, (handler, _) in route.route_handler_map.items()
+        if method == "GET" and route.path != "/v1/board/changes"  # an endless stream once accepted
+    )
+
+
+GET_ROUTES = _get_routes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(GET_ROUTES), name=st.text("abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=12))
+async def test_any_unknown_query_parameter_on_any_read_is_422_naming_it(
+    api: Client, route: tuple[str, frozenset[str]], name: str
+) -> None:
+    path, known = route
+    assume(name not in known)
+    r = await api.get(path, params={name: "1"})
+    assert r.status_code == 422, (path, name, r.text)
+    assert name in _fields(r)
 
 
 async def test_the_documented_query_parameters_still_work(api: Client) -> None:
