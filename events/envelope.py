@@ -65,3 +65,5 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     envelope: Envelope
     chain: str | None = None
     """Its link in the aggregate's hash chain, where the reader fetched the headers."""
+    request_sha256: str | None = None
+    """The fingerprint of the request that made it, where the reader fetched the headers and the writer kept one."""

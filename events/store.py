@@ -10,6 +10,7 @@ Every event carries its link in the aggregate's hash chain in the ``Dealstream-C
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import msgspec
@@ -38,7 +39,19 @@ class ConcurrencyError(Exception):
 
 
 class StoreUnavailable(Exception):
-    """NATS is unreachable or did not acknowledge in time; nothing can be promised about the write."""
+    """NATS is unreachable: the write was not sent, or the read not answered. Nothing was written."""
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """A publish went out but neither its ack nor the log could tell, within the deadline, whether it landed.
+
+    The event may be in the log (or land later, when a frozen server resumes); a retry with the same event id or
+    idempotency key finds it there or appends it, never twice."""
+
+    def __init__(self, event_id: str, subject: str) -> None:
+        super().__init__(f"no answer from the log about event {event_id} on {subject}: it may or may not be in it")
+        self.event_id = event_id
+        self.subject = subject
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -56,6 +69,13 @@ UNAVAILABLE = (
     nats.errors.OutboundBufferLimitError,
     NoStreamResponseError,
 )
+# A publish that failed with one of these may have reached the server (it was sent, or sits in the client's reconnect
+# buffer, which is flushed on reconnect): only the log can say whether it landed. The others were never stored.
+UNANSWERED = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError)
+REQUEST_HEADER = "Dealstream-Request-Sha256"
+"""The fingerprint of the request an event was made for (see ``append``): a retry with the same idempotency key
+and another body is told apart from a true retry."""
+_SETTLE_ATTEMPTS = 2
 
 
 class EventStore:
@@ -82,7 +102,11 @@ class EventStore:
             raise StoreUnavailable("not connected to NATS")
 
     async def append(
-        self, envelopes: Sequence[Envelope], expected_version: int | None, last: StoredEvent | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        expected_version: int | None,
+        last: StoredEvent | None = None,
+        request_sha256: str | None = None,
     ) -> list[Appended]:
         """Append events of one aggregate in order, each linked into the aggregate's hash chain.
 
@@ -90,7 +114,10 @@ class EventStore:
         exist yet; ``None`` appends after whatever is last (only for events that commute, never for
         decisions). Either way every append names the sequence it follows, which keeps the chain a line.
         ``last``: the aggregate's event at ``expected_version`` as the caller read it, saving a read of its
-        chain link.
+        chain link. ``request_sha256``: the fingerprint of the request, kept in a header of every event appended.
+
+        A publish whose ack does not come is sent again as it was (same event id, same expected sequence: it can
+        land once at most) until the log answers; ``OutcomeUnknown`` if it never does within the attempts.
         """
         if not envelopes:
             return []
@@ -106,14 +133,15 @@ class EventStore:
                 known = last.chain if last is not None and last.sequence == expected_version else None
                 expected, chain = expected_version, known or await self._chain_at(expected_version)
             try:
-                return await self._publish(subject, envelopes, expected, chain)
+                return await self._publish(subject, envelopes, expected, chain, request_sha256)
             except ConcurrencyError:
                 if expected_version is not None or attempt == _COMMUTING_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _publish(self, subject: str, envelopes: Sequence[Envelope], expected: int, chain: str) -> list[Appended]:
-        first = envelopes[0]
+    async def _publish(
+        self, subject: str, envelopes: Sequence[Envelope], expected: int, chain: str, request_sha256: str | None
+    ) -> list[Appended]:
         results: list[Appended] = []
         for envelope in envelopes:
             data = encode(envelope)
@@ -126,25 +154,58 @@ class EventStore:
                 "Nats-Expected-Last-Subject-Sequence": str(expected),
                 CHAIN_HEADER: link,
             }
+            if request_sha256 is not None:
+                headers[REQUEST_HEADER] = request_sha256
+            appended = await self._publish_one(subject, envelope, data, headers, expected, first=not results)
+            results.append(appended)
+            expected = appended.sequence
+            chain = link if not appended.duplicate else await self._chain_at(appended.sequence)
+        return results
+
+    async def _publish_one(
+        self, subject: str, envelope: Envelope, data: bytes, headers: dict[str, str], expected: int, first: bool
+    ) -> Appended:
+        """One event in the log, found out: its ack, or after a lost ack the log's own answer about its id. Found at
+        the first attempt, an earlier call wrote it (a duplicate); found at a later one, this call did."""
+        for attempt in range(1 + _SETTLE_ATTEMPTS):
             try:
                 ack = await self._js.publish(
-                    subject, data, timeout=self._timeout, stream=self._naming.events_stream, headers=headers
+                    subject, data, timeout=self._timeout, stream=self._naming.events_stream, headers=dict(headers)
                 )
             except APIError as exc:
                 if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                landed = await self._find(first.aggregate_type, first.aggregate_id, envelope.event_id, expected)
+                    if attempt == 0:
+                        raise
+                    continue  # refused now, but an earlier attempt of this call may have landed: ask again
+                try:
+                    landed = await self._find(envelope, expected)
+                except StoreUnavailable:
+                    continue
                 if landed is None:
-                    current = await self.version(first.aggregate_type, first.aggregate_id)
+                    # Our publish carries the same expected sequence: it cannot land after another event did.
+                    current = await self.version(envelope.aggregate_type, envelope.aggregate_id)
                     raise ConcurrencyError(expected, current) from exc
-                results.append(Appended(envelope.event_id, landed, True))
-                expected, chain = landed, await self._chain_at(landed)
+                return Appended(envelope.event_id, landed, attempt == 0)
+            except UNANSWERED:
+                if not self._nc.is_connected and attempt < _SETTLE_ATTEMPTS:
+                    await asyncio.sleep(self._timeout / 4)
                 continue
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(f"{type(exc).__name__} while appending to {subject}") from exc
-            results.append(Appended(envelope.event_id, ack.seq, bool(ack.duplicate)))
-            expected, chain = ack.seq, link
-        return results
+                if attempt == 0 and first:  # never sent, and nothing before it in this append: nothing written
+                    raise StoreUnavailable(f"{type(exc).__name__} while appending to {subject}") from exc
+                continue
+            # Acked as a duplicate on a retry: the first attempt landed, and it is this call's own event.
+            return Appended(envelope.event_id, ack.seq, bool(ack.duplicate) and attempt == 0)
+        raise OutcomeUnknown(envelope.event_id, subject)
+
+    async def check(self, deadline: float) -> None:
+        """``StoreUnavailable`` unless the events stream answers within ``deadline`` seconds (a frozen server keeps
+        its connections open, so being connected proves nothing)."""
+        self._check_connected()
+        try:
+            await asyncio.wait_for(self._js.stream_info(self._naming.events_stream), deadline)
+        except (TimeoutError, APIError, *UNAVAILABLE) as exc:
+            raise StoreUnavailable(f"the events stream did not answer within {deadline:g} s: {exc!r}") from exc
 
     async def _head(self, subject: str) -> tuple[int, str]:
         """The sequence and chain link of the subject's last event ((0, genesis) when it has none)."""
@@ -169,11 +230,16 @@ class EventStore:
             raise StoreUnavailable(f"{type(exc).__name__} while reading sequence {sequence}") from exc
         return str((msg.headers or {}).get(CHAIN_HEADER, GENESIS))
 
-    async def _find(self, aggregate_type: AggregateType, aggregate_id: str, event_id: str, after: int) -> int | None:
-        for stored in await self.read(aggregate_type, aggregate_id, after=after):
-            if stored.envelope.event_id == event_id:
+    async def _find(self, envelope: Envelope, after: int) -> int | None:
+        for stored in await self.read(envelope.aggregate_type, envelope.aggregate_id, after=after):
+            if stored.envelope.event_id == envelope.event_id:
                 return stored.sequence
         return None
+
+    async def first(self, aggregate_type: AggregateType, aggregate_id: str) -> StoredEvent | None:
+        """The aggregate's first event (with its request fingerprint), None if it has none."""
+        events, _ = await self._direct_batch(self._naming.aggregate_subject(aggregate_type, aggregate_id), 1, batch=1)
+        return events[0] if events else None
 
     async def version(self, aggregate_type: AggregateType, aggregate_id: str) -> int:
         """The stream sequence of the aggregate's last event, 0 if it has none."""
@@ -203,10 +269,11 @@ class EventStore:
                 return events
             seq = batch[-1].sequence + 1
 
-    async def _direct_batch(self, subject: str, seq: int) -> tuple[list[StoredEvent], bool]:
-        """Up to ``_READ_BATCH`` events of ``subject`` from ``seq`` on, and whether more are pending."""
+    async def _direct_batch(self, subject: str, seq: int, batch: int = _READ_BATCH) -> tuple[list[StoredEvent], bool]:
+        """Up to ``batch`` events of ``subject`` from ``seq`` on, and whether more are pending."""
+        self._check_connected()
         inbox = self._nc.new_inbox()
-        request = msgspec.json.encode({"seq": seq, "next_by_subj": subject, "batch": _READ_BATCH})
+        request = msgspec.json.encode({"seq": seq, "next_by_subj": subject, "batch": batch})
         events: list[StoredEvent] = []
         try:
             sub = await self._nc.subscribe(inbox)
@@ -228,6 +295,7 @@ class EventStore:
                             subject=subject,
                             envelope=decode(msg.data),
                             chain=headers.get(CHAIN_HEADER, GENESIS),
+                            request_sha256=headers.get(REQUEST_HEADER),
                         )
                     )
             finally:

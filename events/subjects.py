@@ -7,6 +7,7 @@ import zlib
 from dataclasses import dataclass
 
 from events.envelope import AggregateType
+from events.ids import check_id
 
 PARTITIONS = 64
 """Fixed forever: a partition token in every event subject lets a projection split the log by aggregate."""
@@ -81,6 +82,8 @@ class Naming:
         return f"{self.prefix}.evt.{aggregate_type}.*.*"
 
     def aggregate_subject(self, aggregate_type: AggregateType, aggregate_id: str) -> str:
+        """The subject of one aggregate; an id that is not one subject token (``>``, ``a.b``) never becomes one."""
+        check_id(aggregate_id, f"{aggregate_type}_id")
         return f"{self.prefix}.evt.{aggregate_type}.{partition_of(aggregate_id)}.{aggregate_id}"
 
     def partition_filter(self, partition: int) -> str:

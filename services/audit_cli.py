@@ -32,6 +32,7 @@ from events.audit import audit_stream, check_export, new_signing_key, public_key
 from events.chain import AuditReport, ChainedMessage
 from events.config import NatsSettings, connect
 from events.envelope import AggregateType, StoredEvent
+from events.ids import InvalidId, check_id
 from events.personal import Vault
 from events.signing import parse_public_key
 from events.store import EventStore
@@ -94,6 +95,11 @@ async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, ra
     when = dt.datetime.fromisoformat(as_of) if as_of else None
     if when is not None and when.tzinfo is None:
         print("error: --as-of needs a time zone offset, e.g. 2026-09-30T23:59:59+02:00", file=sys.stderr)
+        return 2
+    try:
+        check_id(aggregate_id, "ID")
+    except InvalidId as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = NatsSettings.from_env()
     nc, js = await connect(settings, "dealstream-history")

@@ -19,7 +19,7 @@ import structlog
 from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredEvent
 from events.ids import uuid7
 from events.personal import Vault
-from events.store import ConcurrencyError, EventStore
+from events.store import ConcurrencyError, EventStore, OutcomeUnknown, StoreUnavailable
 from events.types import Event, LeadCaptured
 
 log = structlog.get_logger("dealstream.ledger")
@@ -49,6 +49,43 @@ class Context:
     correlation_id: str
     now: dt.datetime
     idempotency_key: str | None = None
+    request_sha256: str | None = None
+    """With an idempotency key: the request's fingerprint, kept with its events so that a retry can be told from
+    another request reusing the key."""
+
+
+class KeyReused(Exception):
+    """An ``Idempotency-Key`` that already made an event, sent again with another request (another body)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"was first used for another request (event {event_id}); a retry must repeat the first request exactly, "
+            "a new request needs a new key"
+        )
+        self.event_id = event_id
+
+
+class NotAllWritten(StoreUnavailable):
+    """Leads captured together whose appends did not all land: which are in the log, which are not, which are not
+    known (their publish went out unanswered). A retry with the same identities lands each missing one once."""
+
+    def __init__(self, written: dict[int, Accepted], not_written: list[int], unknown: list[int]) -> None:
+        super().__init__(
+            f"{len(written)} written, {len(not_written)} not written, {len(unknown)} unknown of "
+            f"{len(written) + len(not_written) + len(unknown)}"
+        )
+        self.written = written
+        self.not_written = not_written
+        self.unknown = unknown
+
+
+def _check_same_request(ctx: Context, stored: StoredEvent) -> None:
+    """``KeyReused`` when ``stored`` was made under the caller's idempotency key for another request."""
+    if ctx.idempotency_key is None or stored.envelope.idempotency_key != ctx.idempotency_key:
+        return
+    # Events written before fingerprints were kept carry none: those retries are taken on trust, as before.
+    if ctx.request_sha256 and stored.request_sha256 and stored.request_sha256 != ctx.request_sha256:
+        raise KeyReused(stored.envelope.event_id)
 
 
 def _accepted(stored: StoredEvent, version: int, duplicate: bool) -> Accepted:
@@ -135,6 +172,7 @@ class Ledger:
             if ctx.idempotency_key is not None:
                 for stored in history:
                     if stored.envelope.idempotency_key == ctx.idempotency_key:
+                        _check_same_request(ctx, stored)
                         return _accepted(stored, version, duplicate=True)
             if if_match is not None and if_match != version:
                 raise ConcurrencyError(if_match, version)
@@ -143,7 +181,10 @@ class Ledger:
             )
             try:
                 [appended] = await self.store.append(
-                    [envelope], expected_version=version, last=history[-1] if history else None
+                    [envelope],
+                    expected_version=version,
+                    last=history[-1] if history else None,
+                    request_sha256=ctx.request_sha256,
                 )
             except ConcurrencyError:
                 if if_match is not None:
@@ -173,17 +214,43 @@ class Ledger:
     async def capture_many(
         self, ctx: Context, leads: Sequence[tuple[str, LeadCaptured, dt.datetime, RawPayload | None]]
     ) -> list[Accepted]:
-        """Append each lead's first event, their keys stored in one write; answers in the order given."""
+        """Append each lead's first event, their keys stored in one write; answers in the order given.
+
+        Every append is seen to its end before answering: ``NotAllWritten`` says which leads are in the log when
+        some are not (or not known to be), never a bare "unavailable" while some landed."""
+        if ctx.request_sha256 is not None and len(leads) > 1:
+            # Refused before anything is written: the leads of another request under this key must not land.
+            await self._check_not_reused(ctx, [lead_id for lead_id, *_ in leads])
         envelopes = [self.envelope(ctx, "lead", lead_id, lead, at, raw) for lead_id, lead, at, raw in leads]
         if self.vault is not None:
             envelopes = await self.vault.sealed_together(envelopes)
-        return list(await asyncio.gather(*(self._append_capture(e) for e in envelopes)))
+        if len(envelopes) == 1:
+            return [await self._append_capture(ctx, envelopes[0])]
+        outcomes = await asyncio.gather(*(self._append_capture(ctx, e) for e in envelopes), return_exceptions=True)
+        written = {n: o for n, o in enumerate(outcomes) if isinstance(o, Accepted)}
+        if len(written) == len(outcomes):
+            return list(written.values())
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, StoreUnavailable):
+                raise outcome
+        unknown = [n for n, o in enumerate(outcomes) if isinstance(o, OutcomeUnknown)]
+        not_written = [n for n, o in enumerate(outcomes) if n not in written and n not in unknown]
+        if not written and not unknown:
+            raise StoreUnavailable(f"none of {len(outcomes)} leads written")
+        raise NotAllWritten(written, not_written, unknown)
 
-    async def _append_capture(self, envelope: Envelope) -> Accepted:
+    async def _check_not_reused(self, ctx: Context, lead_ids: list[str]) -> None:
+        firsts = await asyncio.gather(*(self.store.first("lead", lead_id) for lead_id in lead_ids))
+        for stored in firsts:
+            if stored is not None:
+                _check_same_request(ctx, stored)
+
+    async def _append_capture(self, ctx: Context, envelope: Envelope) -> Accepted:
         try:
-            [appended] = await self.store.append([envelope], expected_version=0)
+            [appended] = await self.store.append([envelope], expected_version=0, request_sha256=ctx.request_sha256)
         except ConcurrencyError:
             history = await self.store.read("lead", envelope.aggregate_id)
+            _check_same_request(ctx, history[0])
             log.info(
                 "ledger.capture_duplicate", lead_id=envelope.aggregate_id, first_event_id=history[0].envelope.event_id
             )

@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
-from events.ids import derived_id, uuid7
+from events.ids import InvalidId, check_id, derived_id, uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
 from events.streams import ensure_streams
@@ -34,6 +34,8 @@ log = structlog.get_logger("dealstream.intake")
 
 Integration = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 MAX_FUTURE = dt.timedelta(minutes=5)
+SET_BY_DEALSTREAM = ("sealed", "key_ref", "email_domain", "has_phone")
+"""Fields of ``LeadCaptured`` that sealing fills in; a message that sets them is refused."""
 
 
 class InboxLead(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +68,17 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
         raise Rejection(f"not valid UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise Rejection("nested too deeply") from None
+    try:
+        check_id(item.integration, "integration")
+        check_id(item.source_ref, "source_ref", "ref")
+        if item.lead.form_id is not None:
+            check_id(item.lead.form_id, "lead.form_id", "ref")
+    except InvalidId as exc:
+        raise Rejection(f"{exc.reason} - at `$.{exc.field}`") from None
+    if ours := [name for name in SET_BY_DEALSTREAM if getattr(item.lead, name) is not None]:
+        # A capture that arrives with ``sealed`` set is not sealed again: the sender's personal fields would enter
+        # the log in clear, under its own ``key_ref`` (a key-value entry the vault reads: '>' failed every read).
+        raise Rejection("; ".join(f"set by Dealstream, not by the sender - at `$.lead.{name}`" for name in ours))
     if item.occurred_at.tzinfo is None:
         raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
     problems = attribute_problems("lead.campaign", item.lead.campaign)

@@ -19,12 +19,13 @@ from litestar.types import ASGIApp, Message, Receive, Send
 
 from events.aggregates import Rejected
 from events.envelope import Envelope
-from events.ids import uuid7
-from events.store import ConcurrencyError, StoreUnavailable
-from services.api import alerts, capture, commands, history, openapi, reads, scores
+from events.ids import InvalidId, uuid7
+from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
+from services.api import alerts, capture, commands, history, openapi, params, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
+from services.ledger import Accepted, KeyReused, NotAllWritten
 
 log = structlog.get_logger("dealstream.api")
 
@@ -36,6 +37,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     message: str
     errors: list[FieldError] = []
     current_version: int | None = None
+    written: list[Accepted] | None = None
+    """When some of several events are in the log and others are not (or not known to be): those that are."""
     request_id: str | None = None
 
 
@@ -80,7 +83,12 @@ def _field_of(error: dict[str, Any]) -> str:
     key = str(error.get("key") or "body")
     if key == "data" and (named := _NAMED_FIELD.search(str(error.get("message")))):
         return named.group(1)
-    return "body" if key == "data" else key
+    # One way of naming a list item everywhere: stages.0.id, as in leads.3.email.
+    return "body" if key == "data" else re.sub(r"\[(\d+)\]", r".\1", key)
+
+
+def _on_invalid_id(request: Request[Any, Any, Any], exc: InvalidId) -> Response[ErrorBody]:
+    return _error(request, 422, ErrorBody("invalid_input", str(exc), [FieldError(exc.field, exc.reason)]))
 
 
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
@@ -123,6 +131,33 @@ def _on_unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> R
         "unavailable", "the event log is unreachable; nothing was written; retry with the same Idempotency-Key"
     )
     return _error(request, 503, body, {"Retry-After": "2"})
+
+
+def _on_key_reused(request: Request[Any, Any, Any], exc: KeyReused) -> Response[ErrorBody]:
+    body = ErrorBody("idempotency_key_reused", f"Idempotency-Key: {exc}", [FieldError("Idempotency-Key", str(exc))])
+    return _error(request, 422, body)
+
+
+_RETRY = "retry with the same Idempotency-Key: what is in the log comes back as a duplicate, the rest lands once"
+
+
+def _on_outcome_unknown(request: Request[Any, Any, Any], exc: OutcomeUnknown) -> Response[ErrorBody]:
+    log.warning("store.outcome_unknown", reason=str(exc), event_id=exc.event_id)
+    body = ErrorBody(
+        "outcome_unknown", f"the event log did not answer in time: the write may or may not be in it; {_RETRY}"
+    )
+    return _error(request, 504, body, {"Retry-After": "2"})
+
+
+def _on_not_all_written(request: Request[Any, Any, Any], exc: NotAllWritten) -> Response[ErrorBody]:
+    log.warning("store.not_all_written", reason=str(exc))
+    errors = [FieldError(f"leads.{n}", "not written") for n in exc.not_written]
+    errors += [FieldError(f"leads.{n}", "unknown: the log did not answer whether it is in it") for n in exc.unknown]
+    errors.sort(key=lambda e: int(e.field.split(".")[1]))
+    code = "outcome_unknown" if exc.unknown else "partly_written"
+    written = [exc.written[n] for n in sorted(exc.written)] or None
+    body = ErrorBody(code, f"{exc}; 'written' lists the leads in the log; {_RETRY}", errors, written=written)
+    return _error(request, 504, body, {"Retry-After": "2"})
 
 
 def _on_reads_unavailable(request: Request[Any, Any, Any], exc: ReadModelUnavailable) -> Response[ErrorBody]:
@@ -192,15 +227,20 @@ def event_schema() -> Response[dict[str, Any]]:
     return Response(_EVENT_SCHEMA, media_type="application/schema+json")
 
 
-@get("/v1/health", tags=["ops"], sync_to_thread=False)
-def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-    """200 when the log is reachable, 503 (with Retry-After) when it is not."""
+HEALTH_DEADLINE = 1.0
+"""Seconds the log has to answer a health check: a frozen nats-server keeps its connections open."""
+
+
+@get("/v1/health", tags=["ops"])
+async def health(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """200 when the log answers within a deadline, 503 (with Retry-After) when it does not."""
     rt: Runtime = request.app.state.runtime
     try:
-        rt.ledger  # noqa: B018 - raises when NATS is not connected
-    except StoreUnavailable:
+        await rt.store.check(min(HEALTH_DEADLINE, rt.settings.nats.publish_timeout))
+    except StoreUnavailable as exc:
+        log.info("health.unavailable", reason=str(exc))
         return Response(
-            {"status": "unavailable", "nats": "disconnected"}, status_code=503, headers={"Retry-After": "2"}
+            {"status": "unavailable", "nats": "not answering"}, status_code=503, headers={"Retry-After": "2"}
         )
     return Response({"status": "ok", "nats": "connected"})
 
@@ -230,13 +270,18 @@ def create_app(settings: Settings) -> Litestar:
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
+        before_request=params.check_parameters,
         exception_handlers={
             InputError: _on_input,
+            InvalidId: _on_invalid_id,
             RateLimited: _on_rate_limited,
             ValidationException: _on_validation,
             AuthError: _on_auth,
             Rejected: _on_rejected,
             ConcurrencyError: _on_conflict,
+            KeyReused: _on_key_reused,
+            OutcomeUnknown: _on_outcome_unknown,
+            NotAllWritten: _on_not_all_written,
             StoreUnavailable: _on_unavailable,
             ReadModelUnavailable: _on_reads_unavailable,
             HTTPException: _on_http,
@@ -247,6 +292,7 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    app.state.query_names = params.query_names(app)
     _document_errors(app)
     openapi.document(app)
     return app
@@ -264,6 +310,8 @@ ERROR_ANSWERS: dict[int, str] = {
     428: "a stage move without If-Match",
     429: "over the credential's request rate: wait Retry-After seconds",
     503: "the event log or the read models are unreachable; nothing was written (Retry-After)",
+    504: "the event log did not confirm every write in time: some may be in it (written lists those that are); "
+    "retry with the same Idempotency-Key",
 }
 
 _NO_ERROR_ANSWERS = {"/v1/health", "/v1/schemas/events.json"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Response, Router, get, post
@@ -16,6 +17,7 @@ from litestar.exceptions import NotFoundException
 
 from events.ids import derived_id, uuid7
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
+from services.api.params import QUERY_OPT
 from services.api.scores import leads_by_score
 from services.errors import AuthError, FieldError, InputError
 from services.ledger import Accepted, Context
@@ -43,7 +45,13 @@ async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLea
     )
 
 
-@post("/leads", status_code=202, tags=["capture"], guards=[requires("leads:capture", allow_query_key=True)])
+@post(
+    "/leads",
+    status_code=202,
+    tags=["capture"],
+    guards=[requires("leads:capture", allow_query_key=True)],
+    opt={QUERY_OPT: ("key",)},
+)
 async def capture_lead(request: AnyRequest) -> Response[Any]:
     """Capture a web form's lead, sent as JSON or as a plain HTML form (``application/x-www-form-urlencoded``).
 
@@ -51,9 +59,9 @@ async def capture_lead(request: AnyRequest) -> Response[Any]:
     cannot set headers). ``Idempotency-Key`` (or ``source_ref`` in the body) makes a retry a no-op.
     """
     caller = caller_of(request)
-    ctx = context(request, source="web_form")
     body = await request.body()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctx = context(request, source="web_form", body=_canonical(media, body))
     if media == "application/json":
         lead = html_form.parse_json(body, ctx.now)
     elif media == "application/x-www-form-urlencoded":
@@ -64,6 +72,19 @@ async def capture_lead(request: AnyRequest) -> Response[Any]:
     scoped = InboundLead(lead.source, identity or None, lead.occurred_at, lead.lead, lead.raw)
     [result] = await _capture_all(request, ctx, [scoped], f"web_form:{caller.id}")
     return accepted(result)
+
+
+def _canonical(media: str, body: bytes) -> object:
+    """The body as its Idempotency-Key fingerprint reads it: decoded (key order and spacing do not count), or the
+    bytes themselves when they do not decode (the request is refused anyway)."""
+    try:
+        if media == "application/json":
+            return msgspec.json.decode(body)
+        if media == "application/x-www-form-urlencoded":
+            return sorted(parse_qsl(body.decode(), keep_blank_values=True))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        pass
+    return body
 
 
 class LeadBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -81,8 +102,9 @@ async def capture_leads(request: AnyRequest) -> Response[Any]:
     Answers 202 with one entry per lead, in order, once every lead is in the log.
     """
     caller = caller_of(request)
-    ctx = context(request)
-    batch = decode_json(await request.body(), LeadBatch)
+    body = await request.body()
+    ctx = context(request, body=_canonical("application/json", body))
+    batch = decode_json(body, LeadBatch)
     limit = runtime(request).settings.config.max_batch_leads
     if not 1 <= len(batch.leads) <= limit:
         raise InputError.one("leads", f"must hold 1 to {limit} leads, got {len(batch.leads)}")
@@ -139,7 +161,12 @@ def _system_context(request: AnyRequest, source: Any) -> Context:
     )
 
 
-@get("/webhooks/meta", tags=["webhooks"], media_type="text/plain")
+@get(
+    "/webhooks/meta",
+    tags=["webhooks"],
+    media_type="text/plain",
+    opt={QUERY_OPT: ("hub.mode", "hub.challenge", "hub.verify_token")},
+)
 async def meta_handshake(request: AnyRequest) -> str:
     """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` matches."""
     config = _webhook_config(request, "meta")

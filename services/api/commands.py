@@ -44,12 +44,12 @@ async def _execute(
     aggregate_type: AggregateType,
     aggregate_id: str,
     decide: Decide,
-    occurred_at: dt.datetime | None = None,
+    data: schemas.Body,
     if_match_required: bool = False,
 ) -> Accepted:
     rt = runtime(request)
-    ctx = context(request)
-    when = business_time(occurred_at, ctx.now, rt.settings.config.max_clock_skew_seconds, "occurred_at")
+    ctx = context(request, body=data)
+    when = business_time(data.occurred_at, ctx.now, rt.settings.config.max_clock_skew_seconds, "occurred_at")
     if_match = parse_if_match(request, required=if_match_required)
     return await rt.ledger.execute(ctx, aggregate_type, aggregate_id, decide, when, if_match)
 
@@ -67,7 +67,7 @@ async def assign_lead(
 ) -> Response[Any]:
     """Give a lead an owner (a manual assignment always wins over routing rules)."""
     decide = _lead(lambda s: agg.assign_lead(s, data.owner))
-    return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "lead", lead_id, decide, data))
 
 
 @post("/leads/{lead_id:str}/qualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
@@ -76,7 +76,7 @@ async def qualify_lead(
 ) -> Response[Any]:
     event = LeadQualified(reason=data.reason, score=data.score)
     decide = _lead(lambda s: agg.qualify_lead(s, event))
-    return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "lead", lead_id, decide, data))
 
 
 @post("/leads/{lead_id:str}/disqualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
@@ -85,7 +85,7 @@ async def disqualify_lead(
 ) -> Response[Any]:
     event = LeadDisqualified(reason=data.reason)
     decide = _lead(lambda s: agg.disqualify_lead(s, event))
-    return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "lead", lead_id, decide, data))
 
 
 @post("/leads/{lead_id:str}/erase", status_code=202, tags=["leads"], guards=[requires("leads:write")])
@@ -106,7 +106,7 @@ async def erase_lead(
     # the request records it.
     await vault.erase(lead_id, captured.key_ref if isinstance(captured, LeadCaptured) else None)
     decide = _lead(lambda s: agg.erase_lead(s, LeadErased(reason=data.reason)))
-    return accepted(await _execute(request, "lead", lead_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "lead", lead_id, decide, data))
 
 
 # --- touchpoints and tasks, on leads and deals alike ---------------------------------------------------
@@ -132,7 +132,7 @@ async def _touchpoint(
     def decide(history: list[Envelope]) -> Event:
         return agg.log_touchpoint(_activity(aggregate_type, history), event)
 
-    return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
+    return await _execute(request, aggregate_type, aggregate_id, decide, data)
 
 
 async def _schedule(
@@ -147,7 +147,7 @@ async def _schedule(
     def decide(history: list[Envelope]) -> Event:
         return agg.schedule_task(_activity(aggregate_type, history), event)
 
-    return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
+    return await _execute(request, aggregate_type, aggregate_id, decide, data)
 
 
 async def _complete(
@@ -162,7 +162,7 @@ async def _complete(
     def decide(history: list[Envelope]) -> Event:
         return agg.complete_task(_activity(aggregate_type, history), event)
 
-    return await _execute(request, aggregate_type, aggregate_id, decide, data.occurred_at)
+    return await _execute(request, aggregate_type, aggregate_id, decide, data)
 
 
 @post("/leads/{lead_id:str}/touchpoints", status_code=202, tags=["leads"], guards=[requires("leads:write")])
@@ -239,7 +239,7 @@ async def open_deal(request: AnyRequest, data: JSONBody[schemas.OpenDeal]) -> Re
     """Open a deal in a pipeline, on its own or from a lead. With an ``Idempotency-Key`` and no ``deal_id``,
     the deal id is derived from the key, so a retry opens no second deal."""
     rt = runtime(request)
-    ctx = context(request)
+    ctx = context(request, body=data)
     deal_id = data.deal_id or (derived_id("deal", ctx.idempotency_key) if ctx.idempotency_key else uuid7())
     pipeline = await _pipeline(request, data.pipeline_id)
     lead_source = None
@@ -273,7 +273,7 @@ async def move_stage(
     """Move a deal to another stage. ``If-Match`` must carry the version you last saw; a stale one is 409."""
     pipeline = await _deal_pipeline(request, deal_id)
     decide = lambda history: agg.move_stage(agg.fold_deal(history), pipeline, data.to_stage)  # noqa: E731
-    return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at, if_match_required=True))
+    return accepted(await _execute(request, "deal", deal_id, decide, data, if_match_required=True))
 
 
 @post("/deals/{deal_id:str}/amount", status_code=202, tags=["deals"], guards=[requires("deals:write")])
@@ -281,19 +281,19 @@ async def change_amount(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ChangeAmount]
 ) -> Response[Any]:
     decide = lambda history: agg.change_amount(agg.fold_deal(history), data.amount, data.currency)  # noqa: E731
-    return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "deal", deal_id, decide, data))
 
 
 @post("/deals/{deal_id:str}/won", status_code=202, tags=["deals"], guards=[requires("deals:write")])
 async def win_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.WinDeal]) -> Response[Any]:
     decide = lambda history: agg.win_deal(agg.fold_deal(history), data.amount)  # noqa: E731
-    return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "deal", deal_id, decide, data))
 
 
 @post("/deals/{deal_id:str}/lost", status_code=202, tags=["deals"], guards=[requires("deals:write")])
 async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LoseDeal]) -> Response[Any]:
     decide = lambda history: agg.lose_deal(agg.fold_deal(history), data.reason)  # noqa: E731
-    return accepted(await _execute(request, "deal", deal_id, decide, data.occurred_at))
+    return accepted(await _execute(request, "deal", deal_id, decide, data))
 
 
 # --- pipelines ----------------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ async def define_pipeline(
 ) -> Response[Any]:
     """Define (or redefine) a pipeline's stages in order, with win probability and rotting days."""
     event = agg.define_pipeline(PipelineDefined(name=data.name, stages=data.stages))
-    return accepted(await _execute(request, "pipeline", pipeline_id, lambda _: event, data.occurred_at))
+    return accepted(await _execute(request, "pipeline", pipeline_id, lambda _: event, data))
 
 
 router = Router(

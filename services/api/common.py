@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -72,7 +74,16 @@ def parse_if_match(request: AnyRequest, required: bool) -> int | None:
     return int(text)
 
 
-def context(request: AnyRequest, source: Source | None = None) -> Context:
+def fingerprint(request: AnyRequest, body: object) -> str:
+    """SHA-256 of a request as its Idempotency-Key stands for it: method, path and the body in canonical form (a
+    decoded body re-encoded with sorted keys, so spacing and key order do not count; raw bytes as they are)."""
+    canonical = body if isinstance(body, bytes) else msgspec.json.encode(body, order="sorted")
+    return hashlib.sha256(f"{request.method} {request.scope['path']}\n".encode() + canonical).hexdigest()
+
+
+def context(request: AnyRequest, source: Source | None = None, body: object = None) -> Context:
+    """Who asks, on whose behalf, under which key; ``body`` (the request's decoded body) is fingerprinted with the
+    key, so that the key reused for another request is refused instead of answered as a retry."""
     key = request.headers.get("idempotency-key")
     if key is not None and not (1 <= len(key) <= 200 and key.isprintable()):
         raise InputError.one("Idempotency-Key", "must be 1 to 200 printable characters", 400)
@@ -87,6 +98,7 @@ def context(request: AnyRequest, source: Source | None = None) -> Context:
         correlation_id=correlation or request.state.get("request_id") or uuid7(),
         now=Runtime.now(),
         idempotency_key=f"{caller.id}:{key}" if key else None,
+        request_sha256=fingerprint(request, body) if key and body is not None else None,
     )
 
 

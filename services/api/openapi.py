@@ -39,6 +39,16 @@ def _header(name: str, description: str, *, required: bool = False, **schema: An
     )
 
 
+def _query(name: str, description: str, *, required: bool = False) -> Parameter:
+    return Parameter(name=name, param_in=ParamType.QUERY, required=required, description=description, schema=_string())
+
+
+QUERY_KEY = _query("key", "a capture-only API key, for an HTML form that cannot set headers")
+META_HANDSHAKE = [
+    _query("hub.mode", "subscribe", required=True),
+    _query("hub.challenge", "echoed back when the verify token matches", required=True),
+    _query("hub.verify_token", "the verify token configured for Meta", required=True),
+]
 LAST_EVENT_ID = _header("Last-Event-ID", "resume after this stream sequence")
 _BOUNDED: dict[str, Any] = {"min_length": 1, "max_length": 200}
 IDEMPOTENCY_KEY = _header(
@@ -121,7 +131,7 @@ def document(app: Litestar) -> None:
     writes = [IDEMPOTENCY_KEY, CORRELATION_ID]
     special: dict[tuple[str, str], type[Operation]] = {
         ("/v1/leads", "POST"): _adding(
-            writes,
+            [*writes, QUERY_KEY],
             _body(
                 "one lead, as JSON or as a plain HTML form post",
                 **{"application/json": LEAD, "application/x-www-form-urlencoded": LEAD_FORM},
@@ -133,6 +143,7 @@ def document(app: Litestar) -> None:
         ("/v1/deals", "POST"): _adding(writes),
         ("/v1/deals/{deal_id}/stage", "POST"): _adding([*writes, IF_MATCH_REQUIRED]),
         ("/v1/board/changes", "GET"): _adding([LAST_EVENT_ID], stream=True),
+        ("/v1/webhooks/meta", "GET"): _adding(META_HANDSHAKE),
     }
     for path, signatures in WEBHOOK_SIGNATURES.items():
         body = _body("the provider's payload, as it signed it", **{"application/json": Schema(type=OpenAPIType.OBJECT)})

@@ -1,101 +1,122 @@
-"""Request bodies of the command endpoints. Field constraints come from the event types."""
+"""Request bodies of the command endpoints. Field constraints come from the event types; ids are checked by the one
+id check (``events.ids.check_id``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from decimal import Decimal
 from typing import Annotated
 
 import msgspec
 
+from events.ids import ID_MAX_LENGTH, check_id
 from events.types import (
     CurrencyCode,
     Direction,
     LongText,
-    Ref,
     ShortText,
     Stages,
     TouchpointKind,
     check_amounts,
 )
 
+Id = Annotated[
+    str, msgspec.Meta(description=f"an id: 1 to {ID_MAX_LENGTH} letters, digits, '-' or '_' (checked by check_id)")
+]
+"""A body field that names a lead, deal, pipeline, stage, task or touchpoint."""
 
-class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+
+@functools.cache
+def id_fields(body: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of a body declared as ``Id``: each goes through the id check when the body is decoded."""
+    return tuple(f.name for f in msgspec.structs.fields(body) if f.type in (Id, Id | None))
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every command may carry its business time; it defaults to the moment the request arrives."""
 
     occurred_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         check_amounts(self)
+        for name in id_fields(type(self)):
+            if (value := getattr(self, name)) is not None:
+                check_id(value, name)
 
 
-class AssignLead(_Body, frozen=True):
+class AssignLead(Body, frozen=True):
     owner: ShortText
 
 
-class LogTouchpoint(_Body, frozen=True):
+class LogTouchpoint(Body, frozen=True):
     kind: TouchpointKind
     direction: Direction
-    touchpoint_id: Ref | None = None
+    touchpoint_id: Id | None = None
     outcome: ShortText | None = None
     subject: ShortText | None = None
     notes: LongText | None = None
     duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
 
 
-class QualifyLead(_Body, frozen=True):
+class QualifyLead(Body, frozen=True):
     reason: LongText | None = None
     score: float | None = None
 
 
-class DisqualifyLead(_Body, frozen=True):
+class DisqualifyLead(Body, frozen=True):
     reason: ShortText
 
 
-class EraseLead(_Body, frozen=True):
+class EraseLead(Body, frozen=True):
     reason: ShortText | None = None
 
 
-class OpenDeal(_Body, frozen=True):
+class OpenDeal(Body, frozen=True):
     name: ShortText
-    pipeline_id: Ref
+    pipeline_id: Id
     amount: Decimal
     currency: CurrencyCode
-    deal_id: Ref | None = None
-    stage: Ref | None = None
+    deal_id: Id | None = None
+    stage: Id | None = None
     owner: ShortText | None = None
     expected_close_date: dt.date | None = None
-    lead_id: Ref | None = None
+    lead_id: Id | None = None
 
 
-class MoveStage(_Body, frozen=True):
-    to_stage: Ref
+class MoveStage(Body, frozen=True):
+    to_stage: Id
 
 
-class ChangeAmount(_Body, frozen=True):
+class ChangeAmount(Body, frozen=True):
     amount: Decimal
     currency: CurrencyCode | None = None
 
 
-class WinDeal(_Body, frozen=True):
+class WinDeal(Body, frozen=True):
     amount: Decimal | None = None
 
 
-class LoseDeal(_Body, frozen=True):
+class LoseDeal(Body, frozen=True):
     reason: ShortText
 
 
-class ScheduleTask(_Body, frozen=True):
+class ScheduleTask(Body, frozen=True):
     title: ShortText
     due_at: dt.datetime
-    task_id: Ref | None = None
+    task_id: Id | None = None
     owner: ShortText | None = None
 
 
-class CompleteTask(_Body, frozen=True):
+class CompleteTask(Body, frozen=True):
     outcome: ShortText | None = None
 
 
-class DefinePipeline(_Body, frozen=True):
+class DefinePipeline(Body, frozen=True):
     name: ShortText
     stages: Stages
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for n, stage in enumerate(self.stages):
+            check_id(stage.id, f"stages.{n}.id")

@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
+from events.ids import InvalidId, check_id
 from events.types import LeadCaptured, attribute_problems
 from services.errors import FieldError, InputError, from_validation_error
 
@@ -123,6 +124,18 @@ def _nul_errors(data: Mapping[str, object], where: Mapping[str, str]) -> list[Fi
     return [FieldError(path, "must not contain NUL characters") for path in paths]
 
 
+def _ref_errors(data: Mapping[str, object], where: Mapping[str, str]) -> list[FieldError]:
+    # The source's own ids identify a redelivery (hashed into the lead's id) and are kept on the lead.
+    errors: list[FieldError] = []
+    for name in ("source_ref", "form_id"):
+        if isinstance(value := data.get(name), str):
+            try:
+                check_id(value, where.get(name, name), "ref")
+            except InvalidId as exc:
+                errors.append(FieldError(exc.field, exc.reason))
+    return errors
+
+
 def _attribute_errors(value: object, path: str) -> list[FieldError]:
     # msgspec names neither the name nor the entry of a map that is too long ("$.answers[...]"): name them here.
     if not isinstance(value, Mapping):
@@ -164,7 +177,7 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
             value = value.upper()
         if value is not None:
             cleaned[name] = value
-    if errors := _nul_errors(cleaned, where):
+    if errors := _nul_errors(cleaned, where) or _ref_errors(cleaned, where):
         raise InputError(errors)
     # The event type reads old events leniently; a new one is held to today's entry limits here.
     over = {name: _attribute_errors(cleaned[name], where.get(name, name)) for name in MAP_FIELDS if name in cleaned}

@@ -133,7 +133,11 @@ def parse(body: bytes) -> list[InboundLead]:
                     "form_id": _text(value.form_id),
                     "campaign": {k: str(v) for k, v in campaign.items() if v is not None},
                 },
-                {"campaign": f"{path}.value"},
+                {
+                    "campaign": f"{path}.value",
+                    "source_ref": f"{path}.value.leadgen_id",
+                    "form_id": f"{path}.value.form_id",
+                },
             )
             occurred_at = dt.datetime.fromtimestamp(value.created_time, dt.UTC)
             text = bytes(raw).decode("utf-8")

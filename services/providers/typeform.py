@@ -154,7 +154,12 @@ def parse(body: bytes) -> list[InboundLead]:
         "campaign": {k: v for k, v in response.hidden.items() if v is not None},
         "answers": answers,
     }
-    where |= {"campaign": "form_response.hidden", "answers": "form_response.answers"}
+    where |= {
+        "campaign": "form_response.hidden",
+        "answers": "form_response.answers",
+        "source_ref": "form_response.token",
+        "form_id": "form_response.form_id",
+    }
     lead = build_lead(values, where)
     occurred_at = to_utc(response.submitted_at, "form_response.submitted_at")
     raw_payload = RawPayload(content_type="application/json", body=text)

@@ -99,6 +99,7 @@ def parse(body: bytes) -> list[InboundLead]:
             values[target], where[target] = value, f"payload.data.{name}"
     values |= {"source_ref": payload.id, "form_id": payload.formId, "campaign": campaign, "answers": answers}
     where |= {"campaign": "payload.data", "answers": "payload.data"}
+    where |= {"source_ref": "payload.id", "form_id": "payload.formId"}
     lead = build_lead(values, where)
     occurred_at = to_utc(payload.submittedAt, "payload.submittedAt")
     raw = RawPayload(content_type="application/json", body=text)

@@ -2,7 +2,7 @@
 
 Actors run sales stories side by side: capture a lead, log a call with it, open a deal from it, move the deal
 through the stages (``If-Match``: the version its last answer gave), log a call on the deal. Every request
-carries its own ``Idempotency-Key``; a 503, a connection error or a timeout is retried with the SAME key and
+carries its own ``Idempotency-Key``; a 503 or 504, a connection error or a timeout is retried with the SAME key and
 body until the API acknowledges it, so each logical request ends acknowledged exactly once or the run fails.
 Every other answer is recorded as refused: the fault tests expect none.
 """
@@ -140,7 +140,7 @@ class LoadDriver:
                 self.report.outcomes[str(answer.status_code)] += 1
                 if 200 <= answer.status_code < 300:
                     return await self._acknowledged(request, answer.json(), attempts)
-                if answer.status_code != 503:
+                if answer.status_code not in (503, 504):  # 504: maybe written; the same key finds out
                     self.report.refused.append(Refused(request, answer.status_code, answer.text))
                     return None
             finally:

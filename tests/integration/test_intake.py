@@ -70,3 +70,39 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
     assert first.headers is not None and "email" in first.headers["Dealstream-Reason"]
     events = await js.stream_info(naming.events_stream)
     assert events.state.messages == 1
+
+
+async def test_an_inbox_lead_with_a_hostile_id_is_dead_lettered_naming_it(
+    nats_conn: Any, store: EventStore, naming: Naming
+) -> None:
+    _, js = nats_conn
+    subject = naming.inbox_subject("lead")
+    hostile = [
+        ({**GOOD, "source_ref": "hs 1001"}, "source_ref"),
+        ({**GOOD, "source_ref": "hs-1001\n"}, "source_ref"),
+        ({**GOOD, "integration": "hubspot\n"}, "integration"),
+        ({**GOOD, "lead": {**GOOD["lead"], "form_id": "f\u00fc"}}, "lead.form_id"),  # type: ignore[dict-item]
+    ]
+    for message, _ in hostile:
+        await js.publish(subject, json.dumps(message).encode(), stream=naming.inbox_stream)
+
+    stop = asyncio.Event()
+    intake = Intake(js, store, naming)
+    await intake.subscribe()
+    task = asyncio.create_task(intake.run(stop))
+
+    async def settled() -> bool:
+        info = await js.consumer_info(naming.inbox_stream, f"{naming.prefix}_intake")
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    try:
+        await eventually(settled)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert (await js.stream_info(naming.events_stream)).state.messages == 0
+    for seq, (_, field) in enumerate(hostile, start=1):
+        dead = await js.get_msg(naming.dead_letter_stream, seq=seq)
+        assert dead.headers is not None and f"at `$.{field}`" in dead.headers["Dealstream-Reason"]
