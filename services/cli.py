@@ -242,7 +242,11 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
     return run_dev(
-        data_dir=args.data_dir, api_port=args.port, nats_port=args.nats_port, monitor_port=args.nats_monitor_port
+        data_dir=args.data_dir,
+        api_port=args.port,
+        nats_port=args.nats_port,
+        monitor_port=args.nats_monitor_port,
+        pg_port=args.pg_port,
     )
 
 
@@ -330,9 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
-    dev.add_argument("--port", type=int, default=8080, help="API port")
+    dev.add_argument("--port", type=int, default=8080, help="API port (each port: a free one if it is taken)")
     dev.add_argument("--nats-port", type=int, default=4333)
     dev.add_argument("--nats-monitor-port", type=int, default=8333)
+    dev.add_argument("--pg-port", type=int, default=54329, help="the private PostgreSQL's (without DATABASE_URL)")
     dev.set_defaults(func=_cmd_dev)
 
     from services.bench.run import add_arguments
