@@ -176,7 +176,8 @@ def test_every_port_flag_is_honoured(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_two_stacks_run_side_by_side_on_the_default_ports(shared_tmp: Path) -> None:
-    """Each with its own private PostgreSQL: the second finds every default port taken and uses free ones."""
+    """Each with its own private PostgreSQL: the second finds every default port taken and uses free ones; a killed
+    PostgreSQL is restarted."""
     first = start_dev(shared_tmp / "one")
     try:
         second = start_dev(shared_tmp / "two")
@@ -186,6 +187,10 @@ def test_two_stacks_run_side_by_side_on_the_default_ports(shared_tmp: Path) -> N
             for stack in (first, second):
                 assert get(f"{stack.api}/health", key=None)["status"] == "ok"
                 assert get(f"{stack.urls['monitoring']}/varz", key=None)["server_name"] == "dealstream-dev"
+            # The private PostgreSQL is supervised too: killed, it comes back and the board is read again.
+            os.kill(first.child_pid("postgres -D"), signal.SIGKILL)
+            until(lambda: first.logged("dev.child_restarted", "postgres"))
+            until(lambda: isinstance(get(f"{first.api}/board"), list))
         finally:
             assert second.stop() == 0, "".join(second.output)
     finally:
