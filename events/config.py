@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import nats
@@ -18,13 +19,21 @@ log = structlog.get_logger("dealstream.nats")
 
 @dataclass(frozen=True, slots=True)
 class NatsSettings:
-    """``DEALSTREAM_NATS_URL`` (comma-separated for a cluster), ``DEALSTREAM_PREFIX``, ``DEALSTREAM_REPLICAS``."""
+    """``DEALSTREAM_NATS_URL`` (comma-separated for a cluster), ``DEALSTREAM_PREFIX``, ``DEALSTREAM_REPLICAS``, and
+    the credentials: ``DEALSTREAM_NATS_CREDS`` (a creds file) or ``DEALSTREAM_NATS_USER`` and ``_PASSWORD``."""
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4333",)
     naming: Naming = field(default_factory=Naming)
     streams: StreamSettings = field(default_factory=StreamSettings)
     publish_timeout: float = 2.0
     user_credentials: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def shown_servers(self) -> list[str]:
+        """The servers without any password a URL carries: what may be logged."""
+        return [re.sub(r"//[^/@]*@", "//", url) for url in self.servers]
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> NatsSettings:
@@ -38,6 +47,8 @@ class NatsSettings:
             ),
             publish_timeout=float(env.get("DEALSTREAM_PUBLISH_TIMEOUT", "2.0")),
             user_credentials=env.get("DEALSTREAM_NATS_CREDS") or None,
+            user=env.get("DEALSTREAM_NATS_USER") or None,
+            password=env.get("DEALSTREAM_NATS_PASSWORD") or None,
         )
 
 
@@ -64,6 +75,8 @@ async def connect(settings: NatsSettings, name: str) -> tuple[NATS, JetStreamCon
         reconnect_time_wait=0.5,
         connect_timeout=2,
         user_credentials=settings.user_credentials,
+        user=settings.user,
+        password=settings.password,
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
         error_cb=error,

@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from events.envelope import Envelope, RawPayload
 from events.ids import uuid7
 from events.store import UNAVAILABLE, StoreUnavailable
-from events.streams import MESSAGE_DELETE_DENIED, StreamSettings, lead_keys_config
+from events.streams import MESSAGE_DELETE_DENIED, WAY_OUT
 from events.subjects import Naming
 from events.types import LeadCaptured
 
@@ -111,21 +111,19 @@ class Vault:
     """The per-lead keys, in a NATS key-value bucket: an entry per lead captured alone, one shared entry per batch
     of leads captured together. Erasure overwrites the key's record in nats-server's files."""
 
-    def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, naming: Naming) -> None:
         self._js = js
         self._naming = naming
         self._bucket = naming.lead_keys_bucket
-        self._settings = StreamSettings(replicas=replicas)
         self._kv: KeyValue | None = None
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
             try:
                 self._kv = await self._js.key_value(self._bucket)
-            except BucketNotFoundError:
-                # Made as ``ensure_streams`` makes it (deletes allowed, for erasure), by whoever needs it first.
-                await self._js.add_stream(lead_keys_config(self._naming, self._settings))
-                self._kv = await self._js.key_value(self._bucket)
+            except BucketNotFoundError as exc:
+                # Only the administrator makes streams (every process checks them at start): never made here.
+                raise StoreUnavailable(f"the lead-keys bucket {self._bucket} is missing: {WAY_OUT}") from exc
         return self._kv
 
     async def key(self, lead_id: str, create: bool = False) -> bytes | None:

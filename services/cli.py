@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import structlog
 
 from events.config import NatsSettings, connect
 from events.logs import configure_logging
-from events.streams import ensure_streams
+from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
+
+log = structlog.get_logger("dealstream.cli")
 
 
 def api_app() -> Any:
@@ -67,28 +70,37 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.name == "intake":
         from workers.intake import main as intake
 
-        asyncio.run(intake(NatsSettings.from_env()))
+        try:
+            asyncio.run(intake(NatsSettings.from_env()))
+        except StreamsNotReady as exc:
+            log.error("worker.refused", worker="intake", error=str(exc))
+            return 3
         return 0
     from workers.registry import run_worker
 
     return run_worker(args.name, args.partition)
 
 
-async def _streams(check_only: bool) -> int:
+async def _streams(check_only: bool, allow_weaker: bool) -> int:
     settings = NatsSettings.from_env()
     nc, js = await connect(settings, "dealstream-cli")
     try:
         if check_only:
-            configs = [
-                (await js.stream_info(n)).config
-                for n in (
-                    settings.naming.events_stream,
-                    settings.naming.dead_letter_stream,
-                    settings.naming.inbox_stream,
-                )
-            ]
-        else:
-            configs = await ensure_streams(js, settings.naming, settings.streams)
+            drifts = await streams_drift(js, settings.naming, settings.streams)
+            missing = {d.stream for d in drifts if d.field == "stream"}
+            for wanted in stream_configs(settings.naming, settings.streams):
+                if wanted.name is not None and wanted.name not in missing:
+                    config = (await js.stream_info(wanted.name)).config
+                    print(json.dumps(config.as_dict(), indent=2, sort_keys=True, default=str))
+            if drifts:
+                print(f"error: {StreamsNotReady(drifts)}", file=sys.stderr)
+                return 1
+            return 0
+        try:
+            configs = await ensure_streams(js, settings.naming, settings.streams, allow_weaker=allow_weaker)
+        except WeakeningRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         for config in configs:
             print(json.dumps(config.as_dict(), indent=2, sort_keys=True, default=str))
     finally:
@@ -97,7 +109,7 @@ async def _streams(check_only: bool) -> int:
 
 
 def _cmd_streams(args: argparse.Namespace) -> int:
-    return asyncio.run(_streams(args.check))
+    return asyncio.run(_streams(args.check, args.allow_weaker))
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
@@ -234,7 +246,11 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from services.devstack import run_dev
 
     return run_dev(
-        data_dir=args.data_dir, api_port=args.port, nats_port=args.nats_port, monitor_port=args.nats_monitor_port
+        data_dir=args.data_dir,
+        api_port=args.port,
+        nats_port=args.nats_port,
+        monitor_port=args.nats_monitor_port,
+        pg_port=args.pg_port,
     )
 
 
@@ -267,8 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--partition", default="0/1", help="k/N: this process takes partitions p with p %% N == k")
     worker.set_defaults(func=_cmd_worker)
 
-    streams = sub.add_parser("streams", help="create or update the JetStream streams and print their configuration")
-    streams.add_argument("--check", action="store_true", help="only print the existing configuration")
+    streams = sub.add_parser(
+        "streams", help="as the NATS administrator: create or update the streams and print their configuration"
+    )
+    streams.add_argument(
+        "--check", action="store_true", help="change nothing: print the streams and exit 1 naming any drift"
+    )
+    streams.add_argument(
+        "--allow-weaker", action="store_true", help="allow lowering replicas or loosening deny_delete/deny_purge"
+    )
     streams.set_defaults(func=_cmd_streams)
 
     keys = sub.add_parser("keys", help="API keys")
@@ -335,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
-    dev.add_argument("--port", type=int, default=8080, help="API port")
+    dev.add_argument("--port", type=int, default=8080, help="API port (each port: a free one if it is taken)")
     dev.add_argument("--nats-port", type=int, default=4333)
     dev.add_argument("--nats-monitor-port", type=int, default=8333)
+    dev.add_argument("--pg-port", type=int, default=54329, help="the private PostgreSQL's (without DATABASE_URL)")
     dev.set_defaults(func=_cmd_dev)
 
     from services.bench.run import add_arguments

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from events.signing import new_signing_key, public_key_of
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
 from events.types import PipelineDefined, StageDefinition
-from services.localstack import LocalStackError, NatsServer, PostgresServer, wait_for_port
+from services.localstack import LocalStackError, NatsServer, PostgresServer, port_or_free, wait_for_port
+from services.supervisor import ProcessChild, ServerChild, Supervisor
 
 log = structlog.get_logger("dealstream.dev")
 
@@ -90,18 +92,64 @@ def _wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
-def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 8333) -> int:
+NATS_USERS = ("admin", "api", "worker", "integration")
+"""The dev nats-server's users (deploy/nats/dev.conf): the same roles and permissions as the cluster's."""
+
+
+def nats_passwords(folder: Path) -> dict[str, str]:
+    """Each dev NATS user's password: random, made on first use, kept in ``folder`` (mode 0700, files 0600)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    passwords = {}
+    for user in NATS_USERS:
+        path = folder / f"nats-{user}.password"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(24) + "\n")
+        passwords[user] = path.read_text().strip()
+    return passwords
+
+
+def nats_server_env(passwords: dict[str, str]) -> dict[str, str]:
+    """The environment dev.conf reads its users' passwords from (quoted: nats-server reads a variable's value as
+    configuration text)."""
+    return {**os.environ, **{f"DEALSTREAM_NATS_{u.upper()}_PASSWORD": f"'{p}'" for u, p in passwords.items()}}
+
+
+def _as(env: dict[str, str], user: str, passwords: dict[str, str]) -> dict[str, str]:
+    """``env`` for a process connecting as ``user`` (never through the URL, which gets logged)."""
+    return {**env, "DEALSTREAM_NATS_USER": user, "DEALSTREAM_NATS_PASSWORD": passwords[user]}
+
+
+def _port(name: str, wanted: int) -> int:
+    port = port_or_free(wanted)
+    if port != wanted:
+        log.warning("dev.port_taken", service=name, wanted=wanted, using=port)
+    return port
+
+
+def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 8333, pg_port: int = DEV_PG_PORT) -> int:
     root = Path(data_dir).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("DEALSTREAM_PREFIX", "dealstream") != "dealstream":
+        # The dev users' permissions name the subjects of the default prefix (deploy/nats/cluster/permissions.inc).
+        print("dealstream dev runs with the prefix 'dealstream': unset DEALSTREAM_PREFIX", file=sys.stderr)
+        return 2
+    passwords = nats_passwords(root / "secrets")
+    api_port, nats_port, monitor_port = _port("api", api_port), _port("nats", nats_port), _port("monitor", monitor_port)
     nats = NatsServer(
         root / "nats",
         port=nats_port,
-        config=DEPLOY / "nats" / "dev.conf" if (DEPLOY / "nats" / "dev.conf").exists() else None,
+        config=DEPLOY / "nats" / "dev.conf",
         log_file=logs / "nats-server.log",
+        monitor_port=monitor_port,
+        env=nats_server_env(passwords),
     )
     postgres: PostgresServer | None = None
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    supervisor = Supervisor()
+    children: list[ProcessChild] = []
     unclean: list[str] = []
     stopping = False
 
@@ -113,12 +161,16 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
     signal.signal(signal.SIGTERM, stop)
     try:
         nats.start()
+        supervisor.watch(ServerChild("nats-server", nats.start, lambda: nats.proc, nats.log_file), time.monotonic())
         database_url = os.environ.get("DATABASE_URL")
         if not database_url:
-            postgres = PostgresServer(root / "pg" / "data", port=DEV_PG_PORT).start()
-            database_url = postgres.url
+            pg = postgres = PostgresServer(root / "pg" / "data", port=_port("postgres", pg_port)).start()
+            supervisor.watch(
+                ServerChild("postgres", pg.start, lambda: pg.proc, pg.data_dir / "server.log"), time.monotonic()
+            )
+            database_url = pg.url
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "DEALSTREAM_NATS_CREDS"},
             "DEALSTREAM_NATS_URL": nats.url,
             "DATABASE_URL": database_url,
             "DEALSTREAM_CONFIG": os.environ.get("DEALSTREAM_CONFIG", str(DEPLOY / "dev.toml")),
@@ -126,28 +178,34 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
             "DEALSTREAM_PORT": str(api_port),
         }
         env.setdefault("DEALSTREAM_LOG_FORMAT", "console")
-        asyncio.run(prepare_log(NatsSettings.from_env(env)))
+        # The dev stack is this log's administrator: it makes the streams, as `dealstream streams` would.
+        asyncio.run(prepare_log(NatsSettings.from_env(_as(env, "admin", passwords))))
         exe = [sys.executable, "-m", "services.cli"]
         anchor_key = anchor_signing_key(root)
         anchoring = [
             *("audit", "anchor", "--key", str(anchor_key), "--keep", str(root / "anchors.jsonl")),
             *("--every", str(ANCHOR_EVERY_SECONDS)),
         ]
-        processes = [
-            ("api", ["api"]),
-            *((f"worker-{w}", ["worker", w]) for w in _worker_names()),
-            ("anchors", anchoring),
-        ]
-        for name, args in processes:
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-            children.append((name, subprocess.Popen([*exe, *args], env=env, stdout=out, stderr=out)))
-        wait_for_port(api_port, 30, children[0][1])
+        children.append(ProcessChild("api", [*exe, "api"], _as(env, "api", passwords), logs / "api.log"))
+        for w in _worker_names():
+            child = ProcessChild(
+                f"worker-{w}", [*exe, "worker", w], _as(env, "worker", passwords), logs / f"worker-{w}.log"
+            )
+            children.append(child)
+        children.append(
+            ProcessChild("anchors", [*exe, *anchoring], _as(env, "worker", passwords), logs / "anchors.log")
+        )
+        for child in children:
+            child.start()
+            supervisor.watch(child, time.monotonic())
+        wait_for_port(api_port, 30, children[0].proc)
         _wait_http(f"http://127.0.0.1:{api_port}/v1/health", 30)
         print(
             f"\nDealstream is running (Ctrl-C stops it; data in {root}):\n"
             f"  API           http://127.0.0.1:{api_port}/v1   (key: dev-admin-key)\n"
             f"  OpenAPI       http://127.0.0.1:{api_port}/v1/openapi\n"
             f"  NATS          {nats.url}   (monitoring http://127.0.0.1:{monitor_port})\n"
+            f"  NATS users    {', '.join(NATS_USERS)}: passwords in {root / 'secrets'}/nats-<user>.password\n"
             f"  PostgreSQL    {database_url}\n"
             f"  workers       {', '.join(_worker_names()) or 'none'}\n"
             f"  anchors       every {ANCHOR_EVERY_SECONDS // 60} minutes, signed by {anchor_key}\n"
@@ -156,27 +214,26 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
             flush=True,
         )
         while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    log.error("dev.child_exited", child=name, code=proc.returncode, log=str(logs / f"{name}.log"))
-                    stopping = True
+            supervisor.check(time.monotonic())
             time.sleep(0.3)
     except (LocalStackError, RuntimeError, OSError) as exc:
         print(f"dealstream dev could not start: {exc}\n(see the logs in {logs}/)", file=sys.stderr, flush=True)
         return 1
     finally:
-        for _, proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in children:
+        for child in reversed(children):
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in children:
+            if child.proc is None:
+                continue
             try:
-                code = proc.wait(15)
+                code = child.proc.wait(15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                child.proc.kill()
                 code = -signal.SIGKILL
             if code not in (0, -signal.SIGTERM):
-                unclean.append(name)
-                log.error("dev.unclean_stop", child=name, code=code, log=str(logs / f"{name}.log"))
+                unclean.append(child.name)
+                log.error("dev.unclean_stop", child=child.name, code=code, log=str(child.log_file))
         if postgres is not None:
             postgres.stop()
         nats.stop()

@@ -33,6 +33,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_or_free(wanted: int) -> int:
+    """``wanted`` if nothing holds it on loopback, else a free port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a port in TIME_WAIT is free
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            return free_port()
+    return wanted
+
+
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,6 +78,8 @@ class NatsServer:
     name: str = "dealstream-dev"
     log_file: Path | None = None
     monitor_port: int | None = None
+    env: dict[str, str] | None = None
+    """The server's environment (the users' passwords a config reads); None: this process's."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,7 +104,11 @@ class NatsServer:
         if self.monitor_port is not None:
             args += ["-m", str(self.monitor_port)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True, env=self.env)
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child has its own copy; a restart opens it again
         wait_for_port(self.port, timeout, self.proc)
         return self
 

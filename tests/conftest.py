@@ -64,8 +64,16 @@ def naming() -> Naming:
 
 
 @pytest.fixture
-def nats_settings(nats_url: str, naming: Naming) -> NatsSettings:
-    return NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings(), publish_timeout=2.0)
+async def nats_settings(nats_url: str, naming: Naming) -> NatsSettings:
+    """The test's settings, its streams made as the administrator makes them before anything runs on them (the API
+    and the workers only check them)."""
+    settings = NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings(), publish_timeout=2.0)
+    nc, js = await connect(settings, "test-admin")
+    try:
+        await ensure_streams(js, naming, settings.streams)
+    finally:
+        await nc.close()
+    return settings
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from services.localstack import LocalStackError, nats_server_binary, wait_for_po
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CLUSTER_CONFIGS = DEPLOY / "nats" / "cluster"
 NODES = (1, 2, 3)
-USERS = ("sys", "api", "worker", "integration")
+USERS = ("sys", "admin", "api", "worker", "integration")
 
 
 def client_port(node: int) -> int:

@@ -36,6 +36,7 @@ from psycopg.pq import TransactionStatus
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.envelope import StoredEvent
+from events.streams import StreamsNotReady, require_streams
 from events.subjects import Naming
 from projections.engine import (
     CHECKPOINT_DDL,
@@ -246,6 +247,8 @@ class ProjectionEngine:
                     await self._consume(stop)
                 except _Moved:
                     break
+                except StreamsNotReady:
+                    raise  # not an outage: the process refuses to run until the administrator fixes the streams
                 except _Reset as exc:
                     self.log.warning("engine.resync", reason=str(exc))
                     self._in_sync = False
@@ -280,7 +283,15 @@ class ProjectionEngine:
 
     async def _connect(self, stop: asyncio.Event) -> None:
         if self._nc is None or self._nc.is_closed:
-            self._nc, self._js = await connect(self.nats_settings, f"dealstream-{self.durable}")
+            nc, js = await connect(self.nats_settings, f"dealstream-{self.durable}")
+            try:
+                # Checked, never changed: only the administrator changes the log (`dealstream streams`).
+                await require_streams(js, self.naming, self.nats_settings.streams)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise
+            self._nc, self._js = nc, js
         if self._pg is None or self._pg.closed:
             self._in_sync = False
             self._pg = await self._open_database(stop)

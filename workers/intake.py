@@ -26,7 +26,7 @@ from events.envelope import Envelope, RawPayload
 from events.ids import InvalidId, check_id, derived_id, uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
-from events.streams import ensure_streams
+from events.streams import StreamsNotReady, require_streams
 from events.subjects import Naming
 from events.types import LeadCaptured, Ref, attribute_problems
 
@@ -202,7 +202,12 @@ class Intake:
 
 async def main(settings: NatsSettings) -> None:
     nc, js = await connect(settings, "dealstream-intake")
-    await ensure_streams(js, settings.naming, settings.streams)
+    try:
+        # Checked, never changed: only the administrator changes the log (`dealstream streams`).
+        await require_streams(js, settings.naming, settings.streams)
+    except StreamsNotReady:
+        await nc.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

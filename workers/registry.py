@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from events.config import NatsSettings
+from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
@@ -180,7 +181,11 @@ def run_worker(
         log.info("worker.start", worker=name, build=projection.build, partition=shard.key)
         await serve_worker(name, shard, nats_settings, url, settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StreamsNotReady as exc:
+        log.error("worker.refused", worker=name, error=str(exc))
+        return 3
     return 0
 
 

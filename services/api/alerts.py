@@ -154,6 +154,10 @@ async def list_notifications(
 ) -> list[DeliveryRow]:
     """What the notify worker sent (or is still trying to send), newest first, with every attempt: when, the
     answer (HTTP status or error) and how long it took."""
+    for name, value in (("recipient", recipient), ("event_id", event_id)):
+        if value is not None and "\x00" in value:
+            # PostgreSQL text cannot hold NUL: refused here rather than failing in the driver (a 500).
+            raise InputError.one(name, "must not contain NUL characters")
     async with runtime(request).read_connection() as conn:
         return await list_deliveries(conn, recipient, status, event_id, limit)
 

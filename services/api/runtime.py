@@ -18,13 +18,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from events.config import connect
 from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
-from events.streams import ensure_streams
+from events.streams import StreamsNotReady, require_streams
 from services.auth import Caller, KeyRing, RateLimiter
 from services.config import Settings
 from services.errors import AuthError, RateLimited
 from services.ledger import Ledger
 
 log = structlog.get_logger("dealstream.api")
+
+FIRST_CONNECT_WAIT = 5.0
+"""Seconds the API's start waits for NATS: streams found drifted by then stop it before it serves anything."""
 
 
 class ReadModelUnavailable(Exception):
@@ -41,6 +44,7 @@ class Runtime:
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._started = False
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         if settings.database_url:
             self._pool = AsyncConnectionPool(
@@ -63,9 +67,19 @@ class Runtime:
         return self.ledger.store
 
     async def start(self) -> None:
-        self._connector = asyncio.create_task(self._connect_forever())
+        """Connect; raise :class:`StreamsNotReady` (so the API does not start) when the streams have drifted.
+
+        A NATS that is not up within :data:`FIRST_CONNECT_WAIT` is waited for in the background (503 meanwhile)."""
         if self._pool is not None:
             await self._pool.open(wait=False)
+        connector = self._connector = asyncio.create_task(self._connect_forever())
+        await asyncio.wait({connector}, timeout=FIRST_CONNECT_WAIT)
+        self._started = True
+        if connector.done() and (refused := connector.exception()) is not None:
+            self._connector = None
+            log.error("api.refused", error=str(refused))
+            await self.stop()
+            raise refused
 
     def database_url(self) -> str:
         if not self.settings.database_url:
@@ -90,7 +104,20 @@ class Runtime:
         while True:
             try:
                 nc, js = await connect(self.settings.nats, "dealstream-api")
-                await ensure_streams(js, self.settings.nats.naming, self.settings.nats.streams)
+                try:
+                    # Checked, never changed: only the administrator changes the log (`dealstream streams`).
+                    await require_streams(js, self.settings.nats.naming, self.settings.nats.streams)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                    raise
+            except StreamsNotReady as exc:
+                if not self._started:
+                    raise
+                # NATS came up after the API started: serve nothing (503) until the administrator fixes the streams.
+                log.error("streams.not_ready", error=str(exc))
+                await asyncio.sleep(5.0)
+                continue
             except Exception as exc:
                 log.warning("nats.unavailable", error=str(exc) or type(exc).__name__, retry_in=delay)
                 await asyncio.sleep(delay)
@@ -98,9 +125,9 @@ class Runtime:
                 continue
             self._nc = nc
             naming = self.settings.nats.naming
-            vault = Vault(js, naming, self.settings.nats.streams.replicas)
+            vault = Vault(js, naming)
             self._ledger = Ledger(EventStore(nc, js, naming, self.settings.nats.publish_timeout), vault)
-            log.info("nats.connected", servers=list(self.settings.nats.servers))
+            log.info("nats.connected", servers=self.settings.nats.shown_servers)
             return
 
     async def stop(self) -> None:

@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import httpx
+import nats.errors
 import pytest
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
+from events.config import NatsSettings, connect
+from events.streams import ensure_streams
 from tests.faults.processes import write_api_config
 from tests.waiting import eventually
 
@@ -66,3 +70,21 @@ async def healthy(base_url: str, within: float = 60.0) -> None:
                 return False
 
         await eventually(ok, within, every=0.1)
+
+
+async def streams_made(settings: NatsSettings, within: float = 90.0) -> None:
+    """The streams made as the administrator makes them (``dealstream streams``) before the API and the workers
+    start, retried while a cluster elects its meta leader; the API and the workers only check them."""
+    nc, js = await connect(settings, "faults-admin")
+    try:
+
+        async def made() -> bool:
+            try:
+                await ensure_streams(js, settings.naming, settings.streams)
+            except (APIError, NoStreamResponseError, ServiceUnavailableError, nats.errors.TimeoutError):
+                return False
+            return True
+
+        await eventually(made, within, every=0.5)
+    finally:
+        await nc.close()

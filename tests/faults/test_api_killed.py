@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from events.config import NatsSettings, connect
 from events.subjects import Naming
 from tests.faults.checks import assert_consistent
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import api_process, worker_process
 from tests.waiting import eventually
@@ -28,6 +28,7 @@ async def test_the_api_killed_mid_request_under_load_loses_and_doubles_nothing(
     nats_url: str, naming: Naming, pg_dsn: str, api_config: Path, tmp_path: Path, reaper: Reaper
 ) -> None:
     settings = NatsSettings(servers=(nats_url,), naming=naming)
+    await streams_made(settings)
     api = reaper(api_process(tmp_path / "api.log", api_config, nats_url, naming.prefix)).start()
     await healthy(api.base_url)
     reaper(worker_process(tmp_path / "worker.log", "board", nats_url, naming.prefix, pg_dsn)).start()

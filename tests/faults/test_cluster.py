@@ -16,7 +16,7 @@ from events.config import NatsSettings, connect
 from events.streams import StreamSettings
 from events.subjects import Naming
 from tests.faults.checks import assert_consistent
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import NatsCluster, api_process
 from tests.waiting import eventually
@@ -59,6 +59,7 @@ async def test_appends_under_load_survive_two_node_crashes_one_after_the_other(
 ) -> None:
     cluster = reaper(NatsCluster(tmp_path)).start()
     settings = NatsSettings(servers=tuple(cluster.urls.split(",")), naming=naming, streams=StreamSettings(replicas=3))
+    await streams_made(settings)
     api = api_process(tmp_path / "api.log", api_config, cluster.urls, naming.prefix, DEALSTREAM_REPLICAS="3")
     reaper(api).start()
     await healthy(api.base_url, within=90)

@@ -13,7 +13,7 @@ from events.config import NatsSettings
 from events.subjects import Naming
 from services.localstack import NatsServer
 from tests.faults.checks import assert_consistent
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import api_process, worker_process
 from tests.waiting import eventually
@@ -26,6 +26,7 @@ async def test_nats_killed_and_restarted_under_load_means_503s_then_every_retry_
 ) -> None:
     nats = reaper(NatsServer(tmp_path / "nats", name="faults-restart", log_file=tmp_path / "nats.log")).start()
     settings = NatsSettings(servers=(nats.url,), naming=naming)
+    await streams_made(settings)
     api = reaper(api_process(tmp_path / "api.log", api_config, nats.url, naming.prefix)).start()
     await healthy(api.base_url)
     worker = reaper(

@@ -19,7 +19,7 @@ from events.config import NatsSettings
 from events.subjects import Naming
 from services.localstack import PostgresServer
 from tests.faults.checks import assert_consistent
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import api_process, worker_process
 from tests.waiting import eventually
@@ -59,6 +59,7 @@ async def test_postgres_restarted_under_a_running_worker_which_recovers_equal_to
     nats_url: str, naming: Naming, postgres: PostgresServer, api_config: Path, tmp_path: Path, reaper: Reaper
 ) -> None:
     settings = NatsSettings(servers=(nats_url,), naming=naming)
+    await streams_made(settings)
     api = reaper(api_process(tmp_path / "api.log", api_config, nats_url, naming.prefix)).start()
     await healthy(api.base_url)
     worker = reaper(

@@ -31,7 +31,7 @@ from events.streams import StreamSettings
 from events.subjects import Naming
 from projections.board_store import BoardProjection
 from tests.faults.checks import assert_consistent
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import api_process
 from tests.projection_fixtures import running, wait_caught_up
@@ -64,6 +64,7 @@ async def test_redeliveries_and_resends_after_the_duplicate_window_change_nothin
     nats_url: str, naming: Naming, pg_dsn: str, api_config: Path, tmp_path: Path, reaper: Reaper
 ) -> None:
     settings = NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings(duplicate_window_seconds=WINDOW))
+    await streams_made(settings)
     api = reaper(
         api_process(tmp_path / "api.log", api_config, nats_url, naming.prefix, DEALSTREAM_DUPLICATE_WINDOW=str(WINDOW))
     ).start()

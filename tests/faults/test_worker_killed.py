@@ -14,7 +14,7 @@ from events.subjects import Naming
 from projections.board_store import BoardProjection
 from projections.engine import Shard, consumer_name
 from tests.faults.checks import assert_consistent, read_model_problems
-from tests.faults.conftest import Reaper, healthy
+from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver
 from tests.faults.processes import api_process, worker_process
 
@@ -40,6 +40,7 @@ async def test_a_worker_killed_mid_batch_under_load_restarts_and_equals_a_rebuil
     nats_url: str, naming: Naming, pg_dsn: str, api_config: Path, tmp_path: Path, reaper: Reaper
 ) -> None:
     settings = NatsSettings(servers=(nats_url,), naming=naming)
+    await streams_made(settings)
     api = reaper(api_process(tmp_path / "api.log", api_config, nats_url, naming.prefix)).start()
     await healthy(api.base_url)
     worker = reaper(

@@ -126,3 +126,11 @@ async def test_an_overdue_task_raises_an_alert_listed_by_rep_and_shown_on_the_de
     await eventually(resolved)
     assert (await api.get("/v1/alerts", params={"lead_id": "a", "deal_id": "b"})).status_code == 422
     assert (await api.get("/v1/alerts", params={"cursor": "garbage"})).status_code == 422
+
+
+@pytest.mark.parametrize("field", ["event_id", "recipient"])
+async def test_a_nul_in_a_notifications_filter_is_a_422_naming_it(api: Client, field: str) -> None:
+    """Found by the schemathesis fuzz: PostgreSQL text cannot hold NUL, and the driver's refusal was a 500."""
+    r = await api.get("/v1/notifications", params={field: "abc\x00def"})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field]

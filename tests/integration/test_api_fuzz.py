@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.store import EventStore
-from events.streams import StreamSettings
+from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from events.types import PipelineDefined
 from services.config import Settings
@@ -69,6 +69,10 @@ def _serve(served: Served, database_url: str, port: int) -> None:
     from workers.registry import serve_worker
 
     async def main() -> None:
+        # The streams, made as the administrator makes them: the API and the workers only check them.
+        nc, js = await connect(served.nats, "test-admin")
+        await ensure_streams(js, served.nats.naming, served.nats.streams)
+        await nc.close()
         config = api_config()
         app = create_app(Settings(nats=served.nats, config=config, database_url=database_url))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))

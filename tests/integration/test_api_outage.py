@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from events.config import NatsSettings
-from events.streams import StreamSettings
+from events.config import NatsSettings, connect
+from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from services.config import Settings
 from services.localstack import NatsServer
@@ -24,6 +24,9 @@ async def test_503_while_nats_is_down_and_a_retry_lands_once(tmp_path: Path, nam
 
     server = NatsServer(tmp_path / "nats", name="outage").start()
     settings = NatsSettings(servers=(server.url,), naming=naming, streams=StreamSettings(), publish_timeout=1.0)
+    nc, js = await connect(settings, "test-admin")
+    await ensure_streams(js, naming, settings.streams)
+    await nc.close()
     app = create_app(Settings(nats=settings, config=api_config()))
     lead = {"email": "marta@example.pl", "last_name": "Kowalska"}
     headers = {"Authorization": f"Bearer {FORM_KEY}", "Idempotency-Key": "outage-1"}

@@ -7,6 +7,7 @@ is started from its own files on loopback and must keep taking appends after its
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -31,9 +32,10 @@ from events.envelope import Envelope
 from events.personal import Vault
 from events.signing import new_signing_key
 from events.store import EventStore, StoreUnavailable
-from events.streams import StreamSettings, ensure_streams
+from events.streams import StreamSettings, StreamsNotReady, WeakeningRefused, ensure_streams, require_streams
 from events.subjects import Naming
 from services.config import SCOPES, load_config
+from services.devstack import nats_passwords, nats_server_env
 from services.localstack import free_port, nats_server_binary, wait_for_port
 from tests.builders import deal_opened, envelope, stage_changed
 from tests.deploy_helpers import (
@@ -113,13 +115,14 @@ def test_cluster_config_refuses_to_start_without_its_passwords() -> None:
 
 
 def test_dev_config_starts_the_way_the_dev_stack_starts_it(tmp_path: Path) -> None:
-    """services/devstack.py's command line (NatsServer): -p and -sd come from the dev stack's options."""
+    """services/devstack.py's command line (NatsServer): -p, -m and -sd come from the dev stack's options, the
+    users' passwords from its environment."""
     port, monitor = free_port(), free_port()
-    # -m only because 8333 may be taken by a developer's running dev stack.
     args = ["-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "nats"), "-n", "dealstream-dev"]
     config = ["-c", str(DEPLOY / "nats" / "dev.conf"), "-m", str(monitor)]
+    env = nats_server_env(nats_passwords(tmp_path / "secrets"))
     proc = subprocess.Popen(
-        [nats_server_binary(), *args, *config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [nats_server_binary(), *args, *config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
     try:
         wait_for_port(port, 15, proc)
@@ -128,6 +131,7 @@ def test_dev_config_starts_the_way_the_dev_stack_starts_it(tmp_path: Path) -> No
         assert varz["port"] == port
         assert varz["max_payload"] == 2 * 1024 * 1024
         assert varz["jetstream"]["config"]["store_dir"] == str(tmp_path / "nats" / "jetstream")
+        assert varz["http_port"] == monitor and varz["auth_required"] is True
     finally:
         proc.terminate()
         proc.wait(15)
@@ -157,7 +161,9 @@ def test_compose_runs_the_api_every_worker_and_three_nats_nodes() -> None:
         urls = env["DEALSTREAM_NATS_URL"].split(",")
         assert [u.rsplit("@", 1)[1] for u in urls] == ["nats-1:4241", "nats-2:4242", "nats-3:4243"], name
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile", name
-    # Least privilege: the API appends as `api`, workers consume as `worker`.
+    # Least privilege: only the one-shot `streams` job is the administrator; the API appends as `api`, workers
+    # consume as `worker`.
+    assert services["streams"]["environment"]["DEALSTREAM_NATS_URL"].startswith("nats://admin:")
     assert services["api"]["environment"]["DEALSTREAM_NATS_URL"].startswith("nats://api:")
     assert all(
         services[f"worker-{w}"]["environment"]["DEALSTREAM_NATS_URL"].startswith("nats://worker:") for w in WORKERS
@@ -282,7 +288,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluste
 
 
 async def streams_when_ready(js: Any, naming: Naming, settings: StreamSettings) -> list[StreamConfig]:
-    """ensure_streams, retried while the cluster elects its meta leader and finds room for three replicas."""
+    """ensure_streams (as `admin`), retried while the cluster elects its meta leader and finds room for three
+    replicas."""
     return await until(lambda: ensure_streams(js, naming, settings), (*NOT_YET, APIError), within=90)
 
 
@@ -298,7 +305,7 @@ async def next_error(errors: asyncio.Queue[str]) -> str:
 
 async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> None:
     naming = Naming()
-    violations: dict[str, asyncio.Queue[str]] = {"api": asyncio.Queue(), "integration": asyncio.Queue()}
+    violations: dict[str, asyncio.Queue[str]] = {u: asyncio.Queue() for u in ("admin", "api", "worker", "integration")}
 
     async def client(user: str) -> Any:
         async def on_error(exc: Exception) -> None:
@@ -306,10 +313,28 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
 
         return await nats.connect(list(cluster.urls(user)), error_cb=on_error, name=f"deploy-test-{user}")
 
-    api, integration = await client("api"), await client("integration")
+    admin, api, worker, integration = [await client(u) for u in ("admin", "api", "worker", "integration")]
     try:
         api_js = api.jetstream()
-        await streams_when_ready(api_js, naming, StreamSettings(replicas=3))
+        # Only the administrator makes the streams.
+        await streams_when_ready(admin.jetstream(), naming, StreamSettings(replicas=3))
+        made = await until(lambda: api_js.stream_info(naming.events_stream), NOT_YET, 60)
+        # The issue's attack, as the API's and the workers' users: a stream update to max_msgs_per_subject=1
+        # (which dropped 44 events), a delete, a purge, a new stream. Each is refused before it reaches JetStream.
+        for user, nc in (("api", api), ("worker", worker)):
+            js = nc.jetstream(timeout=2.0)
+            attacks = [
+                js.update_stream(dataclasses.replace(made.config, max_msgs_per_subject=1)),
+                js.delete_stream(naming.events_stream),
+                js.purge_stream(naming.dead_letter_stream),
+                js.add_stream(StreamConfig(name=f"STOLEN_{user.upper()}", subjects=[f"stolen.{user}.>"])),
+            ]
+            for attack in attacks:
+                with pytest.raises((*NOT_YET, APIError)):
+                    await attack
+                assert "permissions violation for publish" in await next_error(violations[user])
+        after = await until(lambda: api_js.stream_info(naming.events_stream), NOT_YET, 60)
+        assert after.config == made.config and after.config.max_msgs_per_subject == -1
         # An integration may put captures into the inbox and gets its JetStream ack back on _INBOX.
         ack = await until(
             lambda: integration.jetstream().publish(naming.inbox_subject("lead"), b"{}", stream=naming.inbox_stream),
@@ -334,15 +359,50 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
         # Nor delete one of its messages; but it seals captures with lead keys and erases them.
         await api.publish(f"$JS.API.STREAM.MSG.DELETE.{naming.events_stream}", b'{"seq": 1}')
         assert "permissions violation for publish" in await next_error(violations["api"])
-        vault = Vault(api_js, naming, replicas=3)
+        vault = Vault(api_js, naming)
         lead = f"lead-{uuid.uuid4().hex[:8]}"
         assert await until(lambda: vault.key(lead, create=True), NOT_YET, 60) is not None
         assert await vault.erase(lead) is True
         assert await vault.key(lead) is None
         assert violations["api"].empty()
     finally:
-        await integration.close()
-        await api.close()
+        for nc in (integration, worker, api, admin):
+            await nc.close()
+
+
+async def test_a_process_started_without_three_replicas_lowers_nothing(cluster: LoopbackCluster) -> None:
+    """The issue: the API started without DEALSTREAM_REPLICAS=3 lowered every stream to one replica. Now it
+    refuses to start naming the field, and even the administrator's command refuses unless told."""
+    naming = Naming("replicas")
+    admin = NatsSettings(servers=cluster.urls("admin"), naming=naming, streams=StreamSettings(replicas=3))
+    nc, js = await connect(admin, "deploy-test-admin")
+    try:
+        await streams_when_ready(js, naming, admin.streams)
+        one = StreamSettings(replicas=1)
+        for user in ("api", "worker"):
+            settings = NatsSettings(servers=cluster.urls(user), naming=naming, streams=one)
+            unc, ujs = await connect(settings, f"deploy-test-{user}")
+            try:
+                with pytest.raises(StreamsNotReady, match=rf"{naming.events_stream}\.num_replicas is 3, expected 1"):
+                    await until(lambda ujs=ujs: require_streams(ujs, naming, one), NOT_YET, 60)  # type: ignore[misc]
+            finally:
+                await unc.close()
+        with pytest.raises(WeakeningRefused, match=r"num_replicas 3 -> 1.*--allow-weaker"):
+            await ensure_streams(js, naming, one)
+        infos = [await until(lambda n=n: js.stream_info(n), NOT_YET, 60) for n in _stream_names(naming)]  # type: ignore[misc]
+        assert [i.config.num_replicas for i in infos] == [3, 3, 3, 3, 3]
+    finally:
+        await nc.close()
+
+
+def _stream_names(naming: Naming) -> list[str]:
+    return [
+        naming.events_stream,
+        naming.dead_letter_stream,
+        naming.inbox_stream,
+        naming.lead_keys_stream,
+        naming.anchors_stream,
+    ]
 
 
 async def test_the_anchoring_job_keeps_anchors_as_worker_and_cannot_delete_them(cluster: LoopbackCluster) -> None:
@@ -376,10 +436,16 @@ async def test_the_anchoring_job_keeps_anchors_as_worker_and_cannot_delete_them(
 async def test_appends_survive_the_crash_of_the_stream_leader(cluster: LoopbackCluster) -> None:
     naming = Naming()
     settings = NatsSettings(servers=cluster.urls("api"), naming=naming, streams=StreamSettings(replicas=3))
+    admin = NatsSettings(servers=cluster.urls("admin"), naming=naming, streams=settings.streams)
+    anc, ajs = await connect(admin, "deploy-test-admin")
+    try:
+        configs = await streams_when_ready(ajs, naming, settings.streams)
+    finally:
+        await anc.close()
+    assert [c.num_replicas for c in configs] == [3, 3, 3, 3, 3]
     nc, js = await connect(settings, "deploy-test-failover")
     try:
-        configs = await streams_when_ready(js, naming, settings.streams)
-        assert [c.num_replicas for c in configs] == [3, 3, 3, 3, 3]
+        await until(lambda: require_streams(js, naming, settings.streams), NOT_YET, 60)
         store = EventStore(nc, js, naming)
         deal = f"deal-{uuid.uuid4().hex[:8]}"
         sent: list[Envelope] = []
