@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,6 +17,10 @@ from events.streams import StreamSettings
 from events.subjects import Naming
 
 log = structlog.get_logger("dealstream.nats")
+
+
+class NatsLoginRefused(RuntimeError):
+    """The server refused this process's NATS user or password."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +71,41 @@ async def connect(settings: NatsSettings, name: str) -> tuple[NATS, JetStreamCon
     async def reconnected() -> None:
         log.info("nats.reconnected", client=name)
 
+    refused = asyncio.Event()
+
     async def error(exc: Exception) -> None:
         log.warning("nats.error", client=name, error=str(exc) or type(exc).__name__)
+        # nats-py retries a refused login forever; wrong or missing credentials never fix themselves.
+        if client is None and "authorization violation" in str(exc).lower():
+            refused.set()
 
-    nc = await nats.connect(
-        servers=list(settings.servers),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=2,
-        user_credentials=settings.user_credentials,
-        user=settings.user,
-        password=settings.password,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            servers=list(settings.servers),
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            user_credentials=settings.user_credentials,
+            user=settings.user,
+            password=settings.password,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
     )
+    refusal = asyncio.ensure_future(refused.wait())
+    await asyncio.wait([connecting, refusal], return_when=asyncio.FIRST_COMPLETED)
+    refusal.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        who = settings.user or "an anonymous client"
+        raise NatsLoginRefused(
+            f"NATS refused the login of {who!r} at {', '.join(settings.shown_servers)}: set"
+            " DEALSTREAM_NATS_USER and DEALSTREAM_NATS_PASSWORD (or DEALSTREAM_NATS_CREDS)"
+        )
+    nc = connecting.result()
     client = nc
     return nc, nc.jetstream(timeout=settings.publish_timeout)

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from events.config import NatsSettings, connect
+from events.config import NatsLoginRefused, NatsSettings, connect
 from events.logs import configure_logging
 from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
 
@@ -378,7 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
     configure_logging(level="warning" if talks and "DEALSTREAM_LOG_LEVEL" not in os.environ else None)
     args.event_loop = event_loop()
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except NatsLoginRefused as refused:
+        print(f"dealstream {args.command}: {refused}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -105,11 +105,18 @@ def _stop_cleanly(proc: subprocess.Popen[str]) -> None:
 
 
 def _wait_anchored(data_dir: Path, nats_port: int) -> None:
-    """Until the dev stack's anchors process has signed the log's heads (it takes one as it starts)."""
+    """Until the dev stack's anchors process has signed the log's heads (it takes one as it starts); a client
+    without the dev stack's credentials is turned away at once, saying which variables to set."""
     from events.signing import public_key_of
 
     public = public_key_of((data_dir / "anchor-signing.pem").read_bytes())
-    env = {"DEALSTREAM_NATS_URL": f"nats://127.0.0.1:{nats_port}"}
+    url = f"nats://127.0.0.1:{nats_port}"
+    refused = _run(["audit", "verify", "--public-key", public], {"DEALSTREAM_NATS_URL": url})
+    assert refused.returncode == 2, refused.stderr
+    assert "NATS refused the login of 'an anonymous client'" in refused.stderr
+    assert "DEALSTREAM_NATS_USER" in refused.stderr
+    password = (data_dir / "secrets" / "nats-worker.password").read_text().strip()
+    env = {"DEALSTREAM_NATS_URL": url, "DEALSTREAM_NATS_USER": "worker", "DEALSTREAM_NATS_PASSWORD": password}
     tries = []
     for _ in range(30):
         tries.append(_run(["audit", "verify", "--public-key", public], env))
