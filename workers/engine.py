@@ -36,6 +36,8 @@ from psycopg.pq import TransactionStatus
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.envelope import StoredEvent
+from events.personal import Vault
+from events.store import StoreUnavailable
 from events.subjects import Naming
 from projections.engine import (
     CHECKPOINT_DDL,
@@ -214,6 +216,8 @@ class ProjectionEngine:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._vault: Vault | None = None
+        self._vault_js: JetStreamContext | None = None
         self._checkpoint = 0
         self._next_consumer_seq = 1
         self._in_sync = False
@@ -276,7 +280,7 @@ class ProjectionEngine:
 
     @staticmethod
     def _retryable(exc: Exception) -> bool:
-        return isinstance(exc, psycopg.Error | nats.errors.Error | OSError | TimeoutError)
+        return isinstance(exc, psycopg.Error | nats.errors.Error | OSError | TimeoutError | StoreUnavailable)
 
     async def _connect(self, stop: asyncio.Event) -> None:
         if self._nc is None or self._nc.is_closed:
@@ -506,6 +510,7 @@ class ProjectionEngine:
                 events.append(StoredEvent(sequence=seq, subject=msg.subject, envelope=decode(msg.data)))
             except DecodeError as exc:
                 poison.append(_Poison(seq, msg.subject, msg.data, f"decode: {exc.reason}"))
+        events = await self._opened(events)
         last = msgs[-1].metadata.sequence.stream
         if last > self._checkpoint:
             pg = self._pg
@@ -530,6 +535,18 @@ class ProjectionEngine:
         # for the server to take the ack: an ack still in flight when the next pull arrives counts against
         # max_ack_pending, and the pull then lingers half-filled until it expires.
         await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
+
+    async def _opened(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        """For a projection that reads personal data: the batch with its sealed fields opened (keys read once per
+        batch, so an erased lead's fields read ``[erased]`` from the next batch on, and in any rebuild)."""
+        kinds: tuple[type[Any], ...] = getattr(self.projection, "reads_personal", ())
+        if not events or not kinds:
+            return events
+        assert self._js is not None
+        if self._vault is None or self._vault_js is not self._js:
+            self._vault, self._vault_js = Vault(self._js, self.naming), self._js
+        opened = await self._vault.unsealed([e.envelope for e in events], kinds)
+        return [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
 
     async def _slow_path(
         self,

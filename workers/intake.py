@@ -20,6 +20,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
@@ -66,6 +67,11 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
         raise Rejection(f"not valid UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise Rejection("nested too deeply") from None
+    # What the vault writes when it seals a capture: an integration setting them would pass its clear fields off
+    # as sealed (or point the lead at another's key).
+    given = [f for f in ("sealed", "email_domain", "has_phone", "key_ref") if getattr(item.lead, f) is not None]
+    if given:
+        raise Rejection("; ".join(f"set by Dealstream when it seals the lead - at `$.lead.{f}`" for f in given))
     if item.occurred_at.tzinfo is None:
         raise Rejection("occurred_at must carry a time zone offset - at `$.occurred_at`")
     problems = attribute_problems("lead.campaign", item.lead.campaign)
@@ -127,6 +133,7 @@ class Intake:
             item = validate(msg.data, now)
         except Rejection as exc:
             await self._dead_letter(msg, exc.reason)
+            await self._erase(msg)
             await msg.ack()
             return
         envelope = to_envelope(item, msg.data, now, correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7())
@@ -142,10 +149,20 @@ class Intake:
             )
         except ConcurrencyError:
             log.info("intake.duplicate", lead_id=envelope.aggregate_id, inbox_sequence=meta.sequence.stream)
+        await self._erase(msg)
         await msg.ack()
+
+    async def _erase(self, msg: Msg) -> None:
+        """Overwrite the inbox message in nats-server's files: what the integration sent is in clear there, and
+        the log now holds it sealed (an ack alone would leave its bytes until the block is compacted)."""
+        meta = msg.metadata
+        with contextlib.suppress(NotFoundError):  # erased already, by an earlier delivery of the same message
+            await self._js.delete_msg(meta.stream, meta.sequence.stream)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
+        # The reason names the field, never its value; the body, which may hold personal data in clear, is not
+        # kept (the inbox message is then erased): the integration learns why and sends it again, fixed.
         headers = {
             "Dealstream-Reason": reason[:1000],
             "Dealstream-Origin": "intake",
@@ -155,7 +172,7 @@ class Intake:
         }
         await self._js.publish(
             self._naming.dead_letter_subject("intake"),
-            msg.data,
+            b"",
             headers=headers,
             stream=self._naming.dead_letter_stream,
         )

@@ -68,5 +68,8 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
     assert dlq.state.messages == 2
     first = await js.get_msg(naming.dead_letter_stream, seq=1)
     assert first.headers is not None and "email" in first.headers["Dealstream-Reason"]
+    assert not first.data  # the reason names the field; the clear body is not kept
+    # Every inbox message, taken in or refused, is erased from the inbox once handled.
+    assert (await js.stream_info(naming.inbox_stream)).state.messages == 0
     events = await js.stream_info(naming.events_stream)
     assert events.state.messages == 1
