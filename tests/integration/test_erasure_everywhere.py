@@ -334,8 +334,16 @@ async def capture_every_way(s: Stack) -> list[str]:
         accepted = await ledger.capture(ctx, lead_id, inbound.lead, inbound.occurred_at, inbound.raw)
         ids.append(accepted.aggregate_id)
 
-    # The NATS inbox: what an integration publishes is in clear in nats-server's files until intake erases it.
-    await s.js.publish(s.settings.naming.inbox_subject("lead"), _inbox(), stream=s.settings.naming.inbox_stream)
+    # Refused input changes nothing and leaves nothing: the answer and the log name the field, not the value.
+    r = await c.post("/v1/leads", json={**person("bad"), "email": f"{MARK} is no e-mail"}, headers=form)
+    assert r.status_code == 422 and MARK not in r.text, r.text
+
+    # The NATS inbox: what an integration publishes is in clear in nats-server's files until intake erases it;
+    # a refused message is dead-lettered with its reason only (it comes first: intake takes them in order).
+    inbox, naming = json.loads(_inbox()), s.settings.naming
+    refused = {**inbox, "source_ref": f"{MARK}-refused", "lead": {**inbox["lead"], "email": f"{MARK} is no e-mail"}}
+    await s.js.publish(naming.inbox_subject("lead"), json.dumps(refused).encode(), stream=naming.inbox_stream)
+    await s.js.publish(naming.inbox_subject("lead"), _inbox(), stream=naming.inbox_stream)
 
     async def inbox_on_disk() -> bool:
         return bool(files_with_marks(s.server.store_dir))
@@ -417,6 +425,8 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             stop_intake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await intake
+        refused = await s.js.get_msg(s.settings.naming.dead_letter_stream, seq=1)
+        assert refused.headers is not None and "email" in refused.headers["Dealstream-Reason"] and not refused.data
         deal_id = await work_on(s, lead_ids[0])
 
         # Before the erasure: the workers hold the clear text (the search finds it), and the lead qualified with
