@@ -296,7 +296,11 @@ async def next_error(errors: asyncio.Queue[str]) -> str:
 
 async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> None:
     naming = Naming()
-    violations: dict[str, asyncio.Queue[str]] = {"api": asyncio.Queue(), "integration": asyncio.Queue()}
+    violations: dict[str, asyncio.Queue[str]] = {
+        "api": asyncio.Queue(),
+        "integration": asyncio.Queue(),
+        "worker": asyncio.Queue(),
+    }
 
     async def client(user: str) -> Any:
         async def on_error(exc: Exception) -> None:
@@ -304,7 +308,7 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
 
         return await nats.connect(list(cluster.urls(user)), error_cb=on_error, name=f"deploy-test-{user}")
 
-    api, integration = await client("api"), await client("integration")
+    api, integration, worker = await client("api"), await client("integration"), await client("worker")
     try:
         api_js = api.jetstream()
         await streams_when_ready(api_js, naming, StreamSettings(replicas=3))
@@ -338,7 +342,15 @@ async def test_users_are_held_to_their_permissions(cluster: LoopbackCluster) -> 
         assert await vault.erase(lead) is True
         assert await vault.key(lead) is None
         assert violations["api"].empty()
+        # Intake erases an inbox message once it is in the log (the message-delete API overwrites it on disk);
+        # a worker may delete nothing else: not an event, not a lead key.
+        assert await until(lambda: worker.jetstream().delete_msg(naming.inbox_stream, ack.seq), NOT_YET, 60)
+        await worker.publish(f"$JS.API.STREAM.MSG.DELETE.{naming.events_stream}", b'{"seq": 1}')
+        assert "permissions violation for publish" in await next_error(violations["worker"])
+        await worker.publish(f"$JS.API.STREAM.MSG.DELETE.{naming.lead_keys_stream}", b'{"seq": 1}')
+        assert "permissions violation for publish" in await next_error(violations["worker"])
     finally:
+        await worker.close()
         await integration.close()
         await api.close()
 
