@@ -12,11 +12,13 @@ open them with the vault as they fold, and scrub what they hold when the lead's 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -77,6 +79,8 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
 A deal's lost reason stays in clear: it is the category ``lost_by_reason`` counts, not a note about anyone; so
 does an erasure's reason, which is read after the key is gone."""
 ERASED = "[erased]"
+_CONCURRENT_READS = 256
+_T = TypeVar("_T")
 
 
 def _lead_aad(lead_id: str) -> bytes:
@@ -203,12 +207,21 @@ class Vault:
     """The per-lead keys, in a NATS key-value bucket: an entry per lead captured alone, one shared entry per batch
     of leads captured together. Erasure overwrites the key's record in nats-server's files."""
 
-    def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, naming: Naming, replicas: int = 1, cached_keys: int = 0) -> None:
         self._js = js
         self._naming = naming
         self._bucket = naming.lead_keys_bucket
         self._settings = StreamSettings(replicas=replicas)
         self._kv: KeyValue | None = None
+        # Opened keys by (key id, shared entry), for a reader that folds the log in order and calls ``forget``
+        # when a lead's erasure reaches it (a projection engine); 0: every call reads the keys afresh.
+        self._cached_keys = cached_keys
+        self._cache: OrderedDict[tuple[str, str | None], bytes | None] = OrderedDict()
+
+    def forget(self, lead_id: str) -> None:
+        """Drop a lead's key from the cache: its erasure reached this reader."""
+        for place in [p for p in self._cache if p[0] == lead_id]:
+            del self._cache[place]
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
@@ -284,30 +297,46 @@ class Vault:
         """Events as they were given (or erased), for readers allowed to see personal data: captures and the
         free text of the others (``only`` these event types, if given; the rest pass sealed). Each key is read
         once per call, so a key erased meanwhile opens nothing next time."""
-        keys: dict[str, bytes | None] = {}
-        shared: dict[str, dict[str, bytes]] = {}
-
-        async def key_of(key_id: str, key_ref: str | None) -> bytes | None:
-            if key_ref is not None:
-                if key_ref not in shared:
-                    shared[key_ref] = await self.shared_keys(key_ref)
-                return shared[key_ref].get(key_id)
-            if key_id not in keys:
-                keys[key_id] = await self.key(key_id)
-            return keys[key_id]
-
-        out = []
+        places: list[tuple[str, str | None] | None] = []
         for envelope in envelopes:
             data = envelope.data
+            place: tuple[str, str | None] | None = None
             if only is not None and not isinstance(data, only):
                 pass
             elif isinstance(data, LeadCaptured):
                 if data.sealed is not None or (envelope.raw is not None and envelope.raw.sealed):
-                    envelope = unseal(envelope, await key_of(envelope.aggregate_id, data.key_ref))
+                    place = (envelope.aggregate_id, data.key_ref)
             elif isinstance(sealed := getattr(data, "sealed", None), SealedText):
-                envelope = unseal_text(envelope, await key_of(sealed.key_id, sealed.key_ref))
-            out.append(envelope)
-        return out
+                place = (sealed.key_id, sealed.key_ref)
+            places.append(place)
+        found: dict[tuple[str, str | None], bytes | None] = {}
+        for place in {p for p in places if p is not None}:
+            if place in self._cache:
+                self._cache.move_to_end(place)
+                found[place] = self._cache[place]
+        missing = {p for p in places if p is not None and p not in found}
+        own = sorted({key_id for key_id, ref in missing if ref is None})
+        refs = sorted({ref for _, ref in missing if ref is not None})
+        if own or refs:
+            await self._store()
+        # Read concurrently: one request each, pipelined, instead of a round trip per lead (a projection's batch
+        # of a thousand events names hundreds of leads).
+        limit = asyncio.Semaphore(_CONCURRENT_READS)
+
+        async def bounded(read: Awaitable[_T]) -> _T:
+            async with limit:
+                return await read
+
+        keys = dict(zip(own, await asyncio.gather(*(bounded(self.key(k)) for k in own)), strict=True))
+        shared = dict(zip(refs, await asyncio.gather(*(bounded(self.shared_keys(r)) for r in refs)), strict=True))
+        for key_id, ref in missing:
+            found[(key_id, ref)] = keys[key_id] if ref is None else shared[ref].get(key_id)
+        if self._cached_keys:
+            for place in missing:
+                self._cache[place] = found[place]
+            while len(self._cache) > self._cached_keys:
+                self._cache.popitem(last=False)
+        return [unseal(e, found[p]) if p is not None else e for e, p in zip(envelopes, places, strict=True)]
 
     async def text_key(
         self, envelope: Envelope, lead_id: str | None, lead_history: Sequence[Envelope]

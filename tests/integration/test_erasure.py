@@ -275,3 +275,16 @@ async def test_no_new_text_about_an_erased_lead_is_kept(client: Client) -> None:
     assert r.status_code == 202, r.text
     [opened] = (await client.get(f"/v1/deals/{r.json()['aggregate_id']}/events")).json()["events"]
     assert opened["data"]["name"] == "Renewal"
+
+
+async def test_a_workers_cached_key_is_forgotten_when_the_erasure_reaches_it(own: OwnNats) -> None:
+    """A projection engine keeps keys opened across batches and drops a lead's key when it folds the lead's
+    erasure; a reader without a cache (the API) sees an erased key at once."""
+    cached = Vault(own.js, own.naming, cached_keys=10)
+    sealed = await cached.sealed(envelope(LeadCaptured(email="jan@example.com"), "lead", "lead-c"))
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["jan@example.com"]  # type: ignore[union-attr]
+    assert await own.vault.erase("lead-c") is True
+    assert [e.data.email for e in await own.vault.unsealed([sealed])] == ["[erased]"]  # type: ignore[union-attr]
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["jan@example.com"]  # type: ignore[union-attr]
+    cached.forget("lead-c")
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["[erased]"]  # type: ignore[union-attr]
