@@ -543,8 +543,8 @@ class ProjectionEngine:
         await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
 
     async def _opened(self, events: list[StoredEvent]) -> list[StoredEvent]:
-        """For a projection that reads personal data: the batch with its sealed fields opened (keys read once per
-        batch, so an erased lead's fields read ``[erased]`` from the next batch on, and in any rebuild)."""
+        """For a projection that reads personal data: the batch with its sealed fields opened (an erased lead's
+        read ``[erased]``, in any rebuild too)."""
         kinds: tuple[type[Any], ...] = getattr(self.projection, "reads_personal", ())
         if not events or not kinds:
             return events

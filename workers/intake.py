@@ -20,14 +20,14 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
 from events.ids import derived_id, uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
-from events.streams import ensure_streams
+from events.streams import MESSAGE_DELETE_DENIED, ensure_streams
 from events.subjects import Naming
 from events.types import LeadCaptured, Ref, attribute_problems
 
@@ -156,8 +156,15 @@ class Intake:
         """Overwrite the inbox message in nats-server's files: what the integration sent is in clear there, and
         the log now holds it sealed (an ack alone would leave its bytes until the block is compacted)."""
         meta = msg.metadata
-        with contextlib.suppress(NotFoundError):  # erased already, by an earlier delivery of the same message
+        try:
             await self._js.delete_msg(meta.stream, meta.sequence.stream)
+        except NotFoundError:
+            pass  # erased already, by an earlier delivery of the same message
+        except APIError as exc:
+            if exc.err_code != MESSAGE_DELETE_DENIED:
+                raise
+            # An inbox made with deny_delete: the message stays until max_age; say so rather than stall intake.
+            log.warning("intake.inbox_not_erased", inbox_sequence=meta.sequence.stream, reason=exc.description)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata

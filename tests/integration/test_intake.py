@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from events.ids import derived_id
 from events.personal import Vault
@@ -73,3 +76,28 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
     assert (await js.stream_info(naming.inbox_stream)).state.messages == 0
     events = await js.stream_info(naming.events_stream)
     assert events.state.messages == 1
+
+
+async def test_an_inbox_that_denies_deletes_is_still_taken_in_and_says_it_was_not_erased(
+    nats_conn: Any, store: EventStore, naming: Naming
+) -> None:
+    """Intake erases each handled inbox message; on an inbox made with deny_delete it cannot, and must neither
+    stall nor retry for ever: it warns and goes on (the message then ages out with the inbox's max_age)."""
+    _, js = nats_conn
+    info = await js.stream_info(naming.inbox_stream)
+    await js.update_stream(dataclasses.replace(info.config, deny_delete=True))
+    await js.publish(naming.inbox_subject("lead"), json.dumps(GOOD).encode(), stream=naming.inbox_stream)
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(Intake(js, store, naming).run(stop))
+        try:
+
+            async def captured() -> bool:
+                return bool(await store.read("lead", derived_id("nats", "hubspot-sync", "hs-1001")))
+
+            await eventually(captured)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["intake.inbox_not_erased"]
