@@ -158,10 +158,12 @@ def files_with_marks(root: Path) -> dict[str, list[bytes]]:
     """Every file under ``root`` (nats-server's store and log) holding a marker, with the markers found."""
     found: dict[str, list[bytes]] = {}
     for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            if hits := [m for m in MARKS if m in data]:
-                found[str(path.relative_to(root))] = hits
+        try:
+            data = path.read_bytes() if path.is_file() else b""
+        except FileNotFoundError:
+            continue  # a temporary file the server renamed meanwhile (consumer state): its successor is read
+        if hits := [m for m in MARKS if m in data]:
+            found[str(path.relative_to(root))] = hits
     return found
 
 
