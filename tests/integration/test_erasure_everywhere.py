@@ -61,7 +61,7 @@ TITLE = f"{MARK} Chief"
 RULES = """
 [scoring]
 version = 1
-threshold = 10
+threshold = 25
 half_life_days = 14
 
 [[scoring.fit]]
@@ -78,6 +78,12 @@ points = 5
 
 [routing]
 fallback = "ana"
+
+[notify]
+max_attempts = 1
+
+[notify.recipients.ana]
+webhook = "http://127.0.0.1:9/hooks/ana"
 """
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 WHEN = (NOW - dt.timedelta(hours=1)).isoformat()
@@ -127,7 +133,7 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES, encoding="utf-8")
     monkeypatch.setenv("DEALSTREAM_RULES", str(rules))
-    server = NatsServer(tmp_path / "nats", name="erasure-everywhere").start()
+    server = NatsServer(tmp_path / "nats", name="erasure-everywhere", log_file=tmp_path / "nats-server.log").start()
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
     try:
@@ -137,7 +143,7 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
             await ensure_streams(js, settings.naming, settings.streams)
             workers = [
                 asyncio.create_task(serve_worker(name, "0/1", settings, pg_dsn, stop=stop, instance=""))
-                for name in ("scores", "board", "velocity", "routing", "sla")
+                for name in ("scores", "board", "velocity", "routing", "sla", "notify")
             ]
             app = create_app(Settings(nats=settings, config=api_config(), database_url=pg_dsn))
             async with AsyncTestClient(app, raise_server_exceptions=False) as client:
@@ -362,6 +368,9 @@ async def capture_every_way(s: Stack) -> list[str]:
 async def work_on(s: Stack, lead_id: str) -> str:
     """Notes, tasks and a deal about the lead, each free text marked; the deal's id."""
     c = s.client
+    # The owner first: the lead qualifies (fit 20 + a call whose sealed outcome the rule reads, 5) only on the
+    # touch below, and its owner then hears of it from the notify worker.
+    assert (await c.post(f"/v1/leads/{lead_id}/assign", json={"owner": "ana"})).status_code == 202
     touch = {"kind": "call", "direction": "outbound", "outcome": marked("outcome"), "subject": marked("subject")}
     r = await c.post(f"/v1/leads/{lead_id}/touchpoints", json={**touch, "notes": marked("notes")})
     assert r.status_code == 202, r.text
@@ -400,6 +409,7 @@ async def answers(c: Client, lead_ids: list[str], deal_id: str) -> list[str]:
         ("/v1/metrics/velocity", {**window, "group_by": "source"}),
         ("/v1/metrics/weighted-pipeline", {}),
         ("/v1/alerts", {"status": "all"}),
+        ("/v1/notifications", {}),
         ("/v1/projections", {}),
     ]
     for lead_id in lead_ids:
@@ -449,6 +459,11 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             return any(e["type"] == "lead.qualified.v1" and TITLE in (e["data"]["reason"] or "") for e in history)
 
         await eventually(qualified)
+
+        async def announced() -> bool:  # the notify worker holds a delivery about a qualification
+            return "lead.qualified.v1" in (await c.get("/v1/notifications")).text
+
+        await eventually(announced)
         assert await tables_with_marks(s.pg_dsn, s.pg_schema)
         opened = (await c.get(f"/v1/deals/{deal_id}/events")).text
         assert marked("deal notes") in opened and marked("deal task") in opened
