@@ -1,18 +1,24 @@
 """Personal data that can be erased from an immutable log: crypto-shredding.
 
 Each lead gets its own random AES-256-GCM key, kept in a NATS key-value bucket (``<PREFIX>_LEAD_KEYS``,
-the one place in Dealstream where deletes are allowed). Before a lead's capture is appended, its personal
-fields (:data:`PERSONAL_FIELDS`) and the raw source payload are encrypted with that key; the log holds only
-ciphertext, never the plaintext. Erasing the lead purges its key: the ciphertext stays in the log, the hash
-chain stays intact, and nobody can read those fields any more. What scoring needs of them (the e-mail's
-domain, whether there is a phone) is kept in clear at capture.
+the one place in Dealstream where deletes are allowed). The rule is an allow-list: everything a source sent
+about a lead is encrypted with that key before it is appended, but for :data:`CLEAR_FIELDS`; and so is every
+free text people type about a person (:data:`TEXT_FIELDS`: touchpoint notes, task titles, deal names, reasons),
+with the key of the lead it belongs to (a deal with no lead has a key of its own, ``deal.<id>``). The log holds
+only ciphertext of them. Erasing the lead purges its key: the ciphertext stays in the log, the hash chain stays
+intact, and nobody can read those fields any more. Workers that need the values (scoring, routing, the board)
+open them with the vault as they fold, and scrub what they hold when the lead's erasure reaches them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -34,88 +40,187 @@ from events.ids import uuid7
 from events.store import UNAVAILABLE, StoreUnavailable
 from events.streams import MESSAGE_DELETE_DENIED, WAY_OUT
 from events.subjects import Naming
-from events.types import LeadCaptured
+from events.types import (
+    DealOpened,
+    Event,
+    LeadCaptured,
+    LeadDisqualified,
+    LeadErased,
+    LeadQualified,
+    SealedText,
+    TaskCompleted,
+    TaskScheduled,
+    TouchpointLogged,
+)
 
 log = structlog.get_logger("dealstream.vault")
 
 _keys_encoder = msgspec.json.Encoder()
 _keys_decoder = msgspec.json.Decoder(dict[str, bytes])
 
-PERSONAL_FIELDS = ("email", "phone", "first_name", "last_name", "full_name", "message")
+CLEAR_FIELDS = ("country",)
+"""A capture's source-sent fields that stay readable in the log: an ISO country code names nobody, and routing
+rules and metrics group by it. ``has_phone`` (a yes/no), the envelope's channel, actor and times stay too."""
+_NOT_SENT = ("sealed", "email_domain", "has_phone", "key_ref")
+PERSONAL_FIELDS = tuple(f for f in LeadCaptured.__struct_fields__ if f not in CLEAR_FIELDS and f not in _NOT_SENT)
+"""Every field of a capture that is sealed: contact fields, company, title, message, the source's ids, every
+answer and campaign value."""
+_MAPS = ("campaign", "answers")
+
+TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    TouchpointLogged: ("outcome", "subject", "notes"),
+    TaskScheduled: ("title",),
+    TaskCompleted: ("outcome",),
+    DealOpened: ("name",),
+    LeadQualified: ("reason",),
+    LeadDisqualified: ("reason",),
+}
+"""Free text people (or the scores worker's explanation, which quotes the lead's answers) write about a person.
+A deal's lost reason stays in clear: it is the category ``lost_by_reason`` counts, not a note about anyone; so
+does an erasure's reason, which is read after the key is gone."""
 ERASED = "[erased]"
+_CONCURRENT_READS = 256
+_T = TypeVar("_T")
 
 
-def _aad(lead_id: str) -> bytes:
+def _lead_aad(lead_id: str) -> bytes:
     # Bound to the lead: a ciphertext moved to another lead does not decrypt.
     return f"dealstream-lead:{lead_id}".encode()
 
 
-def _encrypt(key: bytes, lead_id: str, plaintext: bytes) -> str:
+def _text_aad(envelope: Envelope, key_id: str) -> bytes:
+    # Bound to the aggregate and the key's owner: a box moved to another deal or lead does not decrypt.
+    return f"dealstream-text:{envelope.aggregate_type}:{envelope.aggregate_id}:{key_id}".encode()
+
+
+def _encrypt(key: bytes, aad: bytes, plaintext: bytes) -> str:
     nonce = os.urandom(12)
-    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(lead_id))).decode()
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plaintext, aad)).decode()
 
 
-def _decrypt(key: bytes, lead_id: str, sealed: str) -> bytes:
+def _decrypt(key: bytes, aad: bytes, sealed: str) -> bytes:
     raw = base64.b64decode(sealed)
-    return AESGCM(key).decrypt(raw[:12], raw[12:], _aad(lead_id))
+    return AESGCM(key).decrypt(raw[:12], raw[12:], aad)
 
 
 def seal(envelope: Envelope, key: bytes, key_ref: str | None = None) -> Envelope:
-    """The capture with its personal fields and raw payload encrypted (other events pass unchanged);
-    ``key_ref`` names the shared entry that holds the key, if it is not the lead's own."""
+    """The capture with everything its source sent encrypted but :data:`CLEAR_FIELDS` (other events pass
+    unchanged); ``key_ref`` names the shared entry that holds the key, if it is not the lead's own."""
     data = envelope.data
     if not isinstance(data, LeadCaptured) or data.sealed is not None:
         return envelope
-    personal = {f: getattr(data, f) for f in PERSONAL_FIELDS if getattr(data, f) is not None}
-    domain = data.email.rsplit("@", 1)[-1].lower() if data.email else None
+    personal = {f: value for f in PERSONAL_FIELDS if (value := getattr(data, f)) is not None and value != {}}
+    aad = _lead_aad(envelope.aggregate_id)
     sealed_data = msgspec.structs.replace(
         data,
-        **dict.fromkeys(PERSONAL_FIELDS),
-        sealed=_encrypt(key, envelope.aggregate_id, msgspec.json.encode(personal)) if personal else None,
-        email_domain=domain,
+        **{f: {} if f in _MAPS else None for f in PERSONAL_FIELDS},
+        sealed=_encrypt(key, aad, msgspec.json.encode(personal)) if personal else None,
+        email_domain=None,
         has_phone=data.phone is not None,
         key_ref=key_ref,
     )
     raw = envelope.raw
     if raw is not None and not raw.sealed:
-        raw = msgspec.structs.replace(raw, body=_encrypt(key, envelope.aggregate_id, raw.body.encode()), sealed=True)
+        raw = msgspec.structs.replace(raw, body=_encrypt(key, aad, raw.body.encode()), sealed=True)
     return msgspec.structs.replace(envelope, data=sealed_data, raw=raw)
 
 
 def unseal(envelope: Envelope, key: bytes | None) -> Envelope:
-    """The capture as it was given, if the key still exists; erased (personal fields ``[erased]``) if not."""
+    """The capture as it was given, if the key still exists; erased (its text fields ``[erased]``) if not.
+    Other events with sealed free text: see :func:`unseal_text`."""
     data = envelope.data
     if not isinstance(data, LeadCaptured):
-        return envelope
+        return unseal_text(envelope, key)
     raw = envelope.raw
     if key is None:
-        fields = {f: ERASED for f in PERSONAL_FIELDS if data.sealed is not None}
-        # An erased lead's fields are gone; the marker is not an e-mail or a phone, so build it unvalidated.
+        # Which fields were given is sealed too: every text field the log holds no value of reads erased. An
+        # erased lead's fields are gone; the marker is not an e-mail or a phone, so build it unvalidated.
+        fields = {
+            f: ERASED
+            for f in PERSONAL_FIELDS
+            if data.sealed is not None and f not in _MAPS and getattr(data, f) is None
+        }
         shown = msgspec.structs.replace(data, **fields) if fields else data
         if raw is not None and raw.sealed:
             raw = RawPayload(content_type=raw.content_type, body=ERASED, batch_sha256=raw.batch_sha256, sealed=True)
         return msgspec.structs.replace(envelope, data=shown, raw=raw)
+    aad = _lead_aad(envelope.aggregate_id)
     try:
         if data.sealed is not None:
-            personal = msgspec.json.decode(_decrypt(key, envelope.aggregate_id, data.sealed))
+            personal = msgspec.json.decode(_decrypt(key, aad, data.sealed))
             data = msgspec.structs.replace(data, sealed=None, **personal)
         if raw is not None and raw.sealed:
-            body = _decrypt(key, envelope.aggregate_id, raw.body).decode()
+            body = _decrypt(key, aad, raw.body).decode()
             raw = RawPayload(content_type=raw.content_type, body=body, batch_sha256=raw.batch_sha256)
     except InvalidTag:
         return unseal(envelope, None)  # a key made after the erasure (a late redelivery) opens nothing
     return msgspec.structs.replace(envelope, data=data, raw=raw)
 
 
+def has_text(event: Event) -> bool:
+    """Whether an event carries free text still to be sealed."""
+    fields = TEXT_FIELDS.get(type(event))
+    return bool(fields) and getattr(event, "sealed", None) is None and any(getattr(event, f) for f in fields or ())
+
+
+def seal_text(envelope: Envelope, key: bytes, key_id: str, key_ref: str | None = None) -> Envelope:
+    """The event with its free text (:data:`TEXT_FIELDS`) encrypted with the key ``key_id`` names (the person's
+    it is about); events without any pass unchanged."""
+    data = envelope.data
+    if not has_text(data):
+        return envelope
+    text = {f: value for f in TEXT_FIELDS[type(data)] if (value := getattr(data, f)) is not None}
+    box = _encrypt(key, _text_aad(envelope, key_id), msgspec.json.encode(text))
+    sealed = SealedText(key_id=key_id, key_ref=key_ref, fields=tuple(text), box=box)
+    return msgspec.structs.replace(envelope, data=msgspec.structs.replace(data, **dict.fromkeys(text), sealed=sealed))
+
+
+def unseal_text(envelope: Envelope, key: bytes | None) -> Envelope:
+    """The event's free text opened with its key; ``[erased]`` in each sealed field once the key is gone."""
+    data = envelope.data
+    sealed: SealedText | None = getattr(data, "sealed", None)
+    if not isinstance(sealed, SealedText):
+        return envelope
+    text: dict[str, Any] = dict.fromkeys(sealed.fields, ERASED)
+    if key is not None:
+        with contextlib.suppress(InvalidTag):  # a key made after the erasure opens nothing
+            text = msgspec.json.decode(_decrypt(key, _text_aad(envelope, sealed.key_id), sealed.box))
+    return msgspec.structs.replace(envelope, data=msgspec.structs.replace(data, **text, sealed=None))
+
+
+def lead_key_place(lead_id: str, history: Sequence[Envelope]) -> tuple[str | None, bool] | None:
+    """Where a lead's key lives, from its history: (the shared entry or None for its own, whether a key may be
+    made for it now); None if the lead is unknown or erased, so no new text about it can be sealed."""
+    if not history or not isinstance(history[0].data, LeadCaptured):
+        return None
+    if any(isinstance(e.data, LeadErased) for e in history):
+        return None
+    captured, data = history[0], history[0].data
+    assert isinstance(data, LeadCaptured)
+    # A capture sealed with a key says the key existed: if it is gone now, the lead is being erased, and a new
+    # key would make text about them readable again. Only a lead captured before keys existed gets one now.
+    was_sealed = data.sealed is not None or (captured.raw is not None and captured.raw.sealed)
+    return data.key_ref, not was_sealed
+
+
 class Vault:
     """The per-lead keys, in a NATS key-value bucket: an entry per lead captured alone, one shared entry per batch
     of leads captured together. Erasure overwrites the key's record in nats-server's files."""
 
-    def __init__(self, js: JetStreamContext, naming: Naming) -> None:
+    def __init__(self, js: JetStreamContext, naming: Naming, cached_keys: int = 0) -> None:
         self._js = js
         self._naming = naming
         self._bucket = naming.lead_keys_bucket
         self._kv: KeyValue | None = None
+        # Opened keys by (key id, shared entry), for a reader that folds the log in order and calls ``forget``
+        # when a lead's erasure reaches it (a projection engine); 0: every call reads the keys afresh.
+        self._cached_keys = cached_keys
+        self._cache: OrderedDict[tuple[str, str | None], bytes | None] = OrderedDict()
+
+    def forget(self, lead_id: str) -> None:
+        """Drop a lead's key from the cache: its erasure reached this reader."""
+        for place in [p for p in self._cache if p[0] == lead_id]:
+            del self._cache[place]
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
@@ -184,24 +289,73 @@ class Vault:
             raise StoreUnavailable(f"{type(exc).__name__} while reading the key entry {ref}") from exc
         return _keys_decoder.decode(entry.value) if entry.value else {}
 
-    async def unsealed(self, envelopes: list[Envelope]) -> list[Envelope]:
-        """Captures as they were given (or erased), for readers allowed to see personal data."""
-        keys: dict[str, bytes | None] = {}
-        shared: dict[str, dict[str, bytes]] = {}
-        out = []
+    async def unsealed(
+        self, envelopes: Sequence[Envelope], only: tuple[type[Any], ...] | None = None
+    ) -> list[Envelope]:
+        """Events as they were given (or erased), for readers allowed to see personal data: captures and the
+        free text of the others (``only`` these event types, if given; the rest pass sealed). Each key is read
+        once per call, so a key erased meanwhile opens nothing next time."""
+        places: list[tuple[str, str | None] | None] = []
         for envelope in envelopes:
             data = envelope.data
-            if isinstance(data, LeadCaptured):
-                if data.key_ref is not None:
-                    if data.key_ref not in shared:
-                        shared[data.key_ref] = await self.shared_keys(data.key_ref)
-                    envelope = unseal(envelope, shared[data.key_ref].get(envelope.aggregate_id))
-                else:
-                    if envelope.aggregate_id not in keys:
-                        keys[envelope.aggregate_id] = await self.key(envelope.aggregate_id)
-                    envelope = unseal(envelope, keys[envelope.aggregate_id])
-            out.append(envelope)
-        return out
+            place: tuple[str, str | None] | None = None
+            if only is not None and not isinstance(data, only):
+                pass
+            elif isinstance(data, LeadCaptured):
+                if data.sealed is not None or (envelope.raw is not None and envelope.raw.sealed):
+                    place = (envelope.aggregate_id, data.key_ref)
+            elif isinstance(sealed := getattr(data, "sealed", None), SealedText):
+                place = (sealed.key_id, sealed.key_ref)
+            places.append(place)
+        found: dict[tuple[str, str | None], bytes | None] = {}
+        for place in {p for p in places if p is not None}:
+            if place in self._cache:
+                self._cache.move_to_end(place)
+                found[place] = self._cache[place]
+        missing = {p for p in places if p is not None and p not in found}
+        own = sorted({key_id for key_id, ref in missing if ref is None})
+        refs = sorted({ref for _, ref in missing if ref is not None})
+        if own or refs:
+            await self._store()
+        # Read concurrently: one request each, pipelined, instead of a round trip per lead (a projection's batch
+        # of a thousand events names hundreds of leads).
+        limit = asyncio.Semaphore(_CONCURRENT_READS)
+
+        async def bounded(read: Awaitable[_T]) -> _T:
+            async with limit:
+                return await read
+
+        keys = dict(zip(own, await asyncio.gather(*(bounded(self.key(k)) for k in own)), strict=True))
+        shared = dict(zip(refs, await asyncio.gather(*(bounded(self.shared_keys(r)) for r in refs)), strict=True))
+        for key_id, ref in missing:
+            found[(key_id, ref)] = keys[key_id] if ref is None else shared[ref].get(key_id)
+        if self._cached_keys:
+            for place in missing:
+                self._cache[place] = found[place]
+            while len(self._cache) > self._cached_keys:
+                self._cache.popitem(last=False)
+        return [unseal(e, found[p]) if p is not None else e for e, p in zip(envelopes, places, strict=True)]
+
+    async def text_key(
+        self, envelope: Envelope, lead_id: str | None, lead_history: Sequence[Envelope]
+    ) -> tuple[str, str | None, bytes] | None:
+        """The key to seal an event's free text with: (key id, shared entry, key). The lead's, if the event is
+        about one (``lead_id``, its history given) and it is not erased; else, for a deal, the deal's own key
+        (``deal.<id>``, made on first use); None for a lead that is erased or unknown."""
+        if lead_id is not None and (place := lead_key_place(lead_id, lead_history)) is not None:
+            key_ref, may_create = place
+            if key_ref is not None:
+                key = (await self.shared_keys(key_ref)).get(lead_id)
+            else:
+                key = await self.key(lead_id, create=may_create)
+            if key is not None:
+                return lead_id, key_ref, key
+        if envelope.aggregate_type != "deal":
+            return None
+        key_id = f"deal.{envelope.aggregate_id}"
+        key = await self.key(key_id, create=True)
+        assert key is not None
+        return key_id, None, key
 
     async def erase(self, lead_id: str, key_ref: str | None = None) -> bool:
         """Destroy the lead's key for good (in the shared entry ``key_ref`` if its capture names one); False if

@@ -13,6 +13,8 @@ import msgspec
 
 SHORT_TEXT = 200
 LONG_TEXT = 10_000
+SEALED_MAX = 4_000_000
+"""Ciphertext of everything a lead's source may send (a request is at most a few MiB), base64."""
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=SHORT_TEXT)]
 LongText = Annotated[str, msgspec.Meta(max_length=LONG_TEXT)]
 Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -37,6 +39,18 @@ def attribute_problems(path: str, value: Mapping[str, object]) -> list[tuple[str
         elif isinstance(item, str) and len(item) > LONG_TEXT:
             problems.append((f"{path}.{key}", f"must be at most {LONG_TEXT} characters, got {len(item)}"))
     return problems
+
+
+class SealedText(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An event's free text, encrypted with the key of the person it is about (see events/personal.py).
+
+    ``key_id`` names the key: a lead's id, or ``deal.<id>`` for a deal with no lead; ``key_ref`` the shared
+    entry holding a lead's key when it was captured in a batch. The text fields themselves read None."""
+
+    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=SHORT_TEXT)]
+    key_ref: Ref | None = None
+    fields: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=40)], ...], msgspec.Meta(max_length=10)] = ()
+    box: Annotated[str, msgspec.Meta(max_length=SEALED_MAX)]
 
 
 TouchpointKind = Literal["call", "email", "meeting", "note", "sms"]
@@ -74,9 +88,10 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     form_id: Ref | None = None
     campaign: Attributes = {}
     answers: Attributes = {}
-    # Personal fields travel encrypted with the lead's own key (see events/personal.py): ``sealed`` holds
-    # them, and the fields above read None in the log. What scoring needs of them stays in clear.
-    sealed: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
+    # Everything the source sent travels encrypted with the lead's own key (see events/personal.py): ``sealed``
+    # holds it, and the fields above read None in the log, but for the clear allow-list (``country``). Events
+    # written before 2026-11-23 sealed only the contact fields, and kept the e-mail's domain in clear.
+    sealed: Annotated[str, msgspec.Meta(max_length=SEALED_MAX)] | None = None
     email_domain: ShortText | None = None
     has_phone: bool | None = None
     # The lead-keys entry holding this lead's key when several leads were captured together (one write for all
@@ -100,11 +115,13 @@ class TouchpointLogged(_Event, frozen=True, tag="touchpoint.logged.v1"):
     subject: ShortText | None = None
     notes: LongText | None = None
     duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] | None = None
+    sealed: SealedText | None = None
 
 
 class LeadQualified(_Event, frozen=True, tag="lead.qualified.v1"):
     reason: LongText | None = None
     score: float | None = None
+    sealed: SealedText | None = None
 
 
 class LeadErased(_Event, frozen=True, tag="lead.erased.v1"):
@@ -114,13 +131,14 @@ class LeadErased(_Event, frozen=True, tag="lead.erased.v1"):
 
 
 class LeadDisqualified(_Event, frozen=True, tag="lead.disqualified.v1"):
-    reason: ShortText
+    reason: ShortText | None = None  # None once sealed
+    sealed: SealedText | None = None
 
 
-class DealOpened(_Event, frozen=True, tag="deal.opened.v1"):
+class DealOpened(_Event, frozen=True, kw_only=True, tag="deal.opened.v1"):
     """A deal entered a pipeline, from a lead or on its own."""
 
-    name: ShortText
+    name: ShortText | None = None  # None once sealed
     pipeline_id: Ref
     stage: Ref
     amount: Money
@@ -129,6 +147,7 @@ class DealOpened(_Event, frozen=True, tag="deal.opened.v1"):
     expected_close_date: dt.date | None = None
     lead_id: Ref | None = None
     lead_source: ShortText | None = None
+    sealed: SealedText | None = None
 
 
 class DealStageChanged(_Event, frozen=True, tag="deal.stage_changed.v1"):
@@ -153,18 +172,20 @@ class DealLost(_Event, frozen=True, tag="deal.lost.v1"):
     reason: ShortText
 
 
-class TaskScheduled(_Event, frozen=True, tag="task.scheduled.v1"):
+class TaskScheduled(_Event, frozen=True, kw_only=True, tag="task.scheduled.v1"):
     """A follow-up task on a lead or a deal, due at a business time."""
 
     task_id: Ref
-    title: ShortText
+    title: ShortText | None = None  # None once sealed
     due_at: dt.datetime
     owner: ShortText | None = None
+    sealed: SealedText | None = None
 
 
 class TaskCompleted(_Event, frozen=True, tag="task.completed.v1"):
     task_id: Ref
     outcome: ShortText | None = None
+    sealed: SealedText | None = None
 
 
 class StageDefinition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

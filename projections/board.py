@@ -39,6 +39,11 @@ Status = Literal["open", "won", "lost"]
 STATUSES: tuple[Status, ...] = ("open", "won", "lost")
 
 
+SEALED_NAME = "[sealed]"
+ERASED_NAME = "[erased]"
+"""A deal's name once the lead it was opened from is erased (what its sealed name reads without the key)."""
+
+
 class Stage(msgspec.Struct, frozen=True, kw_only=True):
     """One column of a pipeline, as defined by the latest ``PipelineDefined``."""
 
@@ -138,7 +143,8 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
             deal_id=deal_id,
             pipeline_id=data.pipeline_id,
             stage=data.stage,
-            name=data.name,
+            # The worker reads the name opened with its lead's key; a fold without the vault never sees it.
+            name=data.name or SEALED_NAME,
             amount=data.amount,
             currency=data.currency,
             owner=data.owner,

@@ -11,7 +11,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from events.envelope import AggregateType, StoredEvent
-from projections.board import BoardState, DealRow, PipelineRow, Stage, apply
+from events.types import DealOpened, Event, LeadErased
+from projections.board import ERASED_NAME, BoardState, DealRow, PipelineRow, Stage, apply
 from projections.staging import StagedUpsert, typed
 from projections.versions import build_name
 
@@ -59,6 +60,15 @@ _DDL: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS {t}deals_owner_column
         ON {t}deals (status, owner, pipeline_id, stage, stage_entered_at, deal_id) INCLUDE (currency, amount)
     """,
+    # Which lead each deal was opened from: its name is about that person, and goes when the lead is erased.
+    """
+    CREATE TABLE IF NOT EXISTS {t}deal_leads (
+        deal_id text PRIMARY KEY,
+        lead_id text NOT NULL,
+        opened_sequence bigint NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS {t}deal_leads_lead ON {t}deal_leads (lead_id)",
 )
 
 _DEAL_FIELDS = (
@@ -110,6 +120,15 @@ class BoardSql:
         self.ddl = tuple(statement.format(t=t) for statement in _DDL)
         self.staged_deals = StagedUpsert(self.deals, typed(_DDL[1], _DEAL_FIELDS), "deal_id")
         self.upsert_pipeline = _UPSERT_PIPELINE.format(t=t)
+        self.link_lead = (
+            f"INSERT INTO {t}deal_leads (deal_id, lead_id, opened_sequence) VALUES (%s, %s, %s) "  # noqa: S608
+            "ON CONFLICT (deal_id) DO UPDATE SET lead_id = EXCLUDED.lead_id, opened_sequence = EXCLUDED.opened_sequence"
+        )
+        # Deals opened from the lead before its erasure (a later one's name is sealed with the deal's own key).
+        self.scrub_lead = (
+            f"UPDATE {t}deals d SET name = %s FROM {t}deal_leads l WHERE l.deal_id = d.deal_id "  # noqa: S608
+            "AND l.lead_id = %s AND l.opened_sequence < %s AND d.name <> %s"
+        )
 
 
 _stages_decoder = msgspec.json.Decoder(tuple[Stage, ...])
@@ -206,7 +225,9 @@ class BoardProjection:
     # The fold never reads a pipeline to fold a deal (stages are joined at query time), so pipelines are
     # split by partition like deals: each definition is written by exactly one shard.
     partitioned: tuple[AggregateType, ...] = ("deal", "pipeline")
-    broadcast: tuple[AggregateType, ...] = ()
+    # Every shard hears of every lead's erasure, to scrub the names of its deals opened from that lead.
+    broadcast: tuple[AggregateType, ...] = ("lead",)
+    reads_personal: tuple[type[Event], ...] = (DealOpened,)  # the deal's name, sealed in the log
 
     def __init__(self, instance: str = "") -> None:
         self.build = build_name(self.name, self.version, instance)
@@ -227,6 +248,12 @@ class BoardProjection:
         pipelines = [
             state.pipelines[k] for k in sorted(state.pipelines) if state.pipelines[k] is not before.pipelines.get(k)
         ]
+        links = [
+            (e.envelope.aggregate_id, e.envelope.data.lead_id, e.sequence)
+            for e in events
+            if isinstance(e.envelope.data, DealOpened) and e.envelope.data.lead_id is not None
+        ]
+        erasures = [(e.envelope.aggregate_id, e.sequence) for e in events if isinstance(e.envelope.data, LeadErased)]
         async with conn.cursor() as cur:
             if deals:
                 await self.sql.staged_deals.write(cur, [_deal_record(deal) for deal in deals])
@@ -235,6 +262,11 @@ class BoardProjection:
                     self.sql.upsert_pipeline,
                     [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
                 )
+            if links:
+                await cur.executemany(self.sql.link_lead, links)
+            # After the batch's rows are written, so a deal folded in the same batch is scrubbed too.
+            for lead_id, sequence in erasures:
+                await cur.execute(self.sql.scrub_lead, (ERASED_NAME, lead_id, sequence, ERASED_NAME))
 
 
 async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> BoardState:

@@ -25,6 +25,8 @@ class Projection(Protocol):
 
     ``partitioned``: aggregate types this projection reads, split across shards by partition.
     ``broadcast``: aggregate types every shard reads in full (for a fold that needs them to fold the others).
+    ``reads_personal`` (optional): event types the engine hands over with their sealed fields opened by the
+    lead keys' vault; a projection holding such clear text must scrub it when the lead's erasure comes.
     """
 
     name: str

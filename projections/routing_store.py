@@ -10,7 +10,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import LeadAssigned, LeadCaptured
+from events.types import Event, LeadAssigned, LeadCaptured
 from projections.routing import RoutingRules, route
 from projections.versions import build_name
 
@@ -73,6 +73,8 @@ class RoutingProjection:
     name = "routing"
     partitioned: tuple[AggregateType, ...] = ()
     broadcast: tuple[AggregateType, ...] = ("lead",)
+    # The fit score at capture reads what the lead told us, sealed in the log: the engine opens captures.
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured,)
 
     def __init__(
         self, rules: RoutingRules, fit_score: FitScore | None = None, rules_version: int = 1, instance: str = ""

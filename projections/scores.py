@@ -16,7 +16,16 @@ import msgspec
 
 from events.envelope import StoredEvent
 from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadErased, LeadQualified, TouchpointLogged
-from projections.scoring import Contribution, LeadProfile, ScoringRules, Touch, profile_from, score
+from projections.scoring import (
+    ERASED,
+    Contribution,
+    LeadProfile,
+    ScoringRules,
+    Touch,
+    profile_from,
+    score,
+    scrubbed,
+)
 
 LeadStatus = Literal["open", "qualified", "disqualified"]
 
@@ -59,7 +68,8 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
     elif row is None:
         return
     elif isinstance(data, TouchpointLogged):
-        touch = Touch(at=at, kind=data.kind, direction=data.direction, outcome=data.outcome)
+        outcome = None if data.outcome == ERASED else data.outcome
+        touch = Touch(at=at, kind=data.kind, direction=data.direction, outcome=outcome)
         row = msgspec.structs.replace(row, touches=(*row.touches, touch))
     elif isinstance(data, LeadAssigned):
         row = msgspec.structs.replace(row, owner=data.owner)
@@ -68,7 +78,10 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
     elif isinstance(data, LeadDisqualified):
         row = msgspec.structs.replace(row, status="disqualified")
     elif isinstance(data, LeadErased):
-        row = msgspec.structs.replace(row, erased=True)
+        # Nothing read from the lead's sealed fields stays: the profile keeps the clear allow-list, touches
+        # their kind and time, and the score is taken again on that, as a rebuild after the erasure would.
+        touches = tuple(msgspec.structs.replace(t, outcome=None) for t in row.touches)
+        row = msgspec.structs.replace(row, erased=True, profile=scrubbed(row.profile), touches=touches)
     else:
         row = msgspec.structs.replace(row)
     # Scored at the latest business time seen, so an event recorded late never turns the clock back.

@@ -11,6 +11,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from events.envelope import AggregateType, StoredEvent
+from events.types import Event, LeadCaptured, TouchpointLogged
 from projections.scores import LeadScore, apply
 from projections.scoring import NO_RULES, ScoringRules, score
 from projections.versions import build_name
@@ -52,6 +53,9 @@ class ScoresProjection:
     partitioned: tuple[AggregateType, ...] = ("lead",)
     broadcast: tuple[AggregateType, ...] = ()
     auto_switch = False
+    # Fit rules read what the lead told us, engagement rules a touch's outcome, both sealed in the log: the
+    # engine opens them (and the fold scrubs them on the lead's erasure).
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured, TouchpointLogged)
 
     def __init__(self, rules: ScoringRules, instance: str = "") -> None:
         self.rules = rules

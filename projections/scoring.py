@@ -220,28 +220,44 @@ class LeadProfile(msgspec.Struct, frozen=True, kw_only=True):
         return text if text is not None and text.strip() else None
 
 
+ERASED = "[erased]"
+"""What a sealed field reads once its lead's key is gone (events/personal.py): no value to score on."""
+
+
+def _given(value: str | None) -> str | None:
+    return None if value == ERASED else value
+
+
 def profile_from(captured: LeadCaptured, source: str) -> LeadProfile:
     """The profile of a captured lead; ``source`` is the envelope's channel ("web_form", "meta", ...).
 
-    A capture from the log has its personal fields sealed (events/personal.py): the profile then keeps only
-    what scoring reads of them, the e-mail's domain and whether there is a phone, never the values."""
-    email = captured.email
+    Workers read captures opened with the lead's key. A capture still sealed (or erased) leaves only what the
+    log holds in clear: the country, whether there is a phone, and for captures before 2026-11-23 the e-mail's
+    domain; never the values."""
+    email = _given(captured.email)
     if email is None and captured.email_domain:
         email = f"@{captured.email_domain}"
-    phone = captured.phone
+    phone = _given(captured.phone)
     if phone is None and captured.has_phone:
         phone = "(sealed)"
     return LeadProfile(
         source=source,
         email=email,
         phone=phone,
-        company=captured.company,
-        job_title=captured.job_title,
+        company=_given(captured.company),
+        job_title=_given(captured.job_title),
         country=captured.country,
-        message=captured.message,
-        form_id=captured.form_id,
+        message=_given(captured.message),
+        form_id=_given(captured.form_id),
         campaign=dict(captured.campaign),
         answers=dict(captured.answers),
+    )
+
+
+def scrubbed(profile: LeadProfile) -> LeadProfile:
+    """What a profile keeps once its lead is erased: what a capture's clear allow-list holds."""
+    return LeadProfile(
+        source=profile.source, country=profile.country, phone="(sealed)" if profile.phone is not None else None
     )
 
 

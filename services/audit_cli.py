@@ -360,7 +360,7 @@ async def board_then(at: str, since: str | None, pipeline_id: str | None, owner:
     settings = NatsSettings.from_env()
     nc, js = await connect(settings, "dealstream-board-as-of")
     try:
-        events = await board_events(js, settings.naming)
+        events = await board_events(js, settings.naming, Vault(js, settings.naming))
     finally:
         await nc.close()
     start = dt.date.fromisoformat(since) if since else None

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
+from events.aggregates import Rejected
 from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredEvent
 from events.ids import uuid7
-from events.personal import Vault
+from events.personal import TEXT_FIELDS, Vault, has_text, seal_text
 from events.store import ConcurrencyError, EventStore, OutcomeUnknown, StoreUnavailable
-from events.types import Event, LeadCaptured
+from events.types import DealOpened, Event, LeadCaptured
 
 log = structlog.get_logger("dealstream.ledger")
 
@@ -179,6 +180,7 @@ class Ledger:
             envelope = self.envelope(
                 ctx, aggregate_type, aggregate_id, decide([h.envelope for h in history]), occurred_at
             )
+            envelope = await self._sealed_text(envelope, history)
             try:
                 [appended] = await self.store.append(
                     [envelope],
@@ -203,6 +205,23 @@ class Ledger:
                 envelope.occurred_at,
             )
         raise ConcurrencyError(version, await self.store.version(aggregate_type, aggregate_id))
+
+    async def _sealed_text(self, envelope: Envelope, history: list[StoredEvent]) -> Envelope:
+        """The event with its free text sealed with the key of the person it is about (see events/personal.py)."""
+        if self.vault is None or not has_text(envelope.data):
+            return envelope
+        lead_id: str | None = envelope.aggregate_id
+        lead_history = [h.envelope for h in history]
+        if envelope.aggregate_type == "deal":
+            opened = [e.data for e in (*lead_history, envelope) if isinstance(e.data, DealOpened)]
+            lead_id = opened[0].lead_id if opened else None
+            lead_history = [h.envelope for h in await self.history("lead", lead_id)] if lead_id else []
+        found = await self.vault.text_key(envelope, lead_id, lead_history)
+        if found is None:
+            field = next(f for f in TEXT_FIELDS[type(envelope.data)] if getattr(envelope.data, f))
+            raise Rejected(field, "the lead's personal data is erased: no text about them can be kept", 409)
+        key_id, key_ref, key = found
+        return seal_text(envelope, key, key_id, key_ref)
 
     async def capture(
         self, ctx: Context, lead_id: str, lead: LeadCaptured, occurred_at: dt.datetime, raw: RawPayload | None

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from events.audit import scan
 from events.codec import decode
 from events.envelope import StoredEvent
+from events.personal import Vault
 from events.subjects import Naming
 from events.types import DealOpened
 from projections.board import PipelineBoard, Status, build_board, fold
@@ -39,13 +40,17 @@ class BoardAsOf(msgspec.Struct, frozen=True, kw_only=True):
     slipped: list[SlippedDeal]
 
 
-async def board_events(js: JetStreamContext, naming: Naming) -> list[StoredEvent]:
-    """Every deal and pipeline event of the log, in log order."""
+async def board_events(js: JetStreamContext, naming: Naming, vault: Vault | None = None) -> list[StoredEvent]:
+    """Every deal and pipeline event of the log, in log order; with the vault, deal names opened (an erased
+    lead's deals read ``[erased]``), else ``[sealed]``."""
     events = [
         StoredEvent(sequence=m.sequence, subject=m.subject, envelope=decode(m.data))
         for kind in ("deal", "pipeline")
         async for m in scan(js, naming.events_stream, naming.events_of_type(kind))
     ]
+    if vault is not None:
+        opened = await vault.unsealed([e.envelope for e in events], (DealOpened,))
+        events = [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
     return sorted(events, key=lambda e: e.sequence)
 
 

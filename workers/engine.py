@@ -36,8 +36,11 @@ from psycopg.pq import TransactionStatus
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.envelope import StoredEvent
+from events.personal import Vault
+from events.store import StoreUnavailable
 from events.streams import StreamsNotReady, require_streams
 from events.subjects import Naming
+from events.types import LeadErased
 from projections.engine import (
     CHECKPOINT_DDL,
     Projection,
@@ -52,6 +55,8 @@ from projections.versions import VERSIONS_DDL, register, serving_build, try_take
 log = structlog.get_logger("dealstream.engine")
 
 _DDL_LOCK = "dealstream.ddl"
+_CACHED_KEYS = 100_000
+"""Lead keys a worker keeps opened (about 100 bytes each): a projection's batches name the same leads again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +211,9 @@ class ProjectionEngine:
         self.database_url = database_url
         self.shard = shard or Shard()
         self.settings = settings or EngineSettings()
+        if getattr(projection, "reads_personal", ()) and "lead" not in (*projection.partitioned, *projection.broadcast):
+            # Its cached keys are forgotten on the lead's erasure: it must hear of it.
+            raise ValueError(f"{projection.name}: a projection that reads personal data must read lead events")
         self.checkpoint_key = checkpoint_name(projection)
         self.durable = consumer_name(self.naming, projection, self.shard)
         self.filter = consumer_filter(self.naming, projection)
@@ -215,6 +223,8 @@ class ProjectionEngine:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._vault: Vault | None = None
+        self._vault_js: JetStreamContext | None = None
         self._checkpoint = 0
         self._next_consumer_seq = 1
         self._in_sync = False
@@ -279,7 +289,7 @@ class ProjectionEngine:
 
     @staticmethod
     def _retryable(exc: Exception) -> bool:
-        return isinstance(exc, psycopg.Error | nats.errors.Error | OSError | TimeoutError)
+        return isinstance(exc, psycopg.Error | nats.errors.Error | OSError | TimeoutError | StoreUnavailable)
 
     async def _connect(self, stop: asyncio.Event) -> None:
         if self._nc is None or self._nc.is_closed:
@@ -517,6 +527,7 @@ class ProjectionEngine:
                 events.append(StoredEvent(sequence=seq, subject=msg.subject, envelope=decode(msg.data)))
             except DecodeError as exc:
                 poison.append(_Poison(seq, msg.subject, msg.data, f"decode: {exc.reason}"))
+        events = await self._opened(events)
         last = msgs[-1].metadata.sequence.stream
         if last > self._checkpoint:
             pg = self._pg
@@ -541,6 +552,23 @@ class ProjectionEngine:
         # for the server to take the ack: an ack still in flight when the next pull arrives counts against
         # max_ack_pending, and the pull then lingers half-filled until it expires.
         await msgs[-1].ack_sync(timeout=self.nats_settings.publish_timeout)
+
+    async def _opened(self, events: list[StoredEvent]) -> list[StoredEvent]:
+        """For a projection that reads personal data: the batch with its sealed fields opened (an erased lead's
+        read ``[erased]``, in any rebuild too)."""
+        kinds: tuple[type[Any], ...] = getattr(self.projection, "reads_personal", ())
+        if not events or not kinds:
+            return events
+        assert self._js is not None
+        if self._vault is None or self._vault_js is not self._js:
+            self._vault, self._vault_js = Vault(self._js, self.naming, cached_keys=_CACHED_KEYS), self._js
+        opened = await self._vault.unsealed([e.envelope for e in events], kinds)
+        # Keys are cached across batches: a lead's erasure, folded in log order, drops its key. Every event
+        # sealed with it came before the erasure (none is accepted after), so the cache opens nothing new.
+        for event in events:
+            if isinstance(event.envelope.data, LeadErased):
+                self._vault.forget(event.envelope.aggregate_id)
+        return [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
 
     async def _slow_path(
         self,

@@ -20,13 +20,14 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 
 from events.config import NatsSettings, connect
 from events.envelope import Envelope, RawPayload
 from events.ids import InvalidId, check_id, derived_id, uuid7
 from events.personal import Vault
 from events.store import ConcurrencyError, EventStore, StoreUnavailable
-from events.streams import StreamsNotReady, require_streams
+from events.streams import MESSAGE_DELETE_DENIED, StreamsNotReady, require_streams
 from events.subjects import Naming
 from events.types import LeadCaptured, Ref, attribute_problems
 
@@ -140,6 +141,7 @@ class Intake:
             item = validate(msg.data, now)
         except Rejection as exc:
             await self._dead_letter(msg, exc.reason)
+            await self._erase(msg)
             await msg.ack()
             return
         envelope = to_envelope(item, msg.data, now, correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7())
@@ -155,10 +157,27 @@ class Intake:
             )
         except ConcurrencyError:
             log.info("intake.duplicate", lead_id=envelope.aggregate_id, inbox_sequence=meta.sequence.stream)
+        await self._erase(msg)
         await msg.ack()
+
+    async def _erase(self, msg: Msg) -> None:
+        """Overwrite the inbox message in nats-server's files: what the integration sent is in clear there, and
+        the log now holds it sealed (an ack alone would leave its bytes until the block is compacted)."""
+        meta = msg.metadata
+        try:
+            await self._js.delete_msg(meta.stream, meta.sequence.stream)
+        except NotFoundError:
+            pass  # erased already, by an earlier delivery of the same message
+        except APIError as exc:
+            if exc.err_code != MESSAGE_DELETE_DENIED:
+                raise
+            # An inbox made with deny_delete: the message stays until max_age; say so rather than stall intake.
+            log.warning("intake.inbox_not_erased", inbox_sequence=meta.sequence.stream, reason=exc.description)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         meta = msg.metadata
+        # The reason names the field, never its value; the body, which may hold personal data in clear, is not
+        # kept (the inbox message is then erased): the integration learns why and sends it again, fixed.
         headers = {
             "Dealstream-Reason": reason[:1000],
             "Dealstream-Origin": "intake",
@@ -168,7 +187,7 @@ class Intake:
         }
         await self._js.publish(
             self._naming.dead_letter_subject("intake"),
-            msg.data,
+            b"",
             headers=headers,
             stream=self._naming.dead_letter_stream,
         )

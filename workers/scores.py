@@ -15,6 +15,7 @@ import psycopg
 from events import aggregates
 from events.envelope import Envelope
 from events.ids import derived_id
+from events.personal import Vault, seal_text
 from events.store import ConcurrencyError, EventStore
 from events.types import LeadQualified
 from projections.scores_store import ScoresProjection, pending_qualifications
@@ -50,6 +51,11 @@ class QualificationActor(Actor):
                 correlation_id=history[0].envelope.correlation_id,
                 data=LeadQualified(score=lead.score, reason=explain(explanation)[:10_000]),
             )
+            # The explanation quotes what the lead answered: it is sealed with the lead's key like the answers.
+            found = await Vault(store.js, store.naming).text_key(envelope, lead.lead_id, [h.envelope for h in history])
+            if found is None:
+                continue  # erased meanwhile: the projection sees it when it folds that event
+            envelope = seal_text(envelope, found[2], found[0], found[1])
             try:
                 await store.append([envelope], expected_version=history[-1].sequence)
             except ConcurrencyError:

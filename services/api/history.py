@@ -63,8 +63,9 @@ async def _history(
     stored = await rt.store.read(aggregate_type, aggregate_id)
     if not stored:
         raise agg.Rejected(f"{aggregate_type}_id", f"no such {aggregate_type}", 404)
-    if aggregate_type == "lead" and rt.ledger.vault is not None:
-        # history:read may see personal data: open the sealed fields (an erased lead's stay "[erased]").
+    if rt.ledger.vault is not None:
+        # history:read may see personal data: open the sealed fields and free text (an erased lead's stay
+        # "[erased]", and so does text about them on their deals).
         opened = await rt.ledger.vault.unsealed([s.envelope for s in stored])
         stored = [msgspec.structs.replace(s, envelope=e) for s, e in zip(stored, opened, strict=True)]
     version = stored[-1].sequence

@@ -99,8 +99,8 @@ async def board_as_of(
     with where they stand now. Reads every deal and pipeline event: an auditor's query, not a dashboard's."""
     when = _as_of(at, "at")
     assert when is not None
-    store = runtime(request).store
-    events = await replay.board_events(store.js, store.naming)
+    rt = runtime(request)
+    events = await replay.board_events(rt.store.js, rt.store.naming, rt.ledger.vault)
     return replay.board_as_of(events, when, since, pipeline_id, owner, status, limit)
 
 

@@ -252,3 +252,39 @@ async def test_a_lead_captured_in_a_batch_is_erased_alone(client: Client) -> Non
         [captured, *_] = (await client.get(f"/v1/leads/{lead_id}/events")).json()["events"]
         emails.append(captured["data"]["email"])
     assert emails == ["person0@example.com", "[erased]", "person2@example.com"]
+
+
+async def test_no_new_text_about_an_erased_lead_is_kept(client: Client) -> None:
+    """Text about an erased person would have no key to be sealed with: a note on the lead is refused (409 naming
+    the field, nothing appended), a touch without text is still logged. A deal opened from the lead afterwards
+    seals its name with a key of its own (the deal's business goes on)."""
+    r = await client.post("/v1/leads", json={**LEAD, "source_ref": "erased-then-noted"})
+    lead_id = r.json()["aggregate_id"]
+    assert (await client.post(f"/v1/leads/{lead_id}/erase", json={})).status_code == 202
+    touch = {"kind": "call", "direction": "outbound"}
+    r = await client.post(f"/v1/leads/{lead_id}/touchpoints", json={**touch, "notes": "Jan called back"})
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "notes", r.text
+    assert (await client.post(f"/v1/leads/{lead_id}/touchpoints", json=touch)).status_code == 202
+    history = (await client.get(f"/v1/leads/{lead_id}/events")).json()["events"]
+    assert [e["type"] for e in history] == ["lead.captured.v1", "lead.erased.v1", "touchpoint.logged.v1"]
+    assert "Jan called back" not in repr(history)
+    pipeline = {"name": "Sales", "stages": [{"id": "new", "name": "New", "probability": 0.1}]}
+    assert (await client.put("/v1/pipelines/sales", json=pipeline)).status_code == 202
+    deal = {"pipeline_id": "sales", "name": "Renewal", "amount": "10", "currency": "EUR", "lead_id": lead_id}
+    r = await client.post("/v1/deals", json=deal)
+    assert r.status_code == 202, r.text
+    [opened] = (await client.get(f"/v1/deals/{r.json()['aggregate_id']}/events")).json()["events"]
+    assert opened["data"]["name"] == "Renewal"
+
+
+async def test_a_workers_cached_key_is_forgotten_when_the_erasure_reaches_it(own: OwnNats) -> None:
+    """A projection engine keeps keys opened across batches and drops a lead's key when it folds the lead's
+    erasure; a reader without a cache (the API) sees an erased key at once."""
+    cached = Vault(own.js, own.naming, cached_keys=10)
+    sealed = await cached.sealed(envelope(LeadCaptured(email="jan@example.com"), "lead", "lead-c"))
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["jan@example.com"]  # type: ignore[union-attr]
+    assert await own.vault.erase("lead-c") is True
+    assert [e.data.email for e in await own.vault.unsealed([sealed])] == ["[erased]"]  # type: ignore[union-attr]
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["jan@example.com"]  # type: ignore[union-attr]
+    cached.forget("lead-c")
+    assert [e.data.email for e in await cached.unsealed([sealed])] == ["[erased]"]  # type: ignore[union-attr]

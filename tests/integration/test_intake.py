@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from events.ids import derived_id
 from events.personal import Vault
@@ -68,6 +71,9 @@ async def test_inbox_leads_are_captured_once_and_bad_ones_dead_lettered(
     assert dlq.state.messages == 2
     first = await js.get_msg(naming.dead_letter_stream, seq=1)
     assert first.headers is not None and "email" in first.headers["Dealstream-Reason"]
+    assert not first.data  # the reason names the field; the clear body is not kept
+    # Every inbox message, taken in or refused, is erased from the inbox once handled.
+    assert (await js.stream_info(naming.inbox_stream)).state.messages == 0
     events = await js.stream_info(naming.events_stream)
     assert events.state.messages == 1
 
@@ -106,3 +112,28 @@ async def test_an_inbox_lead_with_a_hostile_id_is_dead_lettered_naming_it(
     for seq, (_, field) in enumerate(hostile, start=1):
         dead = await js.get_msg(naming.dead_letter_stream, seq=seq)
         assert dead.headers is not None and f"at `$.{field}`" in dead.headers["Dealstream-Reason"]
+
+
+async def test_an_inbox_that_denies_deletes_is_still_taken_in_and_says_it_was_not_erased(
+    nats_conn: Any, store: EventStore, naming: Naming
+) -> None:
+    """Intake erases each handled inbox message; on an inbox made with deny_delete it cannot, and must neither
+    stall nor retry for ever: it warns and goes on (the message then ages out with the inbox's max_age)."""
+    _, js = nats_conn
+    info = await js.stream_info(naming.inbox_stream)
+    await js.update_stream(dataclasses.replace(info.config, deny_delete=True))
+    await js.publish(naming.inbox_subject("lead"), json.dumps(GOOD).encode(), stream=naming.inbox_stream)
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(Intake(js, store, naming).run(stop))
+        try:
+
+            async def captured() -> bool:
+                return bool(await store.read("lead", derived_id("nats", "hubspot-sync", "hs-1001")))
+
+            await eventually(captured)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["intake.inbox_not_erased"]

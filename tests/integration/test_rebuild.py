@@ -52,7 +52,7 @@ async def test_a_rebuild_during_live_writes_takes_over_equal_to_the_live_model_a
         await wait_caught_up(js, pg_dsn, naming, BoardProjection("r1"))
         result = await verify(BoardProjection("v1"), nats_settings, pg_dsn)
         assert result.live == "board_v1_r1" and result.same, result
-        assert {t.table for t in result.tables} == {"deals", "pipelines"}
+        assert {t.table for t in result.tables} == {"deals", "deal_leads", "pipelines"}
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
             rebuilt = await read_state(conn, "board_v1_r1")
         assert len(rebuilt.deals) == 430  # every deal of the three workloads, the last ones from the follower

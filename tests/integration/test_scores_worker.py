@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
 
 from events.config import NatsSettings
+from events.personal import Vault
 from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadCaptured, LeadQualified, TouchpointLogged
@@ -82,7 +83,12 @@ async def scores_worker(
 
 
 async def qualifications(store: EventStore, lead_id: str) -> list[LeadQualified]:
-    return [e.envelope.data for e in await store.read("lead", lead_id) if isinstance(e.envelope.data, LeadQualified)]
+    """The lead's qualifications as a reader allowed to see personal data reads them: the explanation quotes
+    what the lead answered, so the log holds it sealed with the lead's key."""
+    stored = [e.envelope for e in await store.read("lead", lead_id) if isinstance(e.envelope.data, LeadQualified)]
+    assert all(isinstance(e.data, LeadQualified) and e.data.reason is None for e in stored)
+    opened = await Vault(store.js, store.naming).unsealed(stored)
+    return [e.data for e in opened if isinstance(e.data, LeadQualified)]
 
 
 async def lead(store: EventStore, lead_id: str, title: str, at: dt.datetime) -> None:

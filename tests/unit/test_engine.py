@@ -32,7 +32,9 @@ def test_one_filter_per_consumer_and_the_shard_selects_by_subject() -> None:
     whole, half = Selector(board, Shard()), Selector(board, Shard(partition_of("d1") % 2, 2))
     assert whole(NAMING.aggregate_subject("deal", "d1")) and half(NAMING.aggregate_subject("deal", "d1"))
     assert whole(NAMING.aggregate_subject("pipeline", "p"))
-    assert not whole(NAMING.aggregate_subject("lead", "l1"))
+    # Every shard hears of every lead (broadcast): an erasure scrubs the names of the deals opened from it.
+    assert whole(NAMING.aggregate_subject("lead", "l1")) and half(NAMING.aggregate_subject("lead", "l1"))
+    assert not whole(NAMING.aggregate_subject("alert", "a1"))
     assert not whole("ds.evt.deal.x")
     other = Selector(board, Shard(1 - partition_of("d1") % 2, 2))
     assert not other(NAMING.aggregate_subject("deal", "d1"))

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
+
 from events.envelope import StoredEvent
-from events.types import Event, LeadAssigned, LeadCaptured, LeadDisqualified, LeadQualified, TouchpointLogged
+from events.types import (
+    Event,
+    LeadAssigned,
+    LeadCaptured,
+    LeadDisqualified,
+    LeadErased,
+    LeadQualified,
+    TouchpointLogged,
+)
 from projections.scores import LeadScore, diff, fold
-from projections.scoring import rules_from_toml
+from projections.scoring import ERASED, rules_from_toml
 from tests.builders import envelope
 
 T = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
@@ -91,3 +101,28 @@ def test_the_diff_of_two_builds_names_who_newly_qualifies() -> None:
     d = diff(old, new)
     assert (d.leads, d.changed, d.newly_qualifying, d.no_longer_qualifying) == (1, 1, 1, 0)
     assert d.largest[0].old_score == 15 and d.largest[0].new_score == 35
+
+
+def test_an_erasure_scrubs_the_row_to_what_a_rebuild_after_it_would_hold() -> None:
+    """Live, the worker folded the lead's fields opened; a rebuild after the erasure reads them ``[erased]``.
+    Once the erasure is folded both rows are scored on the same (the clear allow-list), and neither holds a value
+    the lead gave."""
+    given = LeadCaptured(
+        email="jan@kowalski.example",
+        phone="+48 600 100 200",
+        job_title="Head of Sales",
+        company="Kowalski",
+        country="PL",
+        answers={"budget": "25k"},
+    )
+    erased = LeadCaptured(email=ERASED, phone=ERASED, job_title=ERASED, company=ERASED, country="PL", has_phone=True)
+    touch = TouchpointLogged(touchpoint_id="c1", kind="call", direction="outbound", outcome="talked to Jan")
+    gone = msgspec.structs.replace(touch, outcome=ERASED)
+    later = T + dt.timedelta(hours=1)
+    live = fold(log(("l", given, T), ("l", touch, T), ("l", LeadErased(), later)), RULES)
+    rebuilt = fold(log(("l", erased, T), ("l", gone, T), ("l", LeadErased(), later)), RULES)
+    # Only the crossing the live build saw (a proposal to qualify, no personal data) is its own.
+    assert msgspec.structs.replace(live["l"], crossed_at=None, crossed_sequence=None) == rebuilt["l"]
+    assert live["l"].erased
+    assert not any(v in repr(live) for v in ("kowalski", "Kowalski", "Head of Sales", "25k", "talked to Jan"))
+    assert live["l"].profile.country == "PL" and live["l"].engagement > 0  # the call still counts, not its words
