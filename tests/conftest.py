@@ -68,12 +68,17 @@ async def nats_settings(nats_url: str, naming: Naming) -> NatsSettings:
     """The test's settings, its streams made as the administrator makes them before anything runs on them (the API
     and the workers only check them)."""
     settings = NatsSettings(servers=(nats_url,), naming=naming, streams=StreamSettings(), publish_timeout=2.0)
+    await make_streams(settings)
+    return settings
+
+
+async def make_streams(settings: NatsSettings) -> None:
+    """The streams, made as the administrator's `dealstream streams` makes them."""
     nc, js = await connect(settings, "test-admin")
     try:
-        await ensure_streams(js, naming, settings.streams)
+        await ensure_streams(js, settings.naming, settings.streams)
     finally:
         await nc.close()
-    return settings
 
 
 @pytest.fixture
