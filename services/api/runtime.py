@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from events.config import connect
+from events.logs import redact_values
 from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import ensure_streams
@@ -37,6 +38,17 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.config.api_keys)
+        hooks = settings.config.webhooks
+        redact_values(
+            s
+            for s in (
+                hooks.meta and hooks.meta.app_secret,
+                hooks.meta and hooks.meta.verify_token,
+                hooks.typeform and hooks.typeform.secret,
+                hooks.webflow and hooks.webflow.secret,
+            )
+            if s
+        )
         self.limiter = RateLimiter(settings.config.rate_per_second, settings.config.rate_burst)
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
