@@ -20,10 +20,13 @@ from events.streams import ensure_streams
 def api_app() -> Any:
     """The API app from the environment: the factory each ``dealstream api --workers N`` process calls."""
     from services.api.app import create_app
+    from services.api.header_timeout import HeaderTimeoutProtocol
     from services.config import settings_from_env
 
     configure_logging()  # a worker process of uvicorn's starts afresh, without the parent's configuration
-    return create_app(settings_from_env())
+    settings = settings_from_env()
+    HeaderTimeoutProtocol.header_timeout = settings.config.header_timeout_seconds
+    return create_app(settings)
 
 
 def event_loop() -> str:
@@ -53,6 +56,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
         "services.cli:api_app",
         factory=True,
         loop=args.event_loop,
+        http="services.api.header_timeout:HeaderTimeoutProtocol",
+        # The client's address is the socket's peer unless trusted_proxies says otherwise (services.api.runtime).
+        proxy_headers=False,
         workers=args.workers,
         host=args.host or settings.host,
         port=args.port or settings.port,
