@@ -46,7 +46,18 @@ from projections.engine import (
     consumer_filter,
     consumer_name,
 )
-from projections.versions import VERSIONS_DDL, register, serving_build, try_take_over
+from projections.versions import (
+    BUILDS_DDL,
+    VERSIONS_DDL,
+    BuildConflict,
+    BuildRules,
+    claim,
+    label_of,
+    recorded_rules,
+    register,
+    serving_build,
+    try_take_over,
+)
 
 log = structlog.get_logger("dealstream.engine")
 
@@ -146,6 +157,7 @@ async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projecti
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
         await conn.execute(CHECKPOINT_DDL)
         await conn.execute(VERSIONS_DDL)
+        await conn.execute(BUILDS_DDL)
         for statement in projection.ddl():
             await conn.execute(statement)
 
@@ -189,7 +201,12 @@ async def measure_lag(
 
 
 class ProjectionEngine:
-    """Runs one shard of one projection until ``stop`` is set; survives NATS and PostgreSQL outages."""
+    """Runs one shard of one projection until ``stop`` is set; survives NATS and PostgreSQL outages.
+
+    ``rules``: what the build is made from, recorded with it and checked against what it was made from before
+    anything is written (None: not stated, nothing checked). ``follows_rebuilds``: whether, in live mode, it
+    moves to a rebuild of its version once that serves; by default only the version's own (unlabelled) build
+    does, since a labelled build is someone's copy and must stay in its own tables."""
 
     def __init__(
         self,
@@ -198,8 +215,12 @@ class ProjectionEngine:
         database_url: str,
         shard: Shard | None = None,
         settings: EngineSettings | None = None,
+        rules: BuildRules | None = None,
+        follows_rebuilds: bool | None = None,
     ) -> None:
         self.projection = projection
+        self.rules = rules
+        self.follows_rebuilds = label_of(projection.build) == "" if follows_rebuilds is None else follows_rebuilds
         self.nats_settings = nats_settings
         self.naming = nats_settings.naming
         self.database_url = database_url
@@ -222,6 +243,8 @@ class ProjectionEngine:
         self._next_take_over = 0.0
         self.superseded_by: str | None = None
         self.moved_to: str | None = None
+        self.not_following: str | None = None
+        self.refused: str | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.batches = 0
@@ -245,6 +268,11 @@ class ProjectionEngine:
                         await self._sync_consumer()
                     await self._consume(stop)
                 except _Moved:
+                    break
+                except BuildConflict as exc:
+                    # Not a passing trouble: retrying would write into a build that is not this process's.
+                    self.refused = str(exc)
+                    self.log.error("engine.refused", reason=self.refused)
                     break
                 except _Reset as exc:
                     self.log.warning("engine.resync", reason=str(exc))
@@ -311,12 +339,8 @@ class ProjectionEngine:
                 if stop.is_set():
                     await pg.close()
                     return None
-            await pg.execute(
-                "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) VALUES (%s, %s, 0) "
-                "ON CONFLICT DO NOTHING",
-                (self.checkpoint_key, self.shard.key),
-            )
             p = self.projection
+            await claim(pg, p.name, self.checkpoint_key, p.version, self.shard.key, self.rules)
             await register(pg, p.name, p.build, p.version)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -462,14 +486,33 @@ class ProjectionEngine:
         self.serving = serving is not None and serving.build == p.build
         if serving is None or self.serving or mode != "live":
             return
-        if serving.version == p.version:
-            # A rebuild of this version took over: carry on in its tables, from its checkpoint.
-            self.log.info("projection.following", build=serving.build)
-            self.moved_to = serving.build
-            raise _Moved(serving.build)
+        if serving.version == p.version and self.follows_rebuilds:
+            reason = await self._cannot_follow(serving.build, serving.checkpoints)
+            if reason is None:
+                # A rebuild of this version took over: carry on in its tables, from its checkpoint.
+                self.log.info("projection.following", build=serving.build)
+                self.moved_to = serving.build
+                raise _Moved(serving.build)
+            if self.not_following != serving.build:
+                self.not_following = serving.build
+                self.log.warning("projection.not_following", build=serving.build, reason=reason)
         if serving.version > p.version and self.superseded_by != serving.build:
             self.superseded_by = serving.build
             self.log.warning("projection.superseded", serving=serving.build, hint="stop this worker")
+
+    async def _cannot_follow(self, build: str, checkpoints: Mapping[str, int]) -> str | None:
+        """Why this shard must not carry on in ``build``'s tables, or None if it may."""
+        if self.shard.key not in checkpoints:
+            theirs_keys = ", ".join(sorted(checkpoints)) or "none"
+            return (
+                f"{build} has no checkpoint for shard {self.shard.key} (it has {theirs_keys}): this shard would "
+                "apply from the start into its tables; rebuild with the workers' partitions"
+            )
+        assert self._pg is not None
+        theirs = await recorded_rules(self._pg, build)
+        if self.rules is not None and theirs is not None and theirs.sha256 != self.rules.sha256:
+            return f"{build} was made from {theirs.describe()}; this worker has {self.rules.describe()}"
+        return None
 
     async def _log_lag(self) -> None:
         assert self._js is not None and self._pg is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -15,13 +16,22 @@ from events.store import EventStore
 from events.subjects import Naming
 from projections.board_queries import board
 from projections.board_store import BoardProjection, read_state
-from projections.engine import CHECKPOINT_DDL
-from projections.versions import VERSIONS_DDL, register, serving_build, serving_build_name, try_take_over
+from projections.engine import CHECKPOINT_DDL, Shard
+from projections.versions import (
+    VERSIONS_DDL,
+    BuildConflict,
+    register,
+    serving_build,
+    serving_build_name,
+    try_take_over,
+)
 from services.config import Settings
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.projection_fixtures import FAST, append_concurrently, running, wait_caught_up, workload
 from tests.waiting import eventually
 from workers.engine import ProjectionEngine
+from workers.rebuild import rebuild, verify
+from workers.registry import serve_worker
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +157,87 @@ async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_
         await checkpoints("board_v1", {"0/1": 500})
         assert await try_take_over(conn, "board", "board_v1", 1, 1) is None  # never back to a lower version
         assert await serving_build_name(conn, "board", "x") == "board_v2"
+
+
+async def checkpoint_keys(dsn: str) -> dict[str, set[str]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT projection, partition_key FROM projection_checkpoints")
+        keys: dict[str, set[str]] = {}
+        for build, key in await cur.fetchall():
+            keys.setdefault(str(build), set()).add(str(key))
+        return keys
+
+
+async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_serving_one(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    """``DEALSTREAM_ENGINE_INSTANCE=x`` with ``--partition 1/2`` beside the serving board_v1 (0/1): once caught up
+    it used to follow board_v1 and apply from sequence 1 into its tables; it must stay in board_v1_x."""
+    _, js = nats_conn
+    await append_concurrently(store, workload(60, seed=21))
+    stop = asyncio.Event()
+    live = asyncio.create_task(serve_worker("board", "0/1", nats_settings, pg_dsn, FAST, stop, instance=""))
+    labelled = asyncio.create_task(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, stop, instance="x"))
+    try:
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
+        # Once more, after each has looked at who serves: the labelled build keeps its own tables up to date.
+        await append_concurrently(store, workload(30, seed=22))
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        assert not labelled.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(live, labelled), 30)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}, "board_v1_x": {"1/2"}}
+    assert await serving(pg_dsn) == "board_v1"
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        rows = await read_state(conn, "board_v1")
+    assert len(rows.deals) == 90
+    result = await verify(BoardProjection("check"), nats_settings, pg_dsn)
+    assert result.same, result  # nothing was applied twice into the serving build
+
+
+async def test_a_shard_of_another_split_is_refused_by_the_build_and_writes_nothing(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    await append_concurrently(store, workload(20, seed=23))
+    async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        with pytest.raises(BuildConflict, match=r"board_v1 is built in shards 0/1; shard 1/2 would apply"):
+            await asyncio.wait_for(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, instance=""), 30)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}}
+
+
+async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shards(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    """Workers of board_v1 in two shards; a rebuild (one shard) takes over. Following it, each shard would replay
+    the log into tables the rebuild filled: they stay in board_v1 and say why."""
+    _, js = nats_conn
+    await append_concurrently(store, workload(40, seed=24))
+    halves = [Shard(0, 2), Shard(1, 2)]
+    engines = [ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, s, FAST) for s in halves]
+    async with running(engines[0]), running(engines[1]):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection(), shards=halves)
+        assert await rebuild(BoardProjection("r1"), nats_settings, pg_dsn)
+
+        async def both_declined() -> bool:
+            return all(e.not_following == "board_v1_r1" for e in engines)
+
+        await eventually(both_declined)
+        assert all(e.moved_to is None for e in engines)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/2", "1/2"}, "board_v1_r1": {"0/1"}}
