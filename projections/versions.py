@@ -53,6 +53,9 @@ class BuildRules(msgspec.Struct, frozen=True):
     text: str
     source: str
     sha256: str
+    # Whether the build's rows depend on the rules (changed rules then need a new version). Not binding (notify's
+    # recipients): the rules steer only what the worker does from now on, and the record follows the latest.
+    binding: bool = True
 
     def describe(self) -> str:
         return f"rules {self.sha256[:12]} from {self.source or 'no file (empty rules)'}"
@@ -148,7 +151,7 @@ async def claim(
         )
         if rules is not None:
             recorded = await recorded_rules(conn, build)
-            if recorded is None:
+            if recorded is None or (recorded.sha256 != rules.sha256 and not rules.binding):
                 await conn.execute(
                     "UPDATE projection_builds SET rules = %s, rules_source = %s, rules_sha256 = %s WHERE build = %s",
                     (rules.text, rules.source, rules.sha256, build),

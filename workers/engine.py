@@ -150,14 +150,22 @@ async def read_checkpoint(conn: psycopg.AsyncConnection[Any], projection: str, p
     return int(row[0]) if row else 0
 
 
-async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> None:
+async def ensure_schema(
+    conn: psycopg.AsyncConnection[Any],
+    projection: Projection,
+    shard: Shard | None = None,
+    rules: BuildRules | None = None,
+) -> None:
     """Create the checkpoint table and the projection's tables; serialised, since concurrent
-    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL."""
+    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL. With ``shard``, the shard claims
+    its place in the build first (:func:`projections.versions.claim`): a refused one touches none of its tables."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
         await conn.execute(CHECKPOINT_DDL)
         await conn.execute(VERSIONS_DDL)
         await conn.execute(BUILDS_DDL)
+        if shard is not None:
+            await claim(conn, projection.name, checkpoint_name(projection), projection.version, shard.key, rules)
         for statement in projection.ddl():
             await conn.execute(statement)
 
@@ -322,7 +330,7 @@ class ProjectionEngine:
         )
         try:
             await pg.execute("SET TIME ZONE 'UTC'")
-            await ensure_schema(pg, self.projection)
+            await ensure_schema(pg, self.projection, self.shard, self.rules)
             # One owner per (schema, projection, shard): a second process with the same partition waits here
             # as a standby instead of splitting the consumer's messages with the first.
             while True:
@@ -340,7 +348,6 @@ class ProjectionEngine:
                     await pg.close()
                     return None
             p = self.projection
-            await claim(pg, p.name, self.checkpoint_key, p.version, self.shard.key, self.rules)
             await register(pg, p.name, p.build, p.version)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -510,7 +517,7 @@ class ProjectionEngine:
             )
         assert self._pg is not None
         theirs = await recorded_rules(self._pg, build)
-        if self.rules is not None and theirs is not None and theirs.sha256 != self.rules.sha256:
+        if self.rules is not None and self.rules.binding and theirs is not None and theirs.sha256 != self.rules.sha256:
             return f"{build} was made from {theirs.describe()}; this worker has {self.rules.describe()}"
         return None
 

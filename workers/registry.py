@@ -127,7 +127,8 @@ _USES: dict[str, Callable[[str], object]] = {
 def build_rules(name: str, text: str, source: str) -> BuildRules:
     """``text`` as ``name``'s build records it: with the digest of the rules it reads from the text."""
     used = msgspec.json.encode(_USES[name](text))
-    return BuildRules(text, source, hashlib.sha256(used).hexdigest())
+    # Notify's rules (recipients, channels) have no version: they steer deliveries from now on, not its rows.
+    return BuildRules(text, source, hashlib.sha256(used).hexdigest(), binding=name != "notify")
 
 
 def rules_of(name: str) -> BuildRules | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from litestar import Litestar
@@ -18,8 +19,11 @@ from projections.board_queries import board
 from projections.board_store import BoardProjection, read_state
 from projections.engine import CHECKPOINT_DDL, Shard
 from projections.versions import (
+    BUILDS_DDL,
     VERSIONS_DDL,
     BuildConflict,
+    claim,
+    recorded_rules,
     register,
     serving_build,
     serving_build_name,
@@ -31,7 +35,7 @@ from tests.projection_fixtures import FAST, append_concurrently, running, wait_c
 from tests.waiting import eventually
 from workers.engine import ProjectionEngine
 from workers.rebuild import rebuild, verify
-from workers.registry import serve_worker
+from workers.registry import build_rules, serve_worker
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +245,23 @@ async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shar
         await eventually(both_declined)
         assert all(e.moved_to is None for e in engines)
     assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/2", "1/2"}, "board_v1_r1": {"0/1"}}
+
+
+async def test_rules_that_steer_only_what_comes_next_are_recorded_anew_not_refused(pg_dsn: str) -> None:
+    """Notify's rules (recipients) have no version: a change is recorded for the build, never refused."""
+    old = build_rules("notify", "", "")
+    new = build_rules("notify", '[notify]\nrecipients.ana.email = "ana@example.com"\n', "/etc/sales.toml")
+    assert old.sha256 != new.sha256 and not new.binding
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        for statement in (CHECKPOINT_DDL, VERSIONS_DDL, BUILDS_DDL):
+            await conn.execute(statement)
+        await claim(conn, "notify", "notify_v1", 1, "0/1", old)
+        await claim(conn, "notify", "notify_v1", 1, "0/1", new)
+        assert await recorded_rules(conn, "notify_v1") == msgspec.structs.replace(new, binding=True)
+        scores = build_rules("scores", "", "")
+        await claim(conn, "scores", "scores_v101", 101, "0/1", scores)
+        with pytest.raises(BuildConflict, match="scores_v101 was made from rules"):
+            await claim(conn, "scores", "scores_v101", 101, "0/1", build_rules("scores", SCORES_V1, "/x.toml"))
+
+
+SCORES_V1 = "[scoring]\nversion = 1\nthreshold = 20\nhalf_life_days = 14\n"
