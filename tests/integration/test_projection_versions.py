@@ -163,6 +163,14 @@ async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_
         assert await serving_build_name(conn, "board", "x") == "board_v2"
 
 
+async def registered(dsn: str, build: str) -> bool:
+    """Whether ``build`` serves (False while no worker has made the tables yet)."""
+    try:
+        return await serving_is(dsn, build)
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
 async def checkpoint_keys(dsn: str) -> dict[str, set[str]]:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT projection, partition_key FROM projection_checkpoints")
@@ -185,8 +193,10 @@ async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_se
     await append_concurrently(store, workload(60, seed=21))
     stop = asyncio.Event()
     live = asyncio.create_task(serve_worker("board", "0/1", nats_settings, pg_dsn, FAST, stop, instance=""))
-    labelled = asyncio.create_task(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, stop, instance="x"))
+    labelled: asyncio.Task[None] | None = None
     try:
+        await eventually(lambda: registered(pg_dsn, "board_v1"))  # the first build of a projection serves
+        labelled = asyncio.create_task(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, stop, instance="x"))
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
         await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
         # Once more, after each has looked at who serves: the labelled build keeps its own tables up to date.
@@ -196,7 +206,7 @@ async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_se
         assert not labelled.done()
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(live, labelled), 30)
+        await asyncio.wait_for(asyncio.gather(live, *([labelled] if labelled else [])), 30)
     assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}, "board_v1_x": {"1/2"}}
     assert await serving(pg_dsn) == "board_v1"
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
