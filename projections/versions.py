@@ -8,6 +8,10 @@ its shards has reached the serving build's position. A build never takes over fr
 old worker left running cannot switch the readers back. A rebuild (``dealstream rebuild``) is a build of
 the same version under a new label that takes over once caught up; the running workers of that version
 then follow it to its tables, so nothing is left updating tables nobody reads.
+
+A build writes only its own tables and checkpoints: its shards all split the log the same way (``k/N`` with
+one N), and ``projection_builds`` records the rules it was made from, so that no process continues it under
+other rules and ``dealstream verify`` can rebuild it under the same ones.
 """
 
 from __future__ import annotations
@@ -27,6 +31,39 @@ CREATE TABLE IF NOT EXISTS projection_versions (
     switched_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+BUILDS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_builds (
+    build text PRIMARY KEY,
+    projection text NOT NULL,
+    version integer NOT NULL,
+    rules_sha256 text,
+    rules_source text,
+    rules text,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class BuildRules(msgspec.Struct, frozen=True):
+    """The rules a build is made from: the file's text, where it was read (``""``: no file, empty rules), and
+    ``sha256``, the digest of the part of them the build uses (so that another section of a shared file can
+    change without touching it)."""
+
+    text: str
+    source: str
+    sha256: str
+    # Whether the build's rows depend on the rules (changed rules then need a new version). Not binding (notify's
+    # recipients): the rules steer only what the worker does from now on, and the record follows the latest.
+    binding: bool = True
+
+    def describe(self) -> str:
+        return f"rules {self.sha256[:12]} from {self.source or 'no file (empty rules)'}"
+
+
+class BuildConflict(Exception):
+    """A process would write into a build that is not its own: other rules, or another split of the log."""
+
 
 _LABEL = re.compile(r"[a-z0-9_]{1,32}")
 
@@ -74,6 +111,61 @@ def takes_over(candidate: Build, serving: Build | None, shard_count: int, rebuil
     if len(mine) != shard_count:
         return False
     return min(mine) >= max(serving.checkpoints.values(), default=0)
+
+
+async def recorded_rules(conn: AsyncConnection[Any], build: str) -> BuildRules | None:
+    """The rules ``build`` was recorded as made from, or None if none were recorded."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT rules, rules_source, rules_sha256 FROM projection_builds "
+                "WHERE build = %s AND rules IS NOT NULL",
+                (build,),
+            )
+            row = await cur.fetchone()
+    except UndefinedTable:
+        return None
+    return None if row is None else BuildRules(str(row[0]), str(row[1] or ""), str(row[2]))
+
+
+async def claim(
+    conn: AsyncConnection[Any], projection: str, build: str, version: int, shard_key: str, rules: BuildRules | None
+) -> None:
+    """Check that a shard may write into ``build``, record what it is made from, and give the shard a checkpoint.
+
+    BuildConflict if the build's other shards split the log another way (``k/N`` with another N: the shard would
+    apply again, from the start, events they applied), or if it was made from other rules. ``rules`` None: the
+    caller does not say (nothing is checked or recorded); a build without recorded rules takes the first given."""
+    count = shard_key.split("/")[1]
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (f"build:{build}",))
+        others = sorted(k for k in await checkpoints_of(conn, build) if k.split("/")[1] != count)
+        if others:
+            raise BuildConflict(
+                f"{build} is built in shards {', '.join(others)}; shard {shard_key} would apply their events again "
+                f"in their tables: run every shard of a build with the same N, or give this one another build label"
+            )
+        await conn.execute(
+            "INSERT INTO projection_builds (build, projection, version) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (build, projection, version),
+        )
+        if rules is not None:
+            recorded = await recorded_rules(conn, build)
+            if recorded is None or (recorded.sha256 != rules.sha256 and not rules.binding):
+                await conn.execute(
+                    "UPDATE projection_builds SET rules = %s, rules_source = %s, rules_sha256 = %s WHERE build = %s",
+                    (rules.text, rules.source, rules.sha256, build),
+                )
+            elif recorded.sha256 != rules.sha256:
+                raise BuildConflict(
+                    f"{build} was made from {recorded.describe()}; this process has {rules.describe()}: give changed "
+                    "rules a new version (or the worker another build label) instead of mixing them in one build"
+                )
+        await conn.execute(
+            "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) VALUES (%s, %s, 0) "
+            "ON CONFLICT DO NOTHING",
+            (build, shard_key),
+        )
 
 
 async def serving_build(conn: AsyncConnection[Any], projection: str) -> Build | None:

@@ -19,6 +19,7 @@ class Caller:
     id: str
     scopes: frozenset[str]
     source: str
+    public: bool = False
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -49,29 +50,52 @@ class KeyRing:
         key = self._by_hash.get(hash_key(presented))
         if key is None:
             raise AuthError("unknown or revoked credential")
-        return Caller(id=key.id, scopes=frozenset(key.scopes), source=key.source)
+        return Caller(id=key.id, scopes=frozenset(key.scopes), source=key.source, public=key.is_public)
 
 
 class RateLimiter:
-    """A token bucket per credential: up to ``burst`` requests at once, refilled at ``rate`` per second.
+    """A token bucket per credential (or client address): up to ``burst`` requests at once, refilled at ``rate``
+    per second.
 
-    Only authenticated credentials get a bucket, so their number stays that of the configured keys. The buckets
-    live in the process: under ``dealstream api --workers N`` each process allows the rate on its own.
+    Keyed by client address, the buckets are as many as the addresses that call: past ``max_buckets`` the one
+    used longest ago is dropped (its address starts afresh with a full bucket). The buckets live in the process:
+    under ``dealstream api --workers N`` each process allows the rate on its own.
     """
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic, max_buckets: int = 100_000
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self._clock = clock
+        self._max_buckets = max_buckets
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _tokens(self, key: str, now: float) -> float:
+        # Popped and put back on every use: the dict's order is then the order of last use.
+        tokens, then = self._buckets.pop(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - then) * self.rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self._max_buckets:
+            del self._buckets[next(iter(self._buckets))]
 
     def take(self, credential: str) -> float:
         """Take a token: 0.0 if there was one, else the seconds until there will be (nothing is taken)."""
         now = self._clock()
-        tokens, then = self._buckets.get(credential, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        tokens = self._tokens(credential, now)
         if tokens >= 1.0:
-            self._buckets[credential] = (tokens - 1.0, now)
+            self._keep(credential, tokens - 1.0, now)
             return 0.0
-        self._buckets[credential] = (tokens, now)
+        self._keep(credential, tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def wait(self, credential: str) -> float:
+        """Like :meth:`take`, but takes nothing: 0.0 if a token is there, else the seconds until one is."""
+        if credential not in self._buckets:
+            return 0.0
+        now = self._clock()
+        tokens = self._tokens(credential, now)
+        self._keep(credential, tokens, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate

@@ -23,10 +23,13 @@ log = structlog.get_logger("dealstream.cli")
 def api_app() -> Any:
     """The API app from the environment: the factory each ``dealstream api --workers N`` process calls."""
     from services.api.app import create_app
+    from services.api.header_timeout import HeaderTimeoutProtocol
     from services.config import settings_from_env
 
     configure_logging()  # a worker process of uvicorn's starts afresh, without the parent's configuration
-    return create_app(settings_from_env())
+    settings = settings_from_env()
+    HeaderTimeoutProtocol.header_timeout = settings.config.header_timeout_seconds
+    return create_app(settings)
 
 
 def event_loop() -> str:
@@ -56,6 +59,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
         "services.cli:api_app",
         factory=True,
         loop=args.event_loop,
+        http="services.api.header_timeout:HeaderTimeoutProtocol",
+        # The client's address is the socket's peer unless trusted_proxies says otherwise (services.api.runtime).
+        proxy_headers=False,
         workers=args.workers,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -196,16 +202,23 @@ def _label(prefix: str) -> str:
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from workers.rebuild import bar, rebuild
-    from workers.registry import projection_of
+    from workers.registry import RulesUnknown, like_serving
 
     url = os.environ.get("DATABASE_URL")
     if not url:
         print("error: set DATABASE_URL", file=sys.stderr)
         return 2
-    projection = projection_of(args.name, _label("r"))
-    print(f"rebuilding {args.name} into {projection.build}; the serving build answers meanwhile")
+    try:
+        projection, rules = asyncio.run(like_serving(args.name, _label("r"), url))
+    except RulesUnknown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    made_from = f" from its recorded {rules.describe()}" if rules else ""
+    print(f"rebuilding {args.name} into {projection.build}{made_from}; the serving build answers meanwhile")
     took_over = asyncio.run(
-        rebuild(projection, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True))
+        rebuild(
+            projection, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
+        )
     )
     print(f"\n{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
     return 0 if took_over else 1
@@ -213,18 +226,22 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from workers.rebuild import bar, verify
-    from workers.registry import projection_of
+    from workers.registry import RulesUnknown, like_serving
 
     url = os.environ.get("DATABASE_URL")
     if not url:
         print("error: set DATABASE_URL", file=sys.stderr)
         return 2
-    shadow = projection_of(args.name, _label("v"))
     try:
+        shadow, rules = asyncio.run(like_serving(args.name, _label("v"), url))
+        if rules is not None:
+            print(f"rebuilding {args.name} from the serving build's recorded {rules.describe()}")
         result = asyncio.run(
-            verify(shadow, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True))
+            verify(
+                shadow, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
+            )
         )
-    except RuntimeError as exc:
+    except (RuntimeError, RulesUnknown) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
     print(f"\ncompared {result.live} with a rebuild from the log at sequence {result.sequence}:")

@@ -6,6 +6,7 @@ hashes only; ``dealstream keys new`` prints a fresh key and the line to paste.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -33,11 +34,18 @@ class ApiKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
     scopes: list[Scope]
     source: str = "api"
+    # A key that travels in a web page is everyone's: it is also limited per client address. Unset, a
+    # capture-only key is public (the only kind that may be sent as ?key=); false exempts a server's import key.
+    public: bool | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.scopes) - set(SCOPES)
         if unknown:
             raise ValueError(f"unknown scopes {sorted(unknown)}; known: {list(SCOPES)}")
+
+    @property
+    def is_public(self) -> bool:
+        return self.public if self.public is not None else set(self.scopes) == {"leads:capture"}
 
 
 class MetaWebhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -63,6 +71,23 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_leads: int = 500
     rate_per_second: Annotated[float, msgspec.Meta(gt=0)] = 50.0
     rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 200
+    # Beneath a public key's own bucket, one per client address, so one visitor's flood cannot spend it.
+    client_rate_per_second: Annotated[float, msgspec.Meta(gt=0)] = 0.2
+    client_rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 10
+    # Failed authentications per client address; once over, 429 before any key is checked.
+    auth_failure_rate_per_second: Annotated[float, msgspec.Meta(gt=0)] = 0.1
+    auth_failure_burst: Annotated[int, msgspec.Meta(ge=1)] = 20
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For names the client; none by default.
+    trusted_proxies: list[str] = []
+    # A connection whose request line and headers have not all arrived within this is closed.
+    header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -39,8 +39,8 @@ class AuthError(Exception):
 class RateLimited(Exception):
     """A credential (an API key, or a webhook source) over its request rate: 429, retry after ``retry_after``."""
 
-    def __init__(self, credential: str, rate: float, burst: int, retry_after: float) -> None:
-        super().__init__(f"{credential} is over its limit of {rate:g} requests per second (bursts of {burst})")
+    def __init__(self, credential: str, rate: float, burst: int, retry_after: float, what: str = "requests") -> None:
+        super().__init__(f"{credential} is over its limit of {rate:g} {what} per second (bursts of {burst})")
         self.credential = credential
         self.rate = rate
         self.burst = burst

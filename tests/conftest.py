@@ -177,6 +177,10 @@ def api_config() -> ApiConfig:
         # Tests send as fast as they can; the rate limit has its own tests (test_api_limits).
         rate_per_second=1_000_000.0,
         rate_burst=1_000_000,
+        client_rate_per_second=1_000_000.0,
+        client_rate_burst=1_000_000,
+        auth_failure_rate_per_second=1_000_000.0,
+        auth_failure_burst=1_000_000,
     )
 
 

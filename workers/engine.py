@@ -50,7 +50,18 @@ from projections.engine import (
     consumer_filter,
     consumer_name,
 )
-from projections.versions import VERSIONS_DDL, register, serving_build, try_take_over
+from projections.versions import (
+    BUILDS_DDL,
+    VERSIONS_DDL,
+    BuildConflict,
+    BuildRules,
+    claim,
+    label_of,
+    recorded_rules,
+    register,
+    serving_build,
+    try_take_over,
+)
 
 log = structlog.get_logger("dealstream.engine")
 
@@ -145,13 +156,22 @@ async def read_checkpoint(conn: psycopg.AsyncConnection[Any], projection: str, p
     return int(row[0]) if row else 0
 
 
-async def ensure_schema(conn: psycopg.AsyncConnection[Any], projection: Projection) -> None:
+async def ensure_schema(
+    conn: psycopg.AsyncConnection[Any],
+    projection: Projection,
+    shard: Shard | None = None,
+    rules: BuildRules | None = None,
+) -> None:
     """Create the checkpoint table and the projection's tables; serialised, since concurrent
-    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL."""
+    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL. With ``shard``, the shard claims
+    its place in the build first (:func:`projections.versions.claim`): a refused one touches none of its tables."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
         await conn.execute(CHECKPOINT_DDL)
         await conn.execute(VERSIONS_DDL)
+        await conn.execute(BUILDS_DDL)
+        if shard is not None:
+            await claim(conn, projection.name, checkpoint_name(projection), projection.version, shard.key, rules)
         for statement in projection.ddl():
             await conn.execute(statement)
 
@@ -195,7 +215,12 @@ async def measure_lag(
 
 
 class ProjectionEngine:
-    """Runs one shard of one projection until ``stop`` is set; survives NATS and PostgreSQL outages."""
+    """Runs one shard of one projection until ``stop`` is set; survives NATS and PostgreSQL outages.
+
+    ``rules``: what the build is made from, recorded with it and checked against what it was made from before
+    anything is written (None: not stated, nothing checked). ``follows_rebuilds``: whether, in live mode, it
+    moves to a rebuild of its version once that serves; by default only the version's own (unlabelled) build
+    does, since a labelled build is someone's copy and must stay in its own tables."""
 
     def __init__(
         self,
@@ -204,8 +229,12 @@ class ProjectionEngine:
         database_url: str,
         shard: Shard | None = None,
         settings: EngineSettings | None = None,
+        rules: BuildRules | None = None,
+        follows_rebuilds: bool | None = None,
     ) -> None:
         self.projection = projection
+        self.rules = rules
+        self.follows_rebuilds = label_of(projection.build) == "" if follows_rebuilds is None else follows_rebuilds
         self.nats_settings = nats_settings
         self.naming = nats_settings.naming
         self.database_url = database_url
@@ -233,6 +262,8 @@ class ProjectionEngine:
         self._next_take_over = 0.0
         self.superseded_by: str | None = None
         self.moved_to: str | None = None
+        self.not_following: str | None = None
+        self.refused: str | None = None
         self.applied = 0
         self.dead_lettered = 0
         self.batches = 0
@@ -259,6 +290,11 @@ class ProjectionEngine:
                     break
                 except StreamsNotReady:
                     raise  # not an outage: the process refuses to run until the administrator fixes the streams
+                except BuildConflict as exc:
+                    # Not a passing trouble: retrying would write into a build that is not this process's.
+                    self.refused = str(exc)
+                    self.log.error("engine.refused", reason=self.refused)
+                    break
                 except _Reset as exc:
                     self.log.warning("engine.resync", reason=str(exc))
                     self._in_sync = False
@@ -315,7 +351,7 @@ class ProjectionEngine:
         )
         try:
             await pg.execute("SET TIME ZONE 'UTC'")
-            await ensure_schema(pg, self.projection)
+            await ensure_schema(pg, self.projection, self.shard, self.rules)
             # One owner per (schema, projection, shard): a second process with the same partition waits here
             # as a standby instead of splitting the consumer's messages with the first.
             while True:
@@ -332,11 +368,6 @@ class ProjectionEngine:
                 if stop.is_set():
                     await pg.close()
                     return None
-            await pg.execute(
-                "INSERT INTO projection_checkpoints (projection, partition_key, last_sequence) VALUES (%s, %s, 0) "
-                "ON CONFLICT DO NOTHING",
-                (self.checkpoint_key, self.shard.key),
-            )
             p = self.projection
             await register(pg, p.name, p.build, p.version)
         except BaseException:
@@ -483,14 +514,33 @@ class ProjectionEngine:
         self.serving = serving is not None and serving.build == p.build
         if serving is None or self.serving or mode != "live":
             return
-        if serving.version == p.version:
-            # A rebuild of this version took over: carry on in its tables, from its checkpoint.
-            self.log.info("projection.following", build=serving.build)
-            self.moved_to = serving.build
-            raise _Moved(serving.build)
+        if serving.version == p.version and self.follows_rebuilds:
+            reason = await self._cannot_follow(serving.build, serving.checkpoints)
+            if reason is None:
+                # A rebuild of this version took over: carry on in its tables, from its checkpoint.
+                self.log.info("projection.following", build=serving.build)
+                self.moved_to = serving.build
+                raise _Moved(serving.build)
+            if self.not_following != serving.build:
+                self.not_following = serving.build
+                self.log.warning("projection.not_following", build=serving.build, reason=reason)
         if serving.version > p.version and self.superseded_by != serving.build:
             self.superseded_by = serving.build
             self.log.warning("projection.superseded", serving=serving.build, hint="stop this worker")
+
+    async def _cannot_follow(self, build: str, checkpoints: Mapping[str, int]) -> str | None:
+        """Why this shard must not carry on in ``build``'s tables, or None if it may."""
+        if self.shard.key not in checkpoints:
+            theirs_keys = ", ".join(sorted(checkpoints)) or "none"
+            return (
+                f"{build} has no checkpoint for shard {self.shard.key} (it has {theirs_keys}): this shard would "
+                "apply from the start into its tables; rebuild with the workers' partitions"
+            )
+        assert self._pg is not None
+        theirs = await recorded_rules(self._pg, build)
+        if self.rules is not None and self.rules.binding and theirs is not None and theirs.sha256 != self.rules.sha256:
+            return f"{build} was made from {theirs.describe()}; this worker has {self.rules.describe()}"
+        return None
 
     async def _log_lag(self) -> None:
         assert self._js is not None and self._pg is not None

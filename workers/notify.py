@@ -23,6 +23,7 @@ import msgspec
 import psycopg
 
 from events.config import NatsSettings
+from events.logs import redact_values
 from events.store import EventStore
 from projections.notify import NotifyRules, Smtp, signature
 from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
@@ -56,6 +57,7 @@ class NotifyActor(Actor):
         assert isinstance(projection, NotifyProjection)
         self.rules: NotifyRules = projection.rules
         self.secret = os.environ.get(self.rules.secret_env, "")
+        redact_values([self.secret])
         self.http = httpx.AsyncClient(timeout=10.0)
         self.sent = 0
         self.failed = 0

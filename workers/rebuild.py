@@ -8,6 +8,9 @@ the whole log in one process (shard 0/1).
 ``verify``: a shadow build (label ``v<UTC time>``) replays the log, then its tables are compared row by
 row with the serving build's, in one snapshot taken when both stand at the same checkpoint; the shadow's
 tables, checkpoints and consumer are removed afterwards.
+
+Both are made from the rules the serving build recorded (:func:`workers.registry.like_serving`): a rebuild
+or a comparison under other rules would differ by the rules, not by the log.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from psycopg import sql
 
 from events.config import NatsSettings, connect
 from projections.engine import Projection, Shard, consumer_name
-from projections.versions import serving_build
+from projections.versions import BuildRules, recorded_rules, serving_build
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
 
 
@@ -54,9 +57,10 @@ async def _build(
     until: Callable[[ProjectionEngine, Any], bool],
     on_progress: Callable[[Progress], None],
     stop: asyncio.Event | None = None,
+    rules: BuildRules | None = None,
 ) -> ProjectionEngine:
     settings = EngineSettings(mode=mode, lag_interval=3600.0)  # type: ignore[arg-type]
-    engine = ProjectionEngine(projection, nats_settings, url, Shard(), settings)
+    engine = ProjectionEngine(projection, nats_settings, url, Shard(), settings, rules, follows_rebuilds=False)
     halt = asyncio.Event()
     task = asyncio.create_task(engine.run(halt))
     nc, js = await connect(nats_settings, f"dealstream-{mode}")
@@ -90,6 +94,8 @@ async def _build(
         halt.set()
         await asyncio.wait_for(task, 60)
         await nc.close()
+    if engine.refused is not None:
+        raise RuntimeError(engine.refused)
     return engine
 
 
@@ -99,10 +105,13 @@ async def rebuild(
     url: str,
     on_progress: Callable[[Progress], None] = lambda _: None,
     stop: asyncio.Event | None = None,
+    rules: BuildRules | None = None,
 ) -> bool:
     """Replay the log into a fresh build of ``projection`` (give it a new label) until it serves; returns
-    whether it took over."""
-    engine = await _build(projection, nats_settings, url, "rebuild", lambda e, _lag: e.serving, on_progress, stop)
+    whether it took over. ``rules``: what it is made from (recorded with it)."""
+    engine = await _build(
+        projection, nats_settings, url, "rebuild", lambda e, _lag: e.serving, on_progress, stop, rules
+    )
     return engine.serving
 
 
@@ -185,6 +194,9 @@ async def drop_build(conn: psycopg.AsyncConnection[Any], nats_settings: NatsSett
     for suffix in await _tables(conn, projection.build):
         await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"{projection.build}_{suffix}")))
     await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s", (projection.build,))
+    with contextlib.suppress(psycopg.errors.UndefinedTable):
+        async with conn.transaction():
+            await conn.execute("DELETE FROM projection_builds WHERE build = %s", (projection.build,))
     nc, js = await connect(nats_settings, "dealstream-drop")
     try:
         with contextlib.suppress(NotFoundError):
@@ -201,22 +213,35 @@ async def verify(
     url: str,
     on_progress: Callable[[Progress], None] = lambda _: None,
     attempts: int = 30,
+    rules: BuildRules | None = None,
 ) -> Verification:
-    """Replay the log into ``shadow`` (a labelled build of the live projection), compare it with the serving
-    build at one checkpoint, and remove it. Raises ``RuntimeError`` if the two never stood at one checkpoint
-    (a log that never pauses) or nothing serves."""
-    await _build(shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress)
+    """Replay the log into ``shadow`` (a labelled build of the live projection, made from ``rules``), compare it
+    with the serving build at one checkpoint, and remove it. Raises ``RuntimeError`` before building anything
+    if nothing serves, the serving build is another version, or it recorded other rules than ``rules``; and if
+    the two never stood at one checkpoint (a log that never pauses)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        live = await serving_build(conn, shadow.name)
+        if live is None:
+            raise RuntimeError(f"no build of {shadow.name!r} serves: nothing to verify against")
+        if live.version != shadow.version:
+            raise RuntimeError(f"{live.build} is version {live.version}; this code builds {shadow.version}")
+        recorded = await recorded_rules(conn, live.build)
+        if rules is not None and recorded is not None and recorded.sha256 != rules.sha256:
+            raise RuntimeError(
+                f"{live.build} was made from {recorded.describe()}, not {rules.describe()}: "
+                "a comparison would show the rules' differences, not the log's"
+            )
+    await _build(shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress, None, rules)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         try:
-            live = await serving_build(conn, shadow.name)
-            if live is None:
-                raise RuntimeError(f"no build of {shadow.name!r} serves: nothing to verify against")
             for _ in range(attempts):
                 result = await compare(conn, live.build, shadow.build)
                 if result is not None:
                     return result
                 # Bring the shadow to the log's end again, then look for a moment both agree on.
-                await _build(shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress)
+                await _build(
+                    shadow, nats_settings, url, "shadow", lambda _e, lag: lag.caught_up, on_progress, None, rules
+                )
             raise RuntimeError("the live and the rebuilt read model never stood at the same checkpoint")
         finally:
             await drop_build(conn, nats_settings, shadow)

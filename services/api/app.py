@@ -308,7 +308,8 @@ ERROR_ANSWERS: dict[int, str] = {
     415: "a content type the operation does not take",
     422: "a field fails validation: each field's path and the reason",
     428: "a stage move without If-Match",
-    429: "over the credential's request rate: wait Retry-After seconds",
+    429: "over the credential's request rate, a public key's rate for this address, or this address's failed "
+    "authentications: wait Retry-After seconds",
     503: "the event log or the read models are unreachable; nothing was written (Retry-After)",
     504: "the event log did not confirm every write in time: some may be in it (written lists those that are); "
     "retry with the same Idempotency-Key",

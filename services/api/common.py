@@ -32,8 +32,9 @@ def requires(scope: str, allow_query_key: bool = False) -> Guard:
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         rt: Runtime = connection.app.state.runtime
-        caller = rt.authenticate(connection, allow_query_key)
-        rt.throttle(caller.id)
+        address = rt.client_address(connection)
+        caller = rt.authenticate(connection, allow_query_key, address)
+        rt.throttle(caller.id, address if caller.public else None)
         caller.require(scope)
         connection.state.caller = caller
 

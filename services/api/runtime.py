@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from events.config import connect
+from events.logs import redact_values
 from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import StreamsNotReady, require_streams
@@ -30,6 +32,14 @@ FIRST_CONNECT_WAIT = 5.0
 """Seconds the API's start waits for NATS: streams found drifted by then stop it before it serves anything."""
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ReadModelUnavailable(Exception):
     """PostgreSQL is not configured or not reachable; reads of the read models answer 503."""
 
@@ -40,7 +50,22 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = KeyRing(settings.config.api_keys)
-        self.limiter = RateLimiter(settings.config.rate_per_second, settings.config.rate_burst)
+        hooks = settings.config.webhooks
+        redact_values(
+            s
+            for s in (
+                hooks.meta and hooks.meta.app_secret,
+                hooks.meta and hooks.meta.verify_token,
+                hooks.typeform and hooks.typeform.secret,
+                hooks.webflow and hooks.webflow.secret,
+            )
+            if s
+        )
+        config = settings.config
+        self.limiter = RateLimiter(config.rate_per_second, config.rate_burst)
+        self.client_limiter = RateLimiter(config.client_rate_per_second, config.client_rate_burst)
+        self.auth_failures = RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst)
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -141,21 +166,61 @@ class Runtime:
         if self._pool is not None:
             await self._pool.close()
 
-    def authenticate(self, request: ASGIConnection[Any, Any, Any, Any], allow_query_key: bool = False) -> Caller:
-        """A key from ``Authorization: Bearer``, ``X-Api-Key``, or (capture-only keys) the ``key`` query field."""
+    def client_address(self, request: ASGIConnection[Any, Any, Any, Any]) -> str:
+        """The caller's address: the socket's peer, or, when the peer is a trusted proxy, the last address in
+        ``X-Forwarded-For`` that is not one (the ones before it were written by whoever sent the request)."""
+        peer = request.client.host if request.client else ""
+        if not self._proxies or not self._trusted(peer):
+            return peer
+        forwarded = [a.strip() for h in request.headers.getall("x-forwarded-for", []) for a in h.split(",")]
+        for address in reversed(forwarded):
+            if not self._trusted(address):
+                return address if _is_ip(address) else peer
+        return peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._proxies)
+
+    def authenticate(
+        self, request: ASGIConnection[Any, Any, Any, Any], allow_query_key: bool = False, address: str | None = None
+    ) -> Caller:
+        """A key from ``Authorization: Bearer``, ``X-Api-Key``, or (capture-only keys) the ``key`` query field.
+
+        Failed attempts are counted per client address: once over, 429 before any key is even looked at."""
+        address = self.client_address(request) if address is None else address
+        wait = self.auth_failures.wait(address)
+        if wait > 0:
+            limiter = self.auth_failures
+            raise RateLimited("this address", limiter.rate, limiter.burst, wait, what="failed authentications")
         header = request.headers.get("authorization", "")
         presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
         from_query = False
         if not presented and allow_query_key:
             presented, from_query = request.query_params.get("key"), True
-        caller = self.keys.authenticate(presented)
-        if from_query and caller.scopes != frozenset({"leads:capture"}):
-            raise AuthError("only capture-only keys may be sent in the query string; use the Authorization header")
+        try:
+            caller = self.keys.authenticate(presented)
+            if from_query and caller.scopes != frozenset({"leads:capture"}):
+                raise AuthError("only capture-only keys may be sent in the query string; use the Authorization header")
+        except AuthError:
+            self.auth_failures.take(address)
+            raise
         structlog.contextvars.bind_contextvars(credential=caller.id)
         return caller
 
-    def throttle(self, credential: str) -> None:
-        """Count a request of ``credential`` (an API key's id, or ``webhook:<source>``); 429 when over its rate."""
+    def throttle(self, credential: str, address: str | None = None) -> None:
+        """Count a request of ``credential`` (an API key's id, or ``webhook:<source>``); 429 when over its rate.
+
+        With ``address`` (a public key's caller), the address's own bucket is counted first: a flood from one
+        address is refused there and never spends the key's bucket, which the other visitors share."""
+        if address is not None:
+            wait = self.client_limiter.take(f"{credential}@{address}")
+            if wait > 0:
+                limiter = self.client_limiter
+                raise RateLimited(f"{credential} from this address", limiter.rate, limiter.burst, wait)
         wait = self.limiter.take(credential)
         if wait > 0:
             raise RateLimited(credential, self.limiter.rate, self.limiter.burst, wait)

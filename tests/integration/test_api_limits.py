@@ -171,3 +171,14 @@ def test_the_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert limiter.take("k") == pytest.approx(0.5)
     now[0] += 3600
     assert [limiter.take("k") for _ in range(4)][-1] == pytest.approx(0.5)
+
+
+def test_buckets_per_address_are_bounded_and_the_one_used_longest_ago_goes_first() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=0.001, burst=1, clock=lambda: now[0], max_buckets=2)
+    assert limiter.take("a") == 0.0 and limiter.take("b") == 0.0
+    assert limiter.take("a") > 0  # "a" is now the most recently used
+    assert limiter.wait("never-seen") == 0.0  # looking makes no bucket
+    assert limiter.take("c") == 0.0  # a third address: "b", used longest ago, is dropped
+    assert limiter.take("a") > 0 and limiter.take("c") > 0
+    assert limiter.take("b") == 0.0  # "b" starts afresh

@@ -141,6 +141,7 @@ async def test_the_live_feed_streams_board_changes_in_order(
     assert (await client.put("/v1/pipelines/sales", json=PIPELINE)).status_code == 202
     await _deal(client, "acme", "1000", "ana")
     await _deal(client, "beta", "2000", "ben")
+    await _caught_up(client)  # the feed reads the board's tables: the worker must have made them
     # A real HTTP server: streaming through the in-process test client buffers the endless response.
     port = free_port()
     app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from litestar import Litestar
@@ -15,13 +17,25 @@ from events.store import EventStore
 from events.subjects import Naming
 from projections.board_queries import board
 from projections.board_store import BoardProjection, read_state
-from projections.engine import CHECKPOINT_DDL
-from projections.versions import VERSIONS_DDL, register, serving_build, serving_build_name, try_take_over
+from projections.engine import CHECKPOINT_DDL, Shard
+from projections.versions import (
+    BUILDS_DDL,
+    VERSIONS_DDL,
+    BuildConflict,
+    claim,
+    recorded_rules,
+    register,
+    serving_build,
+    serving_build_name,
+    try_take_over,
+)
 from services.config import Settings
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.projection_fixtures import FAST, append_concurrently, running, wait_caught_up, workload
 from tests.waiting import eventually
 from workers.engine import ProjectionEngine
+from workers.rebuild import rebuild, verify
+from workers.registry import build_rules, serve_worker
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +161,117 @@ async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_
         await checkpoints("board_v1", {"0/1": 500})
         assert await try_take_over(conn, "board", "board_v1", 1, 1) is None  # never back to a lower version
         assert await serving_build_name(conn, "board", "x") == "board_v2"
+
+
+async def registered(dsn: str, build: str) -> bool:
+    """Whether ``build`` serves (False while no worker has made the tables yet)."""
+    try:
+        return await serving_is(dsn, build)
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+async def checkpoint_keys(dsn: str) -> dict[str, set[str]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT projection, partition_key FROM projection_checkpoints")
+        keys: dict[str, set[str]] = {}
+        for build, key in await cur.fetchall():
+            keys.setdefault(str(build), set()).add(str(key))
+        return keys
+
+
+async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_serving_one(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    """``DEALSTREAM_ENGINE_INSTANCE=x`` with ``--partition 1/2`` beside the serving board_v1 (0/1): once caught up
+    it used to follow board_v1 and apply from sequence 1 into its tables; it must stay in board_v1_x."""
+    _, js = nats_conn
+    await append_concurrently(store, workload(60, seed=21))
+    stop = asyncio.Event()
+    live = asyncio.create_task(serve_worker("board", "0/1", nats_settings, pg_dsn, FAST, stop, instance=""))
+    labelled: asyncio.Task[None] | None = None
+    try:
+        await eventually(lambda: registered(pg_dsn, "board_v1"))  # the first build of a projection serves
+        labelled = asyncio.create_task(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, stop, instance="x"))
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
+        # Once more, after each has looked at who serves: the labelled build keeps its own tables up to date.
+        await append_concurrently(store, workload(30, seed=22))
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        assert not labelled.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(live, *([labelled] if labelled else [])), 30)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}, "board_v1_x": {"1/2"}}
+    assert await serving(pg_dsn) == "board_v1"
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        rows = await read_state(conn, "board_v1")
+    assert len(rows.deals) == 90
+    result = await verify(BoardProjection("check"), nats_settings, pg_dsn)
+    assert result.same, result  # nothing was applied twice into the serving build
+
+
+async def test_a_shard_of_another_split_is_refused_by_the_build_and_writes_nothing(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    await append_concurrently(store, workload(20, seed=23))
+    async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        with pytest.raises(BuildConflict, match=r"board_v1 is built in shards 0/1; shard 1/2 would apply"):
+            await asyncio.wait_for(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, instance=""), 30)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}}
+
+
+async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shards(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    """Workers of board_v1 in two shards; a rebuild (one shard) takes over. Following it, each shard would replay
+    the log into tables the rebuild filled: they stay in board_v1 and say why."""
+    _, js = nats_conn
+    await append_concurrently(store, workload(40, seed=24))
+    halves = [Shard(0, 2), Shard(1, 2)]
+    engines = [ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, s, FAST) for s in halves]
+    async with running(engines[0]), running(engines[1]):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection(), shards=halves)
+        assert await rebuild(BoardProjection("r1"), nats_settings, pg_dsn)
+
+        async def both_declined() -> bool:
+            return all(e.not_following == "board_v1_r1" for e in engines)
+
+        await eventually(both_declined)
+        assert all(e.moved_to is None for e in engines)
+    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/2", "1/2"}, "board_v1_r1": {"0/1"}}
+
+
+async def test_rules_that_steer_only_what_comes_next_are_recorded_anew_not_refused(pg_dsn: str) -> None:
+    """Notify's rules (recipients) have no version: a change is recorded for the build, never refused."""
+    old = build_rules("notify", "", "")
+    new = build_rules("notify", '[notify]\nrecipients.ana.email = "ana@example.com"\n', "/etc/sales.toml")
+    assert old.sha256 != new.sha256 and not new.binding
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        for statement in (CHECKPOINT_DDL, VERSIONS_DDL, BUILDS_DDL):
+            await conn.execute(statement)
+        await claim(conn, "notify", "notify_v1", 1, "0/1", old)
+        await claim(conn, "notify", "notify_v1", 1, "0/1", new)
+        assert await recorded_rules(conn, "notify_v1") == msgspec.structs.replace(new, binding=True)
+        scores = build_rules("scores", "", "")
+        await claim(conn, "scores", "scores_v101", 101, "0/1", scores)
+        with pytest.raises(BuildConflict, match="scores_v101 was made from rules"):
+            await claim(conn, "scores", "scores_v101", 101, "0/1", build_rules("scores", SCORES_V1, "/x.toml"))
+
+
+SCORES_V1 = "[scoring]\nversion = 1\nthreshold = 20\nhalf_life_days = 14\n"
