@@ -294,9 +294,9 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,
     )
     app.state.query_names = params.query_names(app)
-    app.state.asyncapi = asyncapi.document(settings.nats, app.openapi_schema.info.version)
     _document_errors(app)
     openapi.document(app)
+    app.state.asyncapi = asyncapi.document(settings.nats, app.openapi_schema.info.version)
     return app
 
 
