@@ -78,6 +78,7 @@ async def test_its_schemas_validate_a_real_envelope_from_the_log_and_a_real_inbo
     assert r.status_code == 202, r.text
     subject = naming.aggregate_subject("lead", r.json()["aggregate_id"])
     stored = await js.get_last_msg(naming.events_stream, subject)
+    assert stored.data is not None
     assert matches(doc["channels"]["events"]["address"], stored.subject)
     envelopes = payload_validator(doc, "events")
     envelope = json.loads(stored.data)
@@ -87,6 +88,7 @@ async def test_its_schemas_validate_a_real_envelope_from_the_log_and_a_real_inbo
 
     await js.publish(naming.inbox_subject("lead"), json.dumps(INBOX_LEAD).encode(), stream=naming.inbox_stream)
     published = await js.get_last_msg(naming.inbox_stream, naming.inbox_subject("lead"))
+    assert published.data is not None
     validate(published.data, dt.datetime.now(dt.UTC))  # the intake worker takes it
     inbox = payload_validator(doc, "inbox")
     assert inbox.is_valid(json.loads(published.data))
