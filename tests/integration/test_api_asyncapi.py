@@ -78,7 +78,7 @@ async def test_its_schemas_validate_a_real_envelope_from_the_log_and_a_real_inbo
     assert r.status_code == 202, r.text
     subject = naming.aggregate_subject("lead", r.json()["aggregate_id"])
     stored = await js.get_last_msg(naming.events_stream, subject)
-    assert stored.data is not None
+    assert stored.data is not None and stored.subject is not None
     assert matches(doc["channels"]["events"]["address"], stored.subject)
     envelopes = payload_validator(doc, "events")
     envelope = json.loads(stored.data)
