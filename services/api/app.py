@@ -21,7 +21,7 @@ from events.aggregates import Rejected
 from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
-from services.api import alerts, capture, commands, history, openapi, params, reads, scores
+from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -261,6 +261,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             health,
             event_schema,
+            asyncapi.asyncapi,
             capture.router,
             commands.router,
             history.router,
@@ -295,6 +296,7 @@ def create_app(settings: Settings) -> Litestar:
     app.state.query_names = params.query_names(app)
     _document_errors(app)
     openapi.document(app)
+    app.state.asyncapi = asyncapi.document(settings.nats, app.openapi_schema.info.version)
     return app
 
 
