@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psycopg
 import structlog
 
@@ -19,13 +17,11 @@ from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
-from projections.notify import notify_rules_from_toml
 from projections.notify_store import NotifyProjection
-from projections.routing import routing_rules_from_toml
 from projections.routing_store import RoutingProjection
+from projections.rules import SalesRules, digest, sales_rules_from_toml
 from projections.scores_store import ScoresProjection
-from projections.scoring import fit_score, profile_from, scoring_rules_from_toml
-from projections.sla_rules import sla_rules_from_toml
+from projections.scoring import fit_score, profile_from
 from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
 from projections.versions import BuildConflict, BuildRules, label_of, recorded_rules, serving_build
@@ -49,30 +45,30 @@ def _rules_file() -> tuple[str, str]:
     return Path(path).read_text(encoding="utf-8"), str(Path(path).resolve())
 
 
-def _rules_text() -> str:
-    return _rules_file()[0]
+def _rules(text: str | None) -> SalesRules:
+    return sales_rules_from_toml(_rules_file()[0] if text is None else text)
 
 
 def sla_projection(instance: str = "", text: str | None = None) -> SlaProjection:
-    return SlaProjection(sla_rules_from_toml(_rules_text() if text is None else text), instance)
+    return SlaProjection(_rules(text).sla, instance)
 
 
 def routing_projection(instance: str = "", text: str | None = None) -> RoutingProjection:
-    text = _rules_text() if text is None else text
-    scoring = scoring_rules_from_toml(text)
+    rules = _rules(text)
+    scoring = rules.scoring
 
     def fit(captured: LeadCaptured, source: str) -> float:
         return fit_score(scoring, profile_from(captured, source))
 
-    return RoutingProjection(routing_rules_from_toml(text), fit, instance=instance)
+    return RoutingProjection(rules.routing, fit, instance=instance)
 
 
 def scores_projection(instance: str = "", text: str | None = None) -> ScoresProjection:
-    return ScoresProjection(scoring_rules_from_toml(_rules_text() if text is None else text), instance)
+    return ScoresProjection(_rules(text).scoring, instance)
 
 
 def notify_projection(instance: str = "", text: str | None = None) -> NotifyProjection:
-    return NotifyProjection(notify_rules_from_toml(_rules_text() if text is None else text), instance)
+    return NotifyProjection(_rules(text).notify, instance)
 
 
 WORKERS: dict[str, Callable[[str], Projection]] = {
@@ -116,20 +112,20 @@ def projection_of(name: str, instance: str | None = None, rules: BuildRules | No
     return factory(label)
 
 
-_USES: dict[str, Callable[[str], object]] = {
-    "sla": sla_rules_from_toml,
-    "routing": lambda text: (routing_rules_from_toml(text), scoring_rules_from_toml(text)),
-    "scores": scoring_rules_from_toml,
-    "notify": notify_rules_from_toml,
+_USES: dict[str, Callable[[SalesRules], object]] = {
+    "sla": lambda rules: rules.sla,
+    "routing": lambda rules: (rules.routing, rules.scoring),
+    "scores": lambda rules: rules.scoring,
+    "notify": lambda rules: rules.notify,
 }
 """What of the rules file each worker's build is made from."""
 
 
 def build_rules(name: str, text: str, source: str) -> BuildRules:
     """``text`` as ``name``'s build records it: with the digest of the rules it reads from the text."""
-    used = msgspec.json.encode(_USES[name](text))
+    used = _USES[name](sales_rules_from_toml(text))
     # Notify's rules (recipients, channels) have no version: they steer deliveries from now on, not its rows.
-    return BuildRules(text, source, hashlib.sha256(used).hexdigest(), binding=name != "notify")
+    return BuildRules(text, source, digest(used), binding=name != "notify")
 
 
 def rules_of(name: str) -> BuildRules | None:
