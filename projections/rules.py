@@ -71,6 +71,6 @@ def digest(used: object) -> str:
 def _without_unset(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_unset(v) for k, v in value.items() if not (k in _ADDED_LATER and v is None)}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_without_unset(v) for v in value]
     return value

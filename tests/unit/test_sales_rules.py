@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -59,3 +61,30 @@ def test_no_text_is_no_rules() -> None:
 def test_bad_rules_name_their_section_and_field(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         sales_rules_from_toml(text)
+
+
+def test_a_team_names_its_country_and_its_deadlines_skip_that_country_s_holidays() -> None:
+    text = (DEPLOY / "sales.toml").read_text()
+    with_countries = text.replace(
+        'calendar = { timezone = "Europe/Warsaw", opens = 08:00:00,',
+        'calendar = { timezone = "Europe/Warsaw", country = "PL", opens = 08:00:00,',
+    ).replace('calendar = { timezone = "Asia/Shanghai",', 'calendar = { timezone = "Asia/Shanghai", country = "CN",')
+    assert with_countries.count('country = "') == text.count('country = "') + 2
+    before, after = sales_rules_from_toml(text).sla, sales_rules_from_toml(with_countries).sla
+    policy = before.policy("first_touch", "lead", "web_form", None)
+    assert policy is not None and policy.within_minutes == 60
+    warsaw, shanghai = ZoneInfo("Europe/Warsaw"), ZoneInfo("Asia/Shanghai")
+    # Independence Day, 11 November, for ana in inside-sales (08:00-18:00 in Warsaw).
+    captured = dt.datetime(2026, 11, 10, 17, 30, tzinfo=warsaw)
+    assert before.after(policy, captured, 60, "ana") == dt.datetime(2026, 11, 11, 8, 30, tzinfo=warsaw)
+    assert after.after(policy, captured, 60, "ana") == dt.datetime(2026, 11, 12, 8, 30, tzinfo=warsaw)
+    # The team's own days still count: 24 and 25 December, then Boxing Day is Poland's.
+    christmas_eve = dt.datetime(2026, 12, 23, 17, 30, tzinfo=warsaw)
+    assert before.after(policy, christmas_eve, 60, "ana") == dt.datetime(2026, 12, 28, 8, 30, tzinfo=warsaw)
+    assert after.after(policy, christmas_eve, 60, "ana") == dt.datetime(2026, 12, 28, 8, 30, tzinfo=warsaw)
+    # National Day week for chen in enterprise (09:00-18:00 in Shanghai).
+    eve = dt.datetime(2026, 9, 30, 17, 30, tzinfo=shanghai)
+    assert before.after(policy, eve, 60, "chen") == dt.datetime(2026, 10, 1, 9, 30, tzinfo=shanghai)
+    assert after.after(policy, eve, 60, "chen") == dt.datetime(2026, 10, 8, 9, 30, tzinfo=shanghai)
+    # A rules file that names a country is other rules: its builds record another digest.
+    assert build_rules("sla", with_countries, "x").sha256 != build_rules("sla", text, "x").sha256
