@@ -30,13 +30,14 @@ from events.anchors import (
 )
 from events.audit import audit_stream, check_export, new_signing_key, public_key_of, scan, write_export
 from events.chain import AuditReport, ChainedMessage
-from events.config import NatsSettings, connect
+from events.config import connect
 from events.envelope import AggregateType, StoredEvent
 from events.ids import InvalidId, check_id
 from events.personal import Vault
 from events.signing import parse_public_key
 from events.store import EventStore
 from events.types import DealAmountChanged, DealStageChanged
+from workers.settings import Settings
 
 COLUMNS = ("sequence", "occurred_at", "recorded_at", "type", "actor", "source", "change")
 
@@ -101,7 +102,7 @@ async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, ra
     except InvalidId as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     nc, js = await connect(settings, "dealstream-history")
     try:
         events = await EventStore(nc, js, settings.naming).read(aggregate_type, aggregate_id)
@@ -178,7 +179,7 @@ def verify(stream: str | None, public_key: str | None = None, anchors_file: str 
 
 
 async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor] | None) -> int:
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-audit")
     try:
@@ -232,7 +233,7 @@ def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
 
 
 async def _anchor(pem: bytes, stream: str | None, every: float | None, known: list[Anchor], keep: str | None) -> int:
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchor")
     try:
@@ -272,7 +273,7 @@ async def _anchor(pem: bytes, stream: str | None, every: float | None, known: li
 
 
 async def _anchors_of(stream: str | None) -> tuple[str, list[Anchor]]:
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchors")
     try:
@@ -302,7 +303,7 @@ def keygen(out: str) -> int:
 
 
 async def _whole_log() -> tuple[list[ChainedMessage], list[Anchor]]:
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     nc, js = await connect(settings, "dealstream-export")
     try:
         name = settings.naming.events_stream
@@ -357,7 +358,7 @@ async def board_then(at: str, since: str | None, pipeline_id: str | None, owner:
     if when.tzinfo is None:
         print("error: --at needs a time zone offset, e.g. 2026-09-30T23:59:59+02:00", file=sys.stderr)
         return 2
-    settings = NatsSettings.from_env()
+    settings = Settings.from_env().nats
     nc, js = await connect(settings, "dealstream-board-as-of")
     try:
         events = await board_events(js, settings.naming, Vault(js, settings.naming))

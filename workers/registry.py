@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 
@@ -19,7 +18,7 @@ from projections.board_store import BoardProjection
 from projections.engine import Projection, Shard
 from projections.notify_store import NotifyProjection
 from projections.routing_store import RoutingProjection
-from projections.rules import SalesRules, digest, sales_rules_from_toml
+from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from projections.scoring import fit_score, profile_from
 from projections.sla_store import SlaProjection
@@ -30,31 +29,25 @@ from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
 from workers.notify import NotifyActor
 from workers.routing import RoutingActor
 from workers.scores import QualificationActor
+from workers.settings import Settings
 from workers.sla import AlertScheduler
 
 log = structlog.get_logger("dealstream.worker")
 
 
-def _rules_file() -> tuple[str, str]:
-    """The rules file named by ``DEALSTREAM_RULES`` (see deploy/sales.toml): its text and path; empty rules
-    without one."""
-    path = os.environ.get("DEALSTREAM_RULES")
-    if not path:
-        log.warning("rules.none", hint="set DEALSTREAM_RULES to a TOML rules file, e.g. deploy/sales.toml")
-        return "", ""
-    return Path(path).read_text(encoding="utf-8"), str(Path(path).resolve())
+def board_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> BoardProjection:
+    return BoardProjection(instance)
 
 
-def _rules(text: str | None) -> SalesRules:
-    return sales_rules_from_toml(_rules_file()[0] if text is None else text)
+def velocity_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> VelocityProjection:
+    return VelocityProjection(instance)
 
 
-def sla_projection(instance: str = "", text: str | None = None) -> SlaProjection:
-    return SlaProjection(_rules(text).sla, instance)
+def sla_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> SlaProjection:
+    return SlaProjection(rules.sla, instance)
 
 
-def routing_projection(instance: str = "", text: str | None = None) -> RoutingProjection:
-    rules = _rules(text)
+def routing_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> RoutingProjection:
     scoring = rules.scoring
 
     def fit(captured: LeadCaptured, source: str) -> float:
@@ -63,54 +56,23 @@ def routing_projection(instance: str = "", text: str | None = None) -> RoutingPr
     return RoutingProjection(rules.routing, fit, instance=instance)
 
 
-def scores_projection(instance: str = "", text: str | None = None) -> ScoresProjection:
-    return ScoresProjection(_rules(text).scoring, instance)
+def scores_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> ScoresProjection:
+    return ScoresProjection(rules.scoring, instance)
 
 
-def notify_projection(instance: str = "", text: str | None = None) -> NotifyProjection:
-    return NotifyProjection(_rules(text).notify, instance)
+def notify_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> NotifyProjection:
+    return NotifyProjection(rules.notify, instance)
 
 
-WORKERS: dict[str, Callable[[str], Projection]] = {
-    "board": BoardProjection,
-    "velocity": VelocityProjection,
+WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
+    "board": board_projection,
+    "velocity": velocity_projection,
     "sla": sla_projection,
     "routing": routing_projection,
     "scores": scores_projection,
     "notify": notify_projection,
 }
-"""Worker name -> the projection it feeds, given a build label ("" for the version's own build)."""
-
-RULED: dict[str, Callable[[str, str], Projection]] = {
-    "sla": sla_projection,
-    "routing": routing_projection,
-    "scores": scores_projection,
-    "notify": notify_projection,
-}
-"""The workers whose projection is made from the sales rules: name -> (label, rules text) -> projection."""
-
-ACTORS: dict[type[Any], Callable[[ProjectionEngine, NatsSettings, str], Actor]] = {
-    SlaProjection: AlertScheduler,
-    RoutingProjection: RoutingActor,
-    NotifyProjection: NotifyActor,
-    ScoresProjection: QualificationActor,
-}
-"""Projection type -> the actor that runs beside its engine and acts on its tables."""
-
-
-def projection_of(name: str, instance: str | None = None, rules: BuildRules | None = None) -> Projection:
-    """``instance`` defaults to ``DEALSTREAM_ENGINE_INSTANCE``: a labelled build with its own tables, e.g. a
-    rebuild to compare with the live one. ``rules`` default to ``DEALSTREAM_RULES``'s (for the workers that
-    take rules)."""
-    try:
-        factory = WORKERS[name]
-    except KeyError:
-        raise ValueError(f"unknown worker {name!r}; known: {sorted(WORKERS)}") from None
-    label = os.environ.get("DEALSTREAM_ENGINE_INSTANCE", "") if instance is None else instance
-    if rules is not None and name in RULED:
-        return RULED[name](label, rules.text)
-    return factory(label)
-
+"""Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 
 _USES: dict[str, Callable[[SalesRules], object]] = {
     "sla": lambda rules: rules.sla,
@@ -118,7 +80,37 @@ _USES: dict[str, Callable[[SalesRules], object]] = {
     "scores": lambda rules: rules.scoring,
     "notify": lambda rules: rules.notify,
 }
-"""What of the rules file each worker's build is made from."""
+"""The workers whose projection is made from the sales rules: what of the rules each one's build is made from."""
+
+RULED = frozenset(_USES)
+
+ACTORS: dict[type[Any], Callable[[ProjectionEngine, Settings, str], Actor]] = {
+    SlaProjection: lambda engine, settings, url: AlertScheduler(engine, settings.nats, url),
+    RoutingProjection: lambda engine, settings, url: RoutingActor(engine, settings.nats, url),
+    NotifyProjection: lambda engine, settings, url: NotifyActor(engine, settings.nats, url, secrets=settings.secrets),
+    ScoresProjection: lambda engine, settings, url: QualificationActor(engine, settings.nats, url),
+}
+"""Projection type -> the actor that runs beside its engine and acts on its tables."""
+
+
+def projection_of(
+    name: str, instance: str | None = None, rules: BuildRules | None = None, settings: Settings | None = None
+) -> Projection:
+    """``instance`` defaults to the settings' (``DEALSTREAM_ENGINE_INSTANCE``): a labelled build with its own
+    tables, e.g. a rebuild to compare with the live one. ``rules`` default to the settings' rules file (for the
+    workers that take rules). ``settings`` default to the environment's."""
+    try:
+        factory = WORKERS[name]
+    except KeyError:
+        raise ValueError(f"unknown worker {name!r}; known: {sorted(WORKERS)}") from None
+    reads_settings = instance is None or (rules is None and name in RULED)
+    config = settings or (Settings.from_env() if reads_settings else Settings())
+    label = config.instance if instance is None else instance
+    if name not in RULED:
+        return factory(label, NO_SALES_RULES)
+    made_from = rules or rules_of(name, config)
+    assert made_from is not None, "a worker with rules has rules, if empty ones"
+    return factory(label, sales_rules_from_toml(made_from.text))
 
 
 def build_rules(name: str, text: str, source: str) -> BuildRules:
@@ -128,12 +120,15 @@ def build_rules(name: str, text: str, source: str) -> BuildRules:
     return BuildRules(text, source, digest(used), binding=name != "notify")
 
 
-def rules_of(name: str) -> BuildRules | None:
-    """What a worker's build is made from: ``DEALSTREAM_RULES``'s rules, or None for a worker without rules."""
-    return build_rules(name, *_rules_file()) if name in RULED else None
+def rules_of(name: str, settings: Settings) -> BuildRules | None:
+    """What a worker's build is made from: the settings' rules file (``DEALSTREAM_RULES``), or None for a worker
+    without rules."""
+    return build_rules(name, *settings.read_rules()) if name in RULED else None
 
 
-async def like_serving(name: str, label: str, database_url: str) -> tuple[Projection, BuildRules | None]:
+async def like_serving(
+    name: str, label: str, database_url: str, settings: Settings | None = None
+) -> tuple[Projection, BuildRules | None]:
     """A new build (``label``) of the build serving ``name``, made from the rules that build was made from.
 
     RulesUnknown if the serving build takes rules and has none recorded (a build older than the records)."""
@@ -145,7 +140,7 @@ async def like_serving(name: str, label: str, database_url: str) -> tuple[Projec
         if name not in RULED:
             return projection_of(name, label), None
         if serving is None:
-            fresh = rules_of(name)
+            fresh = rules_of(name, settings or Settings.from_env())
             return projection_of(name, label, fresh), fresh
         rules = await recorded_rules(conn, serving.build)
     if rules is None:
@@ -160,13 +155,6 @@ class RulesUnknown(ValueError):
     """The rules a build was made from are not known, so nothing can be built like it."""
 
 
-def _database_url(database_url: str | None) -> str:
-    url = database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        raise ValueError("set DATABASE_URL (a PostgreSQL conninfo or URL)")
-    return url
-
-
 async def serve_worker(
     name: str,
     partition: str | Shard = "0/1",
@@ -175,38 +163,55 @@ async def serve_worker(
     settings: EngineSettings | None = None,
     stop: asyncio.Event | None = None,
     instance: str | None = None,
+    config: Settings | None = None,
 ) -> None:
-    """Run one worker in the running loop until ``stop`` is set (or forever)."""
+    """Run one worker in the running loop until ``stop`` is set (or forever). ``config`` holds the process's
+    settings (read from the environment when not given); the other arguments override its parts."""
     shard = partition if isinstance(partition, Shard) else Shard.parse(partition)
-    nats_settings = nats_settings or NatsSettings.from_env()
-    url = _database_url(database_url)
-    settings = settings or EngineSettings.from_env()
+    config = _given(config or Settings.from_env(), nats_settings, database_url, settings, instance)
+    url = config.require_database_url()
     stop = stop or asyncio.Event()
-    rules = rules_of(name)
-    projection = projection_of(name, instance, rules)
+    rules = rules_of(name, config)
+    projection = projection_of(name, None, rules, config)
     # Only the version's own build follows a rebuild that took over; a labelled build stays in its tables.
     follows = label_of(projection.build) == ""
     while not stop.is_set():
-        engine = await _serve_once(projection, nats_settings, url, shard, settings, stop, rules, follows)
+        engine = await _serve_once(projection, config, url, shard, stop, rules, follows)
         if engine.refused is not None:
             raise BuildConflict(engine.refused)
         if engine.moved_to is None:
             return
         # A rebuild of this version took over: go on in its build (its tables, its checkpoints).
-        projection = projection_of(name, label_of(engine.moved_to), rules)
+        projection = projection_of(name, label_of(engine.moved_to), rules, config)
+
+
+def _given(
+    config: Settings,
+    nats_settings: NatsSettings | None = None,
+    database_url: str | None = None,
+    engine: EngineSettings | None = None,
+    instance: str | None = None,
+) -> Settings:
+    """``config`` with the parts a caller gave instead."""
+    return msgspec.structs.replace(
+        config,
+        nats=nats_settings or config.nats,
+        database_url=database_url or config.database_url,
+        engine=engine or config.engine,
+        instance=config.instance if instance is None else instance,
+    )
 
 
 async def _serve_once(
     projection: Projection,
-    nats_settings: NatsSettings,
+    config: Settings,
     url: str,
     shard: Shard,
-    settings: EngineSettings,
     stop: asyncio.Event,
     rules: BuildRules | None,
     follows: bool,
 ) -> ProjectionEngine:
-    engine = ProjectionEngine(projection, nats_settings, url, shard, settings, rules, follows)
+    engine = ProjectionEngine(projection, config.nats, url, shard, config.engine, rules, follows)
     actor = ACTORS.get(type(projection))
     if actor is None:
         await engine.run(stop)
@@ -220,7 +225,7 @@ async def _serve_once(
         finally:
             actor_stop.set()
 
-    await asyncio.gather(engine_part(), actor(engine, nats_settings, url).run(actor_stop))
+    await asyncio.gather(engine_part(), actor(engine, config, url).run(actor_stop))
     return engine
 
 
@@ -230,17 +235,19 @@ def run_worker(
     nats_settings: NatsSettings | None = None,
     database_url: str | None = None,
     settings: EngineSettings | None = None,
+    config: Settings | None = None,
 ) -> int:
     """Run one worker process until SIGTERM or SIGINT (the batch in hand is finished, committed and acked).
 
-    Settings default to the environment (``DEALSTREAM_NATS_URL``, ``DEALSTREAM_PREFIX``, ``DATABASE_URL``,
-    ``DEALSTREAM_ENGINE_*``, see :class:`EngineSettings`, and ``DEALSTREAM_ENGINE_INSTANCE``, a build label).
-    Returns the process exit code.
+    ``config`` defaults to the environment's (:class:`Settings`: ``DEALSTREAM_NATS_URL``, ``DEALSTREAM_PREFIX``,
+    ``DATABASE_URL``, ``DEALSTREAM_ENGINE_*``, ``DEALSTREAM_RULES`` and ``DEALSTREAM_ENGINE_INSTANCE``, a build
+    label); the other arguments override its parts. Returns the process exit code.
     """
     try:
         shard = Shard.parse(partition)
-        projection = projection_of(name)
-        url = _database_url(database_url)
+        config = _given(config or Settings.from_env(), nats_settings, database_url, settings)
+        projection = projection_of(name, settings=config)
+        config.require_database_url()
     except ValueError as exc:
         log.error("worker.invalid", error=str(exc))
         return 2
@@ -251,7 +258,7 @@ def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         log.info("worker.start", worker=name, build=projection.build, partition=shard.key)
-        await serve_worker(name, shard, nats_settings, url, settings, stop)
+        await serve_worker(name, shard, stop=stop, config=config)
 
     try:
         asyncio.run(main())
@@ -265,7 +272,13 @@ def run_worker(
 
 
 async def worker_lag(
-    name: str, nats_settings: NatsSettings | None = None, database_url: str | None = None
+    name: str,
+    nats_settings: NatsSettings | None = None,
+    database_url: str | None = None,
+    config: Settings | None = None,
 ) -> list[Lag]:
-    """Lag of every shard of a worker's projection that has a checkpoint (for the CLI, the API and alerts)."""
-    return await lag_of(projection_of(name, ""), nats_settings or NatsSettings.from_env(), _database_url(database_url))
+    """Lag of every shard of a worker's projection that has a checkpoint (for the CLI, the API and alerts).
+    ``config`` (the environment's when not given) names the rules, hence the build; the others override it."""
+    config = _given(config or Settings.from_env(), nats_settings, database_url)
+    projection = projection_of(name, "", settings=config)
+    return await lag_of(projection, config.nats, config.require_database_url())
