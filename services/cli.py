@@ -265,6 +265,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         nats_port=args.nats_port,
         monitor_port=args.nats_monitor_port,
         pg_port=args.pg_port,
+        settings=args.settings,
     )
 
 
