@@ -164,28 +164,30 @@ def _cmd_projections(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     from services import audit_cli
 
-    return asyncio.run(audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of))
+    return asyncio.run(
+        audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of, args.settings.nats)
+    )
 
 
 def _cmd_board(args: argparse.Namespace) -> int:
     from services import audit_cli
 
-    return asyncio.run(audit_cli.board_then(args.at, args.since, args.pipeline, args.owner))
+    return asyncio.run(audit_cli.board_then(args.at, args.since, args.pipeline, args.owner, args.settings.nats))
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from services import audit_cli
 
     if args.audit_command == "verify":
-        return audit_cli.verify(args.stream, args.public_key, args.anchors)
+        return audit_cli.verify(args.stream, args.public_key, args.anchors, args.settings.nats)
     if args.audit_command == "keygen":
         return audit_cli.keygen(args.out)
     if args.audit_command == "anchor":
-        return audit_cli.anchor(args.key, args.stream, args.every, args.keep)
+        return audit_cli.anchor(args.key, args.stream, args.every, args.keep, args.settings.nats)
     if args.audit_command == "anchors":
-        return audit_cli.anchors(args.out, args.stream)
+        return audit_cli.anchors(args.out, args.stream, args.settings.nats)
     if args.audit_command == "export":
-        return audit_cli.export(args.key, args.out)
+        return audit_cli.export(args.key, args.out, args.settings.nats)
     return audit_cli.check(args.file, args.public_key, args.anchors)
 
 
