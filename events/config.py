@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import nats
@@ -42,8 +42,8 @@ class NatsSettings:
         return [re.sub(r"//[^/@]*@", "//", url) for url in self.servers]
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> NatsSettings:
-        env = dict(os.environ) if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> NatsSettings:
+        """The NATS part of ``env`` (read by ``workers.settings.Settings`` where the process starts)."""
         return cls(
             servers=tuple(s.strip() for s in env.get("DEALSTREAM_NATS_URL", "nats://127.0.0.1:4333").split(",")),
             naming=Naming(env.get("DEALSTREAM_PREFIX", "dealstream")),

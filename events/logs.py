@@ -9,7 +9,6 @@ signatures, secrets, passwords in URLs) and by value (the secrets a process regi
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable
@@ -77,11 +76,11 @@ class ScrubbingFormatter(logging.Formatter):
 
 
 def configure_logging(json: bool | None = None, level: str | None = None) -> None:
-    """``DEALSTREAM_LOG_FORMAT=json|console`` and ``DEALSTREAM_LOG_LEVEL`` override the defaults."""
+    """JSON lines unless stderr is a terminal, at level info, unless told otherwise (the process's settings
+    carry ``DEALSTREAM_LOG_FORMAT=json|console`` and ``DEALSTREAM_LOG_LEVEL``)."""
     if json is None:
-        fmt = os.environ.get("DEALSTREAM_LOG_FORMAT")
-        json = fmt == "json" if fmt else not sys.stderr.isatty()
-    level_name = (level or os.environ.get("DEALSTREAM_LOG_LEVEL", "info")).upper()
+        json = not sys.stderr.isatty()
+    level_name = (level or "info").upper()
     # Plain tracebacks in every format: rich's console tracebacks print each frame's local variables.
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

@@ -1,16 +1,19 @@
 """Working-time arithmetic for SLA clocks that count only a team's working hours.
 
 A :class:`Calendar` says when a team works: weekdays and opening hours as local wall-clock times in its
-time zone, minus holidays. Day windows are built from those local times, but elapsed time is real (UTC)
+time zone, minus holidays: a country's (and region's) public holidays from the ``holidays`` package, and the
+team's own days. Day windows are built from those local times, but elapsed time is real (UTC)
 time, so a daylight-saving change moves the opening instant in UTC and never stretches or shrinks an hour.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 
+import holidays as public_holidays
 import msgspec
 
 _MAX_IDLE_DAYS = 366 * 5
@@ -21,7 +24,9 @@ _ZERO = dt.timedelta(0)
 class Calendar(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """A team's working time: a time zone, working weekdays and hours (local wall-clock), and holidays.
 
-    ``workdays`` are ISO weekdays (1 = Monday .. 7 = Sunday); ``holidays`` are local dates with no working time.
+    ``workdays`` are ISO weekdays (1 = Monday .. 7 = Sunday); ``holidays`` are local dates with no working time,
+    on top of the public holidays of ``country`` (ISO 3166 alpha-2, e.g. ``PL``) and its ``subdivision`` (e.g.
+    ``BY`` of ``DE``) when named.
     """
 
     timezone: str = "UTC"
@@ -29,6 +34,8 @@ class Calendar(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     opens: dt.time = dt.time(9, 0)
     closes: dt.time = dt.time(17, 0)
     holidays: list[dt.date] = []
+    country: str | None = None
+    subdivision: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -44,10 +51,43 @@ class Calendar(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             raise ValueError("opens/closes: give local wall-clock times without an offset")
         if self.closes <= self.opens:
             raise ValueError(f"closes: must be after opens ({self.closes} <= {self.opens})")
+        if self.subdivision is not None and self.country is None:
+            raise ValueError(f"subdivision: {self.subdivision!r} needs the country it belongs to")
+        if self.country is not None:
+            try:
+                _public_holidays(self.country, self.subdivision)
+            except NotImplementedError as exc:
+                field = "country" if self.subdivision is None else "subdivision"
+                raise ValueError(f"{field}: no public holiday calendar ({exc})") from exc
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+    def days_off(self) -> Container[dt.date]:
+        """Every local date without working time beyond the weekly days off: own holidays and public ones."""
+        own = frozenset(self.holidays)
+        if self.country is None:
+            return own
+        return _DaysOff(own, _public_holidays(self.country, self.subdivision))
+
+
+@functools.cache
+def _public_holidays(country: str, subdivision: str | None) -> public_holidays.HolidayBase:
+    # One calendar per country and region for the process: it computes each year once, when first asked.
+    return public_holidays.country_holidays(country, subdiv=subdivision)
+
+
+class _DaysOff:
+    """A team's own holidays and its country's public ones."""
+
+    __slots__ = ("own", "public")
+
+    def __init__(self, own: frozenset[dt.date], public: public_holidays.HolidayBase) -> None:
+        self.own, self.public = own, public
+
+    def __contains__(self, day: object) -> bool:
+        return day in self.own or day in self.public
 
 
 def _utc(at: dt.datetime, name: str) -> dt.datetime:
@@ -57,7 +97,7 @@ def _utc(at: dt.datetime, name: str) -> dt.datetime:
 
 
 def _window(
-    calendar: Calendar, zone: zoneinfo.ZoneInfo, day: dt.date, workdays: frozenset[int], holidays: frozenset[dt.date]
+    calendar: Calendar, zone: zoneinfo.ZoneInfo, day: dt.date, workdays: frozenset[int], holidays: Container[dt.date]
 ) -> tuple[dt.datetime, dt.datetime] | None:
     """A local date's working hours as UTC instants, or None when the date has none."""
     if day.isoweekday() not in workdays or day in holidays:
@@ -75,7 +115,7 @@ def _windows(
     stops after that instant's local date; without, it raises ValueError after a long stretch with no working
     time, so a calendar that never opens cannot loop for ever."""
     zone = calendar.zone
-    workdays, holidays = frozenset(calendar.workdays), frozenset(calendar.holidays)
+    workdays, holidays = frozenset(calendar.workdays), calendar.days_off()
     day = start.astimezone(zone).date()
     last = until.astimezone(zone).date() if until is not None else dt.date.max
     # Clipping to the previous window's end keeps windows disjoint even if odd DST rules made days overlap.
@@ -101,9 +141,7 @@ def is_business_time(at: dt.datetime, calendar: Calendar) -> bool:
     """Whether ``at`` (aware) falls on a working day, not a holiday, between opening and closing time."""
     at = _utc(at, "at")
     zone = calendar.zone
-    window = _window(
-        calendar, zone, at.astimezone(zone).date(), frozenset(calendar.workdays), frozenset(calendar.holidays)
-    )
+    window = _window(calendar, zone, at.astimezone(zone).date(), frozenset(calendar.workdays), calendar.days_off())
     return window is not None and window[0] <= at < window[1]
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import tomllib
 import zoneinfo
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
@@ -191,14 +189,3 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     constant time, and rejects timestamps older than a few minutes (replays)."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
-
-
-def notify_rules_from_toml(text: str) -> NotifyRules:
-    try:
-        return msgspec.convert(tomllib.loads(text).get("notify", {}), NotifyRules)
-    except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError) as exc:
-        raise ValueError(f"notify rules: {exc}") from exc
-
-
-def load_notify_rules(path: str | Path) -> NotifyRules:
-    return notify_rules_from_toml(Path(path).read_text(encoding="utf-8"))

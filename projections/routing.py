@@ -8,9 +8,7 @@ routing worker only assigns a lead that has no owner when its decision is append
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -74,17 +72,3 @@ def route(
         members = rules.teams[rule.team].members
         return Decision(members[turns.get(rule.team, 0) % len(members)], rule.name, rule.team)
     return Decision(rules.fallback, "fallback" if rules.fallback else None)
-
-
-def routing_rules_from_toml(text: str) -> RoutingRules:
-    """The ``[routing]`` table with the shared ``[teams]``; ValueError says what is wrong."""
-    try:
-        document = tomllib.loads(text)
-        table = {**document.get("routing", {}), "teams": document.get("teams", {})}
-        return msgspec.convert(table, RoutingRules)
-    except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError) as exc:
-        raise ValueError(f"routing rules: {exc}") from exc
-
-
-def load_routing_rules(path: str | Path) -> RoutingRules:
-    return routing_rules_from_toml(Path(path).read_text(encoding="utf-8"))

@@ -12,10 +12,10 @@ from psycopg import AsyncConnection
 from events.envelope import AggregateType, StoredEvent
 from events.types import Event, LeadAssigned, LeadCaptured
 from projections.routing import RoutingRules, route
-from projections.versions import build_name
+from projections.versions import BuildVersion, build_name
 
 VERSION = 1
-"""The routing fold's version; the build's version is ``100 * VERSION + rules version``."""
+"""The routing fold's logic version; a build is this and the rules version (:class:`BuildVersion`)."""
 
 RoutingState = Literal["pending", "assigned", "manual", "unrouted"]
 
@@ -81,7 +81,7 @@ class RoutingProjection:
     ) -> None:
         self.rules = rules
         self.fit_score: FitScore = fit_score or (lambda _lead, _source: 0.0)
-        self.version = 100 * VERSION + rules_version
+        self.version = BuildVersion(VERSION, rules_version).number
         self.build = build_name(self.name, self.version, instance)
         self.sql = RoutingSql(self.build)
 

@@ -14,10 +14,10 @@ from events.envelope import AggregateType, StoredEvent
 from events.types import Event, LeadCaptured, TouchpointLogged
 from projections.scores import LeadScore, apply
 from projections.scoring import NO_RULES, ScoringRules, score
-from projections.versions import build_name
+from projections.versions import BuildVersion, build_name
 
 VERSION = 1
-"""The scores fold's version; a build's version is ``100 * VERSION + rules.version`` (``scores_v101``)."""
+"""The scores fold's logic version; a build is this and the rules version (:class:`BuildVersion`: ``scores_v101``)."""
 
 _encode = msgspec.json.encode
 _row_decoder = msgspec.json.Decoder(LeadScore)
@@ -59,7 +59,7 @@ class ScoresProjection:
 
     def __init__(self, rules: ScoringRules, instance: str = "") -> None:
         self.rules = rules
-        self.version = 100 * VERSION + rules.version
+        self.version = BuildVersion(VERSION, rules.version).number
         self.build = build_name(self.name, self.version, instance)
         self.sql = ScoresSql(self.build)
 

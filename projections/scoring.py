@@ -17,7 +17,6 @@ import re
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -391,18 +390,7 @@ def rules_from_toml(text: str) -> ScoringRules:
 
     ValueError names the offending field and says why, e.g. ``scoring.fit[2].pattern: invalid regex (...)``."""
     document = _parse(text)
-    return _convert(document.get("scoring", document))
-
-
-def load_rules(path: str | Path) -> ScoringRules:
-    return rules_from_toml(Path(path).read_text(encoding="utf-8"))
-
-
-def scoring_rules_from_toml(text: str) -> ScoringRules:
-    """The ``[scoring]`` table of the shared rules file (``deploy/sales.toml``), :data:`NO_RULES` when it has none
-    (or the text is empty). ValueError as :func:`rules_from_toml`."""
-    document = _parse(text)
-    return _convert(document["scoring"]) if "scoring" in document else NO_RULES
+    return scoring_rules_of(document.get("scoring", document))
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -412,7 +400,8 @@ def _parse(text: str) -> dict[str, Any]:
         raise ValueError(f"scoring: invalid TOML ({exc})") from exc
 
 
-def _convert(table: Any) -> ScoringRules:
+def scoring_rules_of(table: Any) -> ScoringRules:
+    """Scoring rules from a decoded TOML table; ValueError as :func:`rules_from_toml`."""
     try:
         return msgspec.convert(table, ScoringRules)
     except msgspec.ValidationError as exc:

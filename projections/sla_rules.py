@@ -1,6 +1,6 @@
 """Follow-up SLA policies and the teams they measure: which clock starts on what, how long it runs, who is told.
 
-Loaded from the ``[sla]`` table of a TOML file and its shared ``[teams]`` (see ``deploy/sales.toml``).
+Decoded from the ``[sla]`` table of the rules file and its shared ``[teams]`` (see ``projections/rules.py``).
 Deadlines are computed from these rules when the events are folded, so changing a policy means bumping
 ``version``: the SLA worker then rebuilds its timers from the log under the new rules beside the old ones,
 and switches over when caught up.
@@ -9,8 +9,6 @@ and switches over when caught up.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
-from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
@@ -91,22 +89,3 @@ class SlaRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         if policy.business_hours:
             return add_business_time(start, span, self.calendar_of(rep))
         return (start + span).astimezone(dt.UTC)
-
-
-SHARED = ("teams", "calendar", "manager")
-"""Top-level tables of the rules file that SLA policies and lead routing share."""
-
-
-def sla_rules_from_toml(text: str) -> SlaRules:
-    """The ``[sla]`` table of a TOML document with the shared ``[teams]``, ``[calendar]`` and ``manager``
-    (empty rules when it has none); ValueError says what is wrong."""
-    try:
-        document = tomllib.loads(text)
-        table = {**document.get("sla", {}), **{k: document[k] for k in SHARED if k in document}}
-        return msgspec.convert(table, SlaRules)
-    except (tomllib.TOMLDecodeError, msgspec.ValidationError, ValueError) as exc:
-        raise ValueError(f"sla rules: {exc}") from exc
-
-
-def load_sla_rules(path: str | Path) -> SlaRules:
-    return sla_rules_from_toml(Path(path).read_text(encoding="utf-8"))

@@ -14,11 +14,11 @@ from events.subjects import partition_of
 from projections.sla import SlaState, Subject, Timer, apply
 from projections.sla_rules import SlaRules
 from projections.staging import StagedUpsert, typed
-from projections.versions import build_name
+from projections.versions import BuildVersion, build_name
 
 VERSION = 1
-"""The SLA fold's logic version. The build's version is ``100 * VERSION + rules.version``, so a new policy
-version rebuilds the timers too (``sla_v101`` is fold v1 under policies v1)."""
+"""The SLA fold's logic version. A build is this and the policies' version (:class:`BuildVersion`), so a new
+policy version rebuilds the timers too (``sla_v101`` is fold v1 under policies v1)."""
 
 _DDL = (
     """
@@ -166,7 +166,7 @@ class SlaProjection:
 
     def __init__(self, rules: SlaRules, instance: str = "") -> None:
         self.rules = rules
-        self.version = 100 * VERSION + rules.version
+        self.version = BuildVersion(VERSION, rules.version).number
         self.build = build_name(self.name, self.version, instance)
         self.sql = SlaSql(self.build)
 

@@ -65,6 +65,20 @@ class BuildConflict(Exception):
     """A process would write into a build that is not its own: other rules, or another split of the log."""
 
 
+class BuildVersion(msgspec.Struct, frozen=True):
+    """What a build is a version of: the fold's ``logic`` version and, for a fold made from the sales rules, the
+    ``rules`` version it folds by. A new version of either makes a new build that rebuilds from the log."""
+
+    logic: int
+    rules: int | None = None
+
+    @property
+    def number(self) -> int:
+        """The number in the build's name: the logic version, followed by the rules version in two digits when
+        the fold has rules (``scores_v101`` is logic 1 under rules 1)."""
+        return self.logic if self.rules is None else 100 * self.logic + self.rules
+
+
 _LABEL = re.compile(r"[a-z0-9_]{1,32}")
 
 

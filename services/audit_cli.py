@@ -37,6 +37,13 @@ from events.personal import Vault
 from events.signing import parse_public_key
 from events.store import EventStore
 from events.types import DealAmountChanged, DealStageChanged
+from workers.settings import Settings
+
+
+def _nats(given: NatsSettings | None) -> NatsSettings:
+    """The NATS settings the command was given, or the environment's (a caller outside the CLI)."""
+    return given if given is not None else Settings.from_env().nats
+
 
 COLUMNS = ("sequence", "occurred_at", "recorded_at", "type", "actor", "source", "change")
 
@@ -91,7 +98,14 @@ def render(rows: list[dict[str, Any]], events: Sequence[StoredEvent], fmt: str, 
     return "\n".join([head, *body])
 
 
-async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, raw: bool, as_of: str | None) -> int:
+async def history(
+    aggregate_type: AggregateType,
+    aggregate_id: str,
+    fmt: str,
+    raw: bool,
+    as_of: str | None,
+    nats: NatsSettings | None = None,
+) -> int:
     when = dt.datetime.fromisoformat(as_of) if as_of else None
     if when is not None and when.tzinfo is None:
         print("error: --as-of needs a time zone offset, e.g. 2026-09-30T23:59:59+02:00", file=sys.stderr)
@@ -101,7 +115,7 @@ async def history(aggregate_type: AggregateType, aggregate_id: str, fmt: str, ra
     except InvalidId as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    settings = NatsSettings.from_env()
+    settings = _nats(nats)
     nc, js = await connect(settings, "dealstream-history")
     try:
         events = await EventStore(nc, js, settings.naming).read(aggregate_type, aggregate_id)
@@ -162,7 +176,12 @@ def _print_anchor_check(check: AnchorCheck) -> None:
         print(f"ANCHOR: {problem}")
 
 
-def verify(stream: str | None, public_key: str | None = None, anchors_file: str | None = None) -> int:
+def verify(
+    stream: str | None,
+    public_key: str | None = None,
+    anchors_file: str | None = None,
+    nats: NatsSettings | None = None,
+) -> int:
     if anchors_file is not None and public_key is None:
         print(f"error: --anchors: {NO_TRUST_ANCHOR}", file=sys.stderr)
         return 2
@@ -174,11 +193,10 @@ def verify(stream: str | None, public_key: str | None = None, anchors_file: str 
     except Unreadable as exc:
         print(f"error: --anchors: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_verify(stream, public_key, kept))
+    return asyncio.run(_verify(_nats(nats), stream, public_key, kept))
 
 
-async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor] | None) -> int:
-    settings = NatsSettings.from_env()
+async def _verify(settings: NatsSettings, stream: str | None, public_key: str | None, kept: list[Anchor] | None) -> int:
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-audit")
     try:
@@ -201,7 +219,9 @@ async def _verify(stream: str | None, public_key: str | None, kept: list[Anchor]
     return 0 if check.ok else 1
 
 
-def anchor(key: str, stream: str | None, every: float | None, keep: str | None = None) -> int:
+def anchor(
+    key: str, stream: str | None, every: float | None, keep: str | None = None, nats: NatsSettings | None = None
+) -> int:
     """Take an anchor now, or one every ``every`` seconds until stopped; ``keep``: a file of the job's own
     anchors, read as the last ones it took and appended to with each new one."""
     try:
@@ -215,7 +235,7 @@ def anchor(key: str, stream: str | None, every: float | None, keep: str | None =
     except (OSError, ValueError) as exc:
         print(f"error: --key: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_anchor(pem, stream, every, known, keep))
+    return asyncio.run(_anchor(_nats(nats), pem, stream, every, known, keep))
 
 
 def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
@@ -231,8 +251,9 @@ def _keeper(keep: str | None, known: list[Anchor]) -> Callable[[Anchor], None]:
     return taken
 
 
-async def _anchor(pem: bytes, stream: str | None, every: float | None, known: list[Anchor], keep: str | None) -> int:
-    settings = NatsSettings.from_env()
+async def _anchor(
+    settings: NatsSettings, pem: bytes, stream: str | None, every: float | None, known: list[Anchor], keep: str | None
+) -> int:
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchor")
     try:
@@ -271,8 +292,7 @@ async def _anchor(pem: bytes, stream: str | None, every: float | None, known: li
     return 0
 
 
-async def _anchors_of(stream: str | None) -> tuple[str, list[Anchor]]:
-    settings = NatsSettings.from_env()
+async def _anchors_of(settings: NatsSettings, stream: str | None) -> tuple[str, list[Anchor]]:
     name = stream or settings.naming.events_stream
     nc, js = await connect(settings, "dealstream-anchors")
     try:
@@ -281,8 +301,8 @@ async def _anchors_of(stream: str | None) -> tuple[str, list[Anchor]]:
         await nc.close()
 
 
-def anchors(out: str, stream: str | None) -> int:
-    name, found = asyncio.run(_anchors_of(stream))
+def anchors(out: str, stream: str | None, nats: NatsSettings | None = None) -> int:
+    name, found = asyncio.run(_anchors_of(_nats(nats), stream))
     with open(out, "w", encoding="utf-8") as f:
         count = write_anchors(found, f)
     print(f"{count} anchors of {name} written to {out}")
@@ -301,8 +321,7 @@ def keygen(out: str) -> int:
     return 0
 
 
-async def _whole_log() -> tuple[list[ChainedMessage], list[Anchor]]:
-    settings = NatsSettings.from_env()
+async def _whole_log(settings: NatsSettings) -> tuple[list[ChainedMessage], list[Anchor]]:
     nc, js = await connect(settings, "dealstream-export")
     try:
         name = settings.naming.events_stream
@@ -311,8 +330,8 @@ async def _whole_log() -> tuple[list[ChainedMessage], list[Anchor]]:
         await nc.close()
 
 
-def export(key: str, out: str) -> int:
-    messages, kept = asyncio.run(_whole_log())
+def export(key: str, out: str, nats: NatsSettings | None = None) -> int:
+    messages, kept = asyncio.run(_whole_log(_nats(nats)))
     with open(out, "w", encoding="utf-8") as f:
         seal = write_export(messages, f, Path(key).read_bytes(), kept)
     print(
@@ -349,7 +368,9 @@ def check(path: str, public_key: str | None, anchors_file: str | None = None) ->
     return 0 if result.ok else 1
 
 
-async def board_then(at: str, since: str | None, pipeline_id: str | None, owner: str | None) -> int:
+async def board_then(
+    at: str, since: str | None, pipeline_id: str | None, owner: str | None, nats: NatsSettings | None = None
+) -> int:
     """Print the board as it stood at ``at`` and the deals that slipped, replayed from the log."""
     from services.replay import board_as_of, board_events
 
@@ -357,7 +378,7 @@ async def board_then(at: str, since: str | None, pipeline_id: str | None, owner:
     if when.tzinfo is None:
         print("error: --at needs a time zone offset, e.g. 2026-09-30T23:59:59+02:00", file=sys.stderr)
         return 2
-    settings = NatsSettings.from_env()
+    settings = _nats(nats)
     nc, js = await connect(settings, "dealstream-board-as-of")
     try:
         events = await board_events(js, settings.naming, Vault(js, settings.naming))

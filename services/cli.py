@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,8 +13,8 @@ import msgspec
 import structlog
 
 from events.config import NatsLoginRefused, NatsSettings, connect
-from events.logs import configure_logging
 from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
+from workers.settings import MissingSetting, Settings
 
 log = structlog.get_logger("dealstream.cli")
 
@@ -24,22 +23,20 @@ def api_app() -> Any:
     """The API app from the environment: the factory each ``dealstream api --workers N`` process calls."""
     from services.api.app import create_app
     from services.api.header_timeout import HeaderTimeoutProtocol
-    from services.config import settings_from_env
+    from services.config import api_settings
 
-    configure_logging()  # a worker process of uvicorn's starts afresh, without the parent's configuration
-    settings = settings_from_env()
+    process = Settings.from_env()
+    process.configure_logging()  # a worker process of uvicorn's starts afresh, without the parent's configuration
+    settings = api_settings(process)
     HeaderTimeoutProtocol.header_timeout = settings.config.header_timeout_seconds
     return create_app(settings)
 
 
-def event_loop() -> str:
+def event_loop(wanted: str) -> str:
     """``uvloop`` (where it is installed: Linux and macOS) or ``asyncio`` if ``DEALSTREAM_EVENT_LOOP=asyncio``.
 
     uvloop carries the same load with about a fifth less CPU (README, Benchmark); the choice is process-wide, so
     that the benchmark's raw limits are measured on the loop the API and the workers run on."""
-    wanted = os.environ.get("DEALSTREAM_EVENT_LOOP", "uvloop").strip().lower()
-    if wanted not in {"uvloop", "asyncio"}:
-        raise SystemExit(f"DEALSTREAM_EVENT_LOOP must be uvloop or asyncio, got {wanted!r}")
     if wanted == "uvloop":
         try:
             import uvloop
@@ -52,9 +49,9 @@ def event_loop() -> str:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from services.config import settings_from_env
+    from services.config import api_settings
 
-    settings = settings_from_env()
+    settings = api_settings(args.settings)
     uvicorn.run(
         "services.cli:api_app",
         factory=True,
@@ -77,18 +74,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from workers.intake import main as intake
 
         try:
-            asyncio.run(intake(NatsSettings.from_env()))
+            asyncio.run(intake(args.settings.nats))
         except StreamsNotReady as exc:
             log.error("worker.refused", worker="intake", error=str(exc))
             return 3
         return 0
     from workers.registry import run_worker
 
-    return run_worker(args.name, args.partition)
+    return run_worker(args.name, args.partition, config=args.settings)
 
 
-async def _streams(check_only: bool, allow_weaker: bool) -> int:
-    settings = NatsSettings.from_env()
+async def _streams(settings: NatsSettings, check_only: bool, allow_weaker: bool) -> int:
     nc, js = await connect(settings, "dealstream-cli")
     try:
         if check_only:
@@ -115,7 +111,7 @@ async def _streams(check_only: bool, allow_weaker: bool) -> int:
 
 
 def _cmd_streams(args: argparse.Namespace) -> int:
-    return asyncio.run(_streams(args.check, args.allow_weaker))
+    return asyncio.run(_streams(args.settings.nats, args.check, args.allow_weaker))
 
 
 def _cmd_keys_new(args: argparse.Namespace) -> int:
@@ -141,9 +137,8 @@ async def _projections(args: argparse.Namespace) -> int:
 
     from projections.versions import builds, switch
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        print("error: set DATABASE_URL", file=sys.stderr)
+    url = _database_url(args.settings)
+    if url is None:
         return 2
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         if args.switch:
@@ -169,29 +164,39 @@ def _cmd_projections(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     from services import audit_cli
 
-    return asyncio.run(audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of))
+    return asyncio.run(
+        audit_cli.history(args.aggregate, args.id, args.format, args.raw, args.as_of, args.settings.nats)
+    )
 
 
 def _cmd_board(args: argparse.Namespace) -> int:
     from services import audit_cli
 
-    return asyncio.run(audit_cli.board_then(args.at, args.since, args.pipeline, args.owner))
+    return asyncio.run(audit_cli.board_then(args.at, args.since, args.pipeline, args.owner, args.settings.nats))
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from services import audit_cli
 
     if args.audit_command == "verify":
-        return audit_cli.verify(args.stream, args.public_key, args.anchors)
+        return audit_cli.verify(args.stream, args.public_key, args.anchors, args.settings.nats)
     if args.audit_command == "keygen":
         return audit_cli.keygen(args.out)
     if args.audit_command == "anchor":
-        return audit_cli.anchor(args.key, args.stream, args.every, args.keep)
+        return audit_cli.anchor(args.key, args.stream, args.every, args.keep, args.settings.nats)
     if args.audit_command == "anchors":
-        return audit_cli.anchors(args.out, args.stream)
+        return audit_cli.anchors(args.out, args.stream, args.settings.nats)
     if args.audit_command == "export":
-        return audit_cli.export(args.key, args.out)
+        return audit_cli.export(args.key, args.out, args.settings.nats)
     return audit_cli.check(args.file, args.public_key, args.anchors)
+
+
+def _database_url(settings: Settings) -> str | None:
+    try:
+        return settings.require_database_url()
+    except MissingSetting as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def _label(prefix: str) -> str:
@@ -204,21 +209,18 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     from workers.rebuild import bar, rebuild
     from workers.registry import RulesUnknown, like_serving
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        print("error: set DATABASE_URL", file=sys.stderr)
+    url = _database_url(args.settings)
+    if url is None:
         return 2
     try:
-        projection, rules = asyncio.run(like_serving(args.name, _label("r"), url))
+        projection, rules = asyncio.run(like_serving(args.name, _label("r"), url, args.settings))
     except RulesUnknown as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     made_from = f" from its recorded {rules.describe()}" if rules else ""
     print(f"rebuilding {args.name} into {projection.build}{made_from}; the serving build answers meanwhile")
     took_over = asyncio.run(
-        rebuild(
-            projection, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
-        )
+        rebuild(projection, args.settings.nats, url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules)
     )
     print(f"\n{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
     return 0 if took_over else 1
@@ -228,18 +230,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from workers.rebuild import bar, verify
     from workers.registry import RulesUnknown, like_serving
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        print("error: set DATABASE_URL", file=sys.stderr)
+    url = _database_url(args.settings)
+    if url is None:
         return 2
     try:
-        shadow, rules = asyncio.run(like_serving(args.name, _label("v"), url))
+        shadow, rules = asyncio.run(like_serving(args.name, _label("v"), url, args.settings))
         if rules is not None:
             print(f"rebuilding {args.name} from the serving build's recorded {rules.describe()}")
         result = asyncio.run(
-            verify(
-                shadow, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
-            )
+            verify(shadow, args.settings.nats, url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules)
         )
     except (RuntimeError, RulesUnknown) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
@@ -268,6 +267,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         nats_port=args.nats_port,
         monitor_port=args.nats_monitor_port,
         pg_port=args.pg_port,
+        settings=args.settings,
     )
 
 
@@ -393,8 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Commands that print for a person keep the workers' info lines out of their output.
     talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
-    configure_logging(level="warning" if talks and "DEALSTREAM_LOG_LEVEL" not in os.environ else None)
-    args.event_loop = event_loop()
+    try:
+        args.settings = Settings.from_env()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    args.settings.configure_logging(level="warning" if talks else None)
+    args.event_loop = event_loop(args.settings.event_loop)
     try:
         code: int = args.func(args)
     except NatsLoginRefused as refused:

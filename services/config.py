@@ -7,14 +7,15 @@ hashes only; ``dealstream keys new`` prints a fresh key and the line to paste.
 from __future__ import annotations
 
 import ipaddress
-import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
 
 from events.config import NatsSettings
+from workers.settings import Settings as ProcessSettings
 
 Scope = str
 SCOPES: tuple[Scope, ...] = (
@@ -101,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True):
 
 
 def load_config(path: str | Path | None) -> ApiConfig:
+    """The API's TOML file (``DEALSTREAM_CONFIG``), or the defaults without one."""
     if path is None:
         return ApiConfig()
     with open(path, "rb") as f:
@@ -111,12 +113,17 @@ def load_config(path: str | Path | None) -> ApiConfig:
         raise SystemExit(f"{path}: {exc}") from exc
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """The API's settings from the process's settings (see :class:`workers.settings.Settings`)."""
+    return api_settings(ProcessSettings.from_env(env))
+
+
+def api_settings(process: ProcessSettings) -> Settings:
+    """The API's part of the process's settings, with its TOML file read."""
     return Settings(
-        nats=NatsSettings.from_env(env),
-        config=load_config(env.get("DEALSTREAM_CONFIG")),
-        host=env.get("DEALSTREAM_HOST", "127.0.0.1"),
-        port=int(env.get("DEALSTREAM_PORT", "8080")),
-        database_url=env.get("DATABASE_URL"),
+        nats=process.nats,
+        config=load_config(process.api_config_path),
+        host=process.host,
+        port=process.port,
+        database_url=process.database_url,
     )

@@ -25,6 +25,7 @@ from events.streams import ensure_streams
 from events.types import PipelineDefined, StageDefinition
 from services.localstack import LocalStackError, NatsServer, PostgresServer, port_or_free, wait_for_port
 from services.supervisor import ProcessChild, ServerChild, Supervisor
+from workers.settings import Settings
 
 log = structlog.get_logger("dealstream.dev")
 
@@ -129,11 +130,20 @@ def _port(name: str, wanted: int) -> int:
     return port
 
 
-def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 8333, pg_port: int = DEV_PG_PORT) -> int:
+def run_dev(
+    data_dir: str,
+    api_port: int,
+    nats_port: int,
+    monitor_port: int = 8333,
+    pg_port: int = DEV_PG_PORT,
+    settings: Settings | None = None,
+) -> int:
+    """Run the whole stack until Ctrl-C; ``settings`` (the environment's when not given) may name a PostgreSQL."""
+    settings = settings or Settings.from_env()
     root = Path(data_dir).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("DEALSTREAM_PREFIX", "dealstream") != "dealstream":
+    if settings.nats.naming.prefix != "dealstream":
         # The dev users' permissions name the subjects of the default prefix (deploy/nats/cluster/permissions.inc).
         print("dealstream dev runs with the prefix 'dealstream': unset DEALSTREAM_PREFIX", file=sys.stderr)
         return 2
@@ -162,7 +172,7 @@ def run_dev(data_dir: str, api_port: int, nats_port: int, monitor_port: int = 83
     try:
         nats.start()
         supervisor.watch(ServerChild("nats-server", nats.start, lambda: nats.proc, nats.log_file), time.monotonic())
-        database_url = os.environ.get("DATABASE_URL")
+        database_url = settings.database_url
         if not database_url:
             pg = postgres = PostgresServer(root / "pg" / "data", port=_port("postgres", pg_port)).start()
             supervisor.watch(

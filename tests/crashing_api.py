@@ -15,8 +15,8 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from events.logs import configure_logging
 from services.ledger import Ledger
+from workers.settings import Settings
 
 
 async def _crash(*_: Any, **__: Any) -> Any:
@@ -24,7 +24,7 @@ async def _crash(*_: Any, **__: Any) -> Any:
 
 
 async def main() -> None:
-    configure_logging()
+    Settings.from_env().configure_logging()
     from services.api.app import create_app
     from services.config import settings_from_env
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from events.logs import configure_logging
 from workers.registry import WORKERS, run_worker
+from workers.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(WORKERS))
     parser.add_argument("--partition", default="0/1", help="k/N: take partitions p with p %% N == k")
     args = parser.parse_args(argv)
-    configure_logging()
-    return run_worker(args.name, args.partition)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings.configure_logging()
+    return run_worker(args.name, args.partition, config=settings)
 
 
 if __name__ == "__main__":

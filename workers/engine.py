@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -91,9 +90,9 @@ class EngineSettings:
             raise ValueError("batch size must be at least 1")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineSettings:
-        """``DEALSTREAM_ENGINE_BATCH``, ``_FETCH_TIMEOUT``, ``_ACK_WAIT``, ``_LAG_INTERVAL``."""
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str]) -> EngineSettings:
+        """``DEALSTREAM_ENGINE_BATCH``, ``_FETCH_TIMEOUT``, ``_ACK_WAIT``, ``_LAG_INTERVAL`` of ``env`` (read by
+        :class:`workers.settings.Settings`)."""
         d = cls()
         return cls(
             batch_size=int(env.get("DEALSTREAM_ENGINE_BATCH", d.batch_size)),

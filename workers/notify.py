@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import smtplib
 import time
 from email.message import EmailMessage
@@ -29,9 +28,10 @@ from projections.notify import NotifyRules, Smtp, signature
 from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
 from workers.actor import Actor
 from workers.engine import ProjectionEngine
+from workers.settings import Secrets
 
 
-def _send_mail(smtp: Smtp, delivery: DeliveryRow) -> None:
+def _send_mail(smtp: Smtp, delivery: DeliveryRow, secrets: Secrets) -> None:
     mail = EmailMessage()
     mail["From"] = smtp.sender
     mail["To"] = delivery.target
@@ -44,19 +44,27 @@ def _send_mail(smtp: Smtp, delivery: DeliveryRow) -> None:
         if smtp.starttls:
             client.starttls()
         if smtp.username:
-            client.login(smtp.username, os.environ.get(smtp.password_env or "", ""))
+            client.login(smtp.username, secrets.get(smtp.password_env))
         client.send_message(mail)
 
 
 class NotifyActor(Actor):
     def __init__(
-        self, engine: ProjectionEngine, nats_settings: NatsSettings, database_url: str, poll: float = 0.25
+        self,
+        engine: ProjectionEngine,
+        nats_settings: NatsSettings,
+        database_url: str,
+        poll: float = 0.25,
+        secrets: Secrets | None = None,
     ) -> None:
+        """``secrets`` hold the variables the rules name (the webhook secret, the SMTP password): the process's
+        environment when not given."""
         super().__init__(engine, nats_settings, database_url, poll)
         projection = engine.projection
         assert isinstance(projection, NotifyProjection)
         self.rules: NotifyRules = projection.rules
-        self.secret = os.environ.get(self.rules.secret_env, "")
+        self.secrets = secrets if secrets is not None else Secrets.from_env()
+        self.secret = self.secrets.get(self.rules.secret_env)
         redact_values([self.secret])
         self.http = httpx.AsyncClient(timeout=10.0)
         self.sent = 0
@@ -96,7 +104,7 @@ class NotifyActor(Actor):
                     error = f"HTTP {status}"
             else:
                 assert self.rules.smtp is not None
-                await asyncio.to_thread(_send_mail, self.rules.smtp, delivery)
+                await asyncio.to_thread(_send_mail, self.rules.smtp, delivery, self.secrets)
         except (httpx.HTTPError, OSError, smtplib.SMTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
         ok = error is None

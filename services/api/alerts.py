@@ -19,11 +19,11 @@ from projections.board import AlertBadge
 from projections.notify_store import DeliveryRow, DeliveryState, list_deliveries
 from projections.sla import Resolution, Timer
 from projections.sla_store import TIMER_COLUMNS, VERSION, AlertStatus, SlaSql, alerts, timer_from_record
-from projections.versions import serving_build_name
+from projections.versions import BuildVersion, build_name, serving_build_name
 from services.api.common import AnyRequest, requires, runtime
 from services.errors import InputError
 
-DEFAULT_BUILD = f"sla_v{100 * VERSION + 1}"
+DEFAULT_BUILD = build_name("sla", BuildVersion(VERSION, 1).number)
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,11 +15,11 @@ from events.aggregates import Rejected
 from projections.scores import ScoreDiff, diff
 from projections.scores_store import VERSION, RankedLead, load, ranked, read_all, rules_of
 from projections.scoring import Contribution, score
-from projections.versions import builds, serving_build_name
+from projections.versions import BuildVersion, build_name, builds, serving_build_name
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.errors import InputError
 
-DEFAULT_BUILD = f"scores_v{100 * VERSION + 1}"
+DEFAULT_BUILD = build_name("scores", BuildVersion(VERSION, 1).number)
 READ = [requires("read")]
 
 

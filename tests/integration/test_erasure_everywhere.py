@@ -34,8 +34,8 @@ from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from projections.board_store import BoardProjection
+from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
-from projections.scoring import scoring_rules_from_toml
 from services.config import Settings
 from services.ledger import Context, Ledger
 from services.localstack import NatsServer
@@ -504,7 +504,8 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             for name in ("scores", "board")
         ]
         try:
-            for projection in (ScoresProjection(scoring_rules_from_toml(RULES), "again"), BoardProjection("again")):
+            again = ScoresProjection(sales_rules_from_toml(RULES).scoring, "again")
+            for projection in (again, BoardProjection("again")):
                 await wait_caught_up(s.js, s.pg_dsn, s.settings.naming, projection)
         finally:
             stop.set()

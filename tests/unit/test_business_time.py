@@ -22,6 +22,7 @@ TINY = dt.timedelta(microseconds=1)
 UTC_CAL = Calendar()
 WARSAW = Calendar(timezone="Europe/Warsaw", holidays=[dt.date(2026, 12, 24), dt.date(2026, 12, 25)])
 NEW_YORK = Calendar(timezone="America/New_York")
+POLAND = Calendar(timezone="Europe/Warsaw", country="PL", holidays=[dt.date(2026, 11, 12)])
 ALL_WEEK = Calendar(workdays=[1, 2, 3, 4, 5, 6, 7], opens=dt.time(0, 0), closes=dt.time(23, 59))
 
 
@@ -124,6 +125,32 @@ def test_holidays_are_skipped() -> None:
     assert add_business_time(waw(2026, 12, 23, 16), 2 * H, WARSAW) == waw(2026, 12, 28, 10)
     assert add_business_time(waw(2026, 12, 24, 10), ZERO, WARSAW) == waw(2026, 12, 28, 9)
     assert business_duration(waw(2026, 12, 23, 9), waw(2026, 12, 28, 17), WARSAW) == 16 * H
+
+
+def test_a_country_s_public_holidays_are_skipped_with_the_team_s_own_days() -> None:
+    # 11 November is Poland's Independence Day; 12 November is the team's own day off.
+    assert dt.date(2026, 11, 11).isoweekday() == 3
+    evening = waw(2026, 11, 10, 16, 30)
+    assert add_business_time(evening, H, Calendar(timezone="Europe/Warsaw")) == waw(2026, 11, 11, 9, 30)
+    assert add_business_time(evening, H, POLAND) == waw(2026, 11, 13, 9, 30)
+    assert not is_business_time(waw(2026, 11, 11, 12), POLAND) and not is_business_time(waw(2026, 11, 12, 12), POLAND)
+    assert business_duration(evening, waw(2026, 11, 13, 10), POLAND) == H / 2 + H
+
+
+def test_china_s_national_day_week_is_off() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    start = dt.datetime(2026, 9, 30, 17, 30, tzinfo=shanghai)
+    plain = Calendar(timezone="Asia/Shanghai", closes=dt.time(18))
+    assert add_business_time(start, H, plain) == dt.datetime(2026, 10, 1, 9, 30, tzinfo=shanghai)
+    china = Calendar(timezone="Asia/Shanghai", closes=dt.time(18), country="CN")
+    assert add_business_time(start, H, china) == dt.datetime(2026, 10, 8, 9, 30, tzinfo=shanghai)
+
+
+def test_a_region_adds_its_own_public_holidays() -> None:
+    epiphany = waw(2026, 1, 6, 12)
+    germany = Calendar(timezone="Europe/Berlin", country="DE")
+    assert is_business_time(epiphany, germany)
+    assert not is_business_time(epiphany, Calendar(timezone="Europe/Berlin", country="DE", subdivision="BY"))
 
 
 def test_a_calendar_that_never_opens_is_refused_rather_than_looped_over() -> None:
@@ -250,6 +277,10 @@ def test_a_negative_duration_is_refused() -> None:
         pytest.param(lambda: Calendar(workdays=[0]), "workdays", id="weekday-0"),
         pytest.param(lambda: Calendar(workdays=[]), "workdays", id="no-workdays"),
         pytest.param(lambda: Calendar(opens=dt.time(9, tzinfo=dt.UTC)), "opens", id="aware-opens"),
+        pytest.param(lambda: Calendar(country="XX"), "country", id="unknown-country"),
+        pytest.param(lambda: Calendar(country="pl/../x"), "country", id="path-as-country"),
+        pytest.param(lambda: Calendar(country="DE", subdivision="ZZ"), "subdivision", id="unknown-subdivision"),
+        pytest.param(lambda: Calendar(subdivision="BY"), "subdivision", id="subdivision-without-country"),
     ],
 )
 def test_bad_calendars_are_refused_naming_the_field(make: Callable[[], Calendar], field: str) -> None:
@@ -271,7 +302,7 @@ def test_a_calendar_decodes_from_config_and_validates_there_too() -> None:
 
 # --- properties ----------------------------------------------------------------------------------------------
 
-calendars = st.sampled_from([WARSAW, NEW_YORK, ALL_WEEK])
+calendars = st.sampled_from([WARSAW, NEW_YORK, ALL_WEEK, POLAND])
 instants = st.datetimes(
     min_value=dt.datetime(2025, 1, 1),
     max_value=dt.datetime(2027, 12, 31),

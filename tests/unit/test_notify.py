@@ -8,7 +8,8 @@ import hmac
 import pytest
 
 from events.types import AlertEscalated, AlertRaised, LeadQualified, TouchpointLogged
-from projections.notify import NotifyRules, QuietHours, Recipient, Smtp, deliveries, notify_rules_from_toml, signature
+from projections.notify import NotifyRules, QuietHours, Recipient, Smtp, deliveries, signature
+from projections.rules import sales_rules_from_toml
 from tests.builders import envelope
 
 T = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -86,10 +87,10 @@ def test_the_signature_is_an_hmac_of_timestamp_and_body() -> None:
 
 
 def test_rules_load_from_toml_and_say_what_is_wrong() -> None:
-    rules = notify_rules_from_toml(
+    rules = sales_rules_from_toml(
         '[notify]\nmax_attempts = 3\n[notify.recipients.ana]\nwebhook = "https://x.example.com/h"\n'
         'quiet_hours = { start = 20:00:00, end = 07:00:00, timezone = "Europe/Warsaw" }\n'
-    )
+    ).notify
     assert rules.max_attempts == 3 and rules.recipients["ana"].quiet_hours is not None
     with pytest.raises(ValueError, match="webhook"):
-        notify_rules_from_toml('[notify.recipients.ana]\nwebhook = "ftp://x"\n')
+        sales_rules_from_toml('[notify.recipients.ana]\nwebhook = "ftp://x"\n')

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from projections.routing import RoutingRule, RoutingRules, route, routing_rules_from_toml
+from projections.routing import RoutingRule, RoutingRules, route
+from projections.rules import sales_rules_from_toml
 from projections.sla_rules import Team
 
 TEAMS = {"inside": Team(members=["ana", "bo"], manager="maria"), "ent": Team(members=["chen"], manager="li")}
@@ -48,9 +49,9 @@ def test_bad_rules_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="no team"):
         RoutingRules(rules=[RoutingRule(name="x", team="ghosts")])
     with pytest.raises(ValueError, match="routing"):
-        routing_rules_from_toml('[[routing.rules]]\nname = "x"\n')
+        sales_rules_from_toml('[[routing.rules]]\nname = "x"\n')
 
 
 def test_the_example_file_routes() -> None:
-    rules = routing_rules_from_toml((Path(__file__).parents[2] / "deploy" / "sales.toml").read_text())
+    rules = sales_rules_from_toml((Path(__file__).parents[2] / "deploy" / "sales.toml").read_text()).routing
     assert rules.fallback and route(rules, "meta", "PL", 0, {}).owner in rules.teams["inside-sales"].members

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.types import LeadCaptured
+from projections.rules import sales_rules_from_toml
 from projections.scoring import (
     NO_RULES,
     EngagementRule,
@@ -22,12 +23,10 @@ from projections.scoring import (
     Touch,
     explain,
     fit_score,
-    load_rules,
     parse_number,
     profile_from,
     rules_from_toml,
     score,
-    scoring_rules_from_toml,
 )
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -53,15 +52,14 @@ def ago(days: float, kind: str = "call", direction: str = "outbound", outcome: s
 
 
 def test_the_example_file_parses() -> None:
-    r = load_rules(DEPLOY / "sales.toml")
+    r = sales_rules_from_toml((DEPLOY / "sales.toml").read_text()).scoring
     assert r.version == 1 and 40 <= r.threshold <= 60 and r.half_life_days == 14
     assert len(r.fit) >= 6 and len(r.engagement) >= 4
     assert any(f.points < 0 for f in r.fit)
-    assert load_rules(str(DEPLOY / "sales.toml")) == r
 
 
 def test_the_example_file_scores_a_strong_lead_qualified_and_a_weak_one_not() -> None:
-    r = load_rules(DEPLOY / "sales.toml")
+    r = sales_rules_from_toml((DEPLOY / "sales.toml").read_text()).scoring
     strong = LeadProfile(
         source="web_form",
         email="anna@acme.example",
@@ -77,11 +75,11 @@ def test_the_example_file_scores_a_strong_lead_qualified_and_a_weak_one_not() ->
 
 
 def test_the_shared_rules_file_holds_a_scoring_table_or_none() -> None:
-    assert scoring_rules_from_toml("") is NO_RULES
-    assert scoring_rules_from_toml('manager = "x"\n') is NO_RULES
+    assert sales_rules_from_toml("").scoring is NO_RULES
+    assert sales_rules_from_toml('manager = "x"\n').scoring is NO_RULES
     assert not score(NO_RULES, LEAD, [ago(0)], NOW).qualified
     text = (DEPLOY / "sales.toml").read_text()
-    assert scoring_rules_from_toml(text) == rules_from_toml(text)
+    assert sales_rules_from_toml(text).scoring == rules_from_toml(text)
 
 
 def test_a_file_of_its_own_may_leave_out_the_table() -> None:
@@ -93,7 +91,7 @@ def test_a_file_of_its_own_may_leave_out_the_table() -> None:
 
 
 def test_rules_survive_a_json_round_trip() -> None:
-    r = load_rules(DEPLOY / "sales.toml")
+    r = sales_rules_from_toml((DEPLOY / "sales.toml").read_text()).scoring
     assert msgspec.json.decode(msgspec.json.encode(r), type=ScoringRules) == r
 
 
@@ -261,7 +259,7 @@ def test_the_explanation_lists_exactly_the_contributing_rules_and_adds_up() -> N
 
 
 def test_fit_score_is_the_fit_part_of_the_score() -> None:
-    r = load_rules(DEPLOY / "sales.toml")
+    r = sales_rules_from_toml((DEPLOY / "sales.toml").read_text()).scoring
     profile = LeadProfile(source="web_form", job_title="Founder", country="DE", email="x@gmail.com")
     assert fit_score(r, profile) == score(r, profile, [ago(1, "meeting", "inbound")], NOW).fit == 20 + 10 + 10 - 15
 

@@ -25,8 +25,9 @@ from events.types import (
     TouchpointLogged,
 )
 from projections.business_time import Calendar
+from projections.rules import sales_rules_from_toml
 from projections.sla import SlaState, Timer, fold, is_touch
-from projections.sla_rules import Policy, SlaRules, Team, sla_rules_from_toml
+from projections.sla_rules import Policy, SlaRules, Team
 from tests.builders import envelope
 
 # A Monday, 10:00 in Warsaw (CET).
@@ -248,11 +249,11 @@ def test_business_hours_count_in_the_owners_team_calendar() -> None:
 def test_the_example_rules_load_and_bad_rules_say_what_is_wrong() -> None:
     from pathlib import Path
 
-    rules = sla_rules_from_toml((Path(__file__).parents[2] / "deploy" / "sales.toml").read_text())
+    rules = sales_rules_from_toml((Path(__file__).parents[2] / "deploy" / "sales.toml").read_text()).sla
     assert rules.policy("first_touch", "lead", "meta", None) is not None
     assert rules.manager_of("ana") == "maria" and rules.manager_of("zed") == "sales-lead"
     assert rules.calendar_of("chen").timezone == "Asia/Shanghai"
     with pytest.raises(ValueError, match="within_minutes"):
-        sla_rules_from_toml('[[sla.policies]]\nname = "x"\nkind = "first_touch"\n')
+        sales_rules_from_toml('[[sla.policies]]\nname = "x"\nkind = "first_touch"\n')
     with pytest.raises(ValueError, match="kind"):
-        sla_rules_from_toml('[[sla.policies]]\nname = "x"\nkind = "soon"\n')
+        sales_rules_from_toml('[[sla.policies]]\nname = "x"\nkind = "soon"\n')
