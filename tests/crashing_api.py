@@ -15,8 +15,8 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
+from events.ledger import Ledger
 from events.logs import configure_logging
-from services.ledger import Ledger
 
 
 async def _crash(*_: Any, **__: Any) -> Any:
