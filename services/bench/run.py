@@ -555,16 +555,12 @@ async def sla_figures(report: Report, nats_url: str, pg_url: str, folder: Path, 
         now = dt.datetime.now(dt.UTC)
         window = 10.0
         envelopes = [
-            Envelope(
-                event_id=uuid7(),
-                aggregate_type="lead",
-                aggregate_id=f"sla-lead-{i}",
+            new_envelope(
+                Context(actor="bench", source="api", correlation_id=uuid7(), now=now),
+                "lead",
+                f"sla-lead-{i}",
+                LeadCaptured(company="Acme", email_domain="example.com"),
                 occurred_at=now - dt.timedelta(seconds=25 - window * i / leads),
-                recorded_at=now,
-                actor="bench",
-                source="api",
-                correlation_id=uuid7(),
-                data=LeadCaptured(company="Acme", email_domain="example.com"),
             )
             for i in range(leads)
         ]
