@@ -16,6 +16,9 @@ import msgspec
 from events.envelope import RawPayload
 from events.types import AlertRaised, LeadCaptured, StageDefinition, TaskScheduled, TouchpointLogged
 
+Target = Literal["lead", "deal"]
+"""What touchpoints and tasks are logged on."""
+
 
 class Command(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: dt.datetime | None = None
@@ -76,19 +79,19 @@ class EraseLead(Command, frozen=True, kw_only=True):
 
 
 class LogTouchpoint(Command, frozen=True, kw_only=True):
-    on: Literal["lead", "deal"]
+    on: Target
     aggregate_id: str
     touchpoint: TouchpointLogged
 
 
 class ScheduleTask(Command, frozen=True, kw_only=True):
-    on: Literal["lead", "deal"]
+    on: Target
     aggregate_id: str
     task: TaskScheduled
 
 
 class CompleteTask(Command, frozen=True, kw_only=True):
-    on: Literal["lead", "deal"]
+    on: Target
     aggregate_id: str
     task_id: str
     outcome: str | None = None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+import msgspec
 from litestar import Response, Router, post, put
 from litestar.params import JSONBody
 
 from events import commands as cmd
-from events.envelope import AggregateType
 from events.handlers import handle
 from events.ids import uuid7
 from events.ledger import Accepted
@@ -31,16 +31,15 @@ from services.errors import InputError
 async def _run(
     request: AnyRequest,
     data: schemas.Body,
-    command: type[cmd.Command],
+    command: cmd.Command,
     if_match: Literal["optional", "required", "ignored"] = "optional",
-    **fields: Any,
 ) -> Accepted:
-    """Build ``command`` from ``fields`` with the request's business time and ``If-Match``, and run it."""
+    """Run ``command`` at the request's business time, pinned to its ``If-Match``."""
     rt = runtime(request)
     ctx = context(request, body=data)
     when = business_time(data.occurred_at, ctx.now, rt.settings.config.max_clock_skew_seconds, "occurred_at")
     pinned = None if if_match == "ignored" else parse_if_match(request, required=if_match == "required")
-    return await handle(rt.ledger, ctx, command(occurred_at=when, if_match=pinned, **fields))
+    return await handle(rt.ledger, ctx, msgspec.structs.replace(command, occurred_at=when, if_match=pinned))
 
 
 # --- leads -------------------------------------------------------------------------------------------
@@ -51,21 +50,21 @@ async def assign_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.AssignLead]
 ) -> Response[Any]:
     """Give a lead an owner (a manual assignment always wins over routing rules)."""
-    return accepted(await _run(request, data, cmd.AssignLead, lead_id=lead_id, owner=data.owner))
+    return accepted(await _run(request, data, cmd.AssignLead(lead_id=lead_id, owner=data.owner)))
 
 
 @post("/leads/{lead_id:str}/qualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
 async def qualify_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.QualifyLead]
 ) -> Response[Any]:
-    return accepted(await _run(request, data, cmd.QualifyLead, lead_id=lead_id, reason=data.reason, score=data.score))
+    return accepted(await _run(request, data, cmd.QualifyLead(lead_id=lead_id, reason=data.reason, score=data.score)))
 
 
 @post("/leads/{lead_id:str}/disqualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
 async def disqualify_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.DisqualifyLead]
 ) -> Response[Any]:
-    return accepted(await _run(request, data, cmd.DisqualifyLead, lead_id=lead_id, reason=data.reason))
+    return accepted(await _run(request, data, cmd.DisqualifyLead(lead_id=lead_id, reason=data.reason)))
 
 
 @post("/leads/{lead_id:str}/erase", status_code=202, tags=["leads"], guards=[requires("leads:write")])
@@ -74,14 +73,14 @@ async def erase_lead(
 ) -> Response[Any]:
     """Erase the lead's personal data (a data subject's request): its key is destroyed, so the encrypted
     fields in the log can never be read again; ``lead.erased.v1`` records when and by whom."""
-    return accepted(await _run(request, data, cmd.EraseLead, lead_id=lead_id, reason=data.reason))
+    return accepted(await _run(request, data, cmd.EraseLead(lead_id=lead_id, reason=data.reason)))
 
 
 # --- touchpoints and tasks, on leads and deals alike ---------------------------------------------------
 
 
 async def _touchpoint(
-    request: AnyRequest, on: AggregateType, aggregate_id: str, data: JSONBody[schemas.LogTouchpoint]
+    request: AnyRequest, on: cmd.Target, aggregate_id: str, data: JSONBody[schemas.LogTouchpoint]
 ) -> Accepted:
     touchpoint = TouchpointLogged(
         touchpoint_id=data.touchpoint_id or uuid7(),
@@ -92,29 +91,29 @@ async def _touchpoint(
         notes=data.notes,
         duration_seconds=data.duration_seconds,
     )
-    return await _run(request, data, cmd.LogTouchpoint, on=on, aggregate_id=aggregate_id, touchpoint=touchpoint)
+    return await _run(request, data, cmd.LogTouchpoint(on=on, aggregate_id=aggregate_id, touchpoint=touchpoint))
 
 
 async def _schedule(
-    request: AnyRequest, on: AggregateType, aggregate_id: str, data: JSONBody[schemas.ScheduleTask]
+    request: AnyRequest, on: cmd.Target, aggregate_id: str, data: JSONBody[schemas.ScheduleTask]
 ) -> Accepted:
     if data.due_at.tzinfo is None:
         raise InputError.one("due_at", "must carry a time zone offset, e.g. 2025-11-24T09:00:00+01:00")
     task = TaskScheduled(
         task_id=data.task_id or uuid7(), title=data.title, due_at=data.due_at.astimezone(dt.UTC), owner=data.owner
     )
-    return await _run(request, data, cmd.ScheduleTask, on=on, aggregate_id=aggregate_id, task=task)
+    return await _run(request, data, cmd.ScheduleTask(on=on, aggregate_id=aggregate_id, task=task))
 
 
 async def _complete(
     request: AnyRequest,
-    on: AggregateType,
+    on: cmd.Target,
     aggregate_id: str,
     task_id: str,
     data: JSONBody[schemas.CompleteTask],
 ) -> Accepted:
     return await _run(
-        request, data, cmd.CompleteTask, on=on, aggregate_id=aggregate_id, task_id=task_id, outcome=data.outcome
+        request, data, cmd.CompleteTask(on=on, aggregate_id=aggregate_id, task_id=task_id, outcome=data.outcome)
     )
 
 
@@ -183,17 +182,18 @@ async def open_deal(request: AnyRequest, data: JSONBody[schemas.OpenDeal]) -> Re
         await _run(
             request,
             data,
-            cmd.OpenDeal,
+            cmd.OpenDeal(
+                deal_id=data.deal_id,
+                name=data.name,
+                pipeline_id=data.pipeline_id,
+                stage=data.stage,
+                amount=data.amount,
+                currency=data.currency,
+                owner=data.owner,
+                expected_close_date=data.expected_close_date,
+                lead_id=data.lead_id,
+            ),
             if_match="ignored",
-            deal_id=data.deal_id,
-            name=data.name,
-            pipeline_id=data.pipeline_id,
-            stage=data.stage,
-            amount=data.amount,
-            currency=data.currency,
-            owner=data.owner,
-            expected_close_date=data.expected_close_date,
-            lead_id=data.lead_id,
         )
     )
 
@@ -204,7 +204,7 @@ async def move_stage(
 ) -> Response[Any]:
     """Move a deal to another stage. ``If-Match`` must carry the version you last saw; a stale one is 409."""
     return accepted(
-        await _run(request, data, cmd.MoveStage, if_match="required", deal_id=deal_id, to_stage=data.to_stage)
+        await _run(request, data, cmd.MoveStage(deal_id=deal_id, to_stage=data.to_stage), if_match="required")
     )
 
 
@@ -213,18 +213,18 @@ async def change_amount(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ChangeAmount]
 ) -> Response[Any]:
     return accepted(
-        await _run(request, data, cmd.ChangeAmount, deal_id=deal_id, amount=data.amount, currency=data.currency)
+        await _run(request, data, cmd.ChangeAmount(deal_id=deal_id, amount=data.amount, currency=data.currency))
     )
 
 
 @post("/deals/{deal_id:str}/won", status_code=202, tags=["deals"], guards=[requires("deals:write")])
 async def win_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.WinDeal]) -> Response[Any]:
-    return accepted(await _run(request, data, cmd.WinDeal, deal_id=deal_id, amount=data.amount))
+    return accepted(await _run(request, data, cmd.WinDeal(deal_id=deal_id, amount=data.amount)))
 
 
 @post("/deals/{deal_id:str}/lost", status_code=202, tags=["deals"], guards=[requires("deals:write")])
 async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LoseDeal]) -> Response[Any]:
-    return accepted(await _run(request, data, cmd.LoseDeal, deal_id=deal_id, reason=data.reason))
+    return accepted(await _run(request, data, cmd.LoseDeal(deal_id=deal_id, reason=data.reason)))
 
 
 # --- pipelines ----------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ async def define_pipeline(
 ) -> Response[Any]:
     """Define (or redefine) a pipeline's stages in order, with win probability and rotting days."""
     return accepted(
-        await _run(request, data, cmd.DefinePipeline, pipeline_id=pipeline_id, name=data.name, stages=data.stages)
+        await _run(request, data, cmd.DefinePipeline(pipeline_id=pipeline_id, name=data.name, stages=data.stages))
     )
 
 
