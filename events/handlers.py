@@ -11,7 +11,7 @@ from events import aggregates as agg
 from events import commands as cmd
 from events.envelope import AggregateType, Envelope
 from events.ids import derived_id, uuid7
-from events.ledger import Accepted, Context, Ledger
+from events.ledger import Accepted, Context, Decide, Ledger
 from events.types import (
     DealOpened,
     Event,
@@ -29,12 +29,16 @@ async def capture_leads(ledger: Ledger, ctx: Context, command: cmd.CaptureLeads)
     return await ledger.capture_many(ctx, [(n.lead_id, n.lead, n.occurred_at, n.raw) for n in command.leads])
 
 
-def _on_lead(decide: Callable[[agg.LeadState], Event]) -> Callable[[list[Envelope]], Event]:
+def _on_lead(decide: Callable[[agg.LeadState], Event]) -> Decide:
     return lambda history: decide(agg.fold_lead(history))
 
 
-def _on_deal(decide: Callable[[agg.DealState], Event]) -> Callable[[list[Envelope]], Event]:
+def _on_deal(decide: Callable[[agg.DealState], Event]) -> Decide:
     return lambda history: decide(agg.fold_deal(history))
+
+
+def _on_alert(decide: Callable[[agg.AlertState], Event]) -> Decide:
+    return lambda history: decide(agg.fold_alert(history))
 
 
 async def _execute(
@@ -43,7 +47,7 @@ async def _execute(
     command: cmd.Command,
     aggregate_type: AggregateType,
     aggregate_id: str,
-    decide: Callable[[list[Envelope]], Event],
+    decide: Decide,
 ) -> Accepted:
     return await ledger.execute(ctx, aggregate_type, aggregate_id, decide, command.occurred_at, command.if_match)
 
@@ -192,16 +196,13 @@ async def define_pipeline(ledger: Ledger, ctx: Context, command: cmd.DefinePipel
 
 async def raise_alert(ledger: Ledger, ctx: Context, command: cmd.RaiseAlert) -> Accepted:
     event_id = derived_id("alert", "raised", command.alert_id)
-    decide: Callable[[list[Envelope]], Event] = lambda h: agg.raise_alert(agg.fold_alert(h), command.alert)  # noqa: E731
+    decide = _on_alert(lambda s: agg.raise_alert(s, command.alert))
     return await ledger.execute(ctx, "alert", command.alert_id, decide, command.occurred_at, event_id=event_id)
 
 
 async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAlert) -> Accepted:
     event_id = derived_id("alert", "escalated", command.alert_id)
-
-    def decide(history: list[Envelope]) -> Event:
-        return agg.escalate_alert(agg.fold_alert(history), command.manager, command.rep)
-
+    decide = _on_alert(lambda s: agg.escalate_alert(s, command.manager, command.rep))
     return await ledger.execute(ctx, "alert", command.alert_id, decide, command.occurred_at, event_id=event_id)
 
 
