@@ -14,6 +14,8 @@ from typing import Literal
 
 from events.envelope import Envelope
 from events.types import (
+    AlertEscalated,
+    AlertRaised,
     DealAmountChanged,
     DealLost,
     DealOpened,
@@ -90,6 +92,12 @@ class PipelineState:
         return any(s.id == stage for s in self.stages)
 
 
+@dataclass(slots=True)
+class AlertState:
+    raised: bool = False
+    escalated: bool = False
+
+
 def fold_lead(history: Iterable[Envelope]) -> LeadState:
     state = LeadState()
     for envelope in history:
@@ -139,6 +147,17 @@ def fold_pipeline(history: Iterable[Envelope]) -> PipelineState:
     return state
 
 
+def fold_alert(history: Iterable[Envelope]) -> AlertState:
+    state = AlertState()
+    for envelope in history:
+        match envelope.data:
+            case AlertRaised():
+                state.raised = True
+            case AlertEscalated():
+                state.escalated = True
+    return state
+
+
 def _require_lead(state: LeadState) -> None:
     if not state.exists:
         raise Rejected("lead_id", "no such lead", 404)
@@ -154,6 +173,14 @@ def _require_open_deal(state: DealState) -> None:
 def assign_lead(state: LeadState, owner: str) -> LeadAssigned:
     _require_lead(state)
     return LeadAssigned(owner=owner, previous_owner=state.owner, reason="manual")
+
+
+def route_lead(state: LeadState, owner: str) -> LeadAssigned:
+    """The owner routing rules chose, only for a lead nobody owns yet: a manual assignment always wins."""
+    _require_lead(state)
+    if state.owner is not None:
+        raise Rejected("owner", f"the lead is already assigned to {state.owner!r}")
+    return LeadAssigned(owner=owner, reason="rule")
 
 
 def qualify_lead(state: LeadState, event: LeadQualified) -> LeadQualified:
@@ -244,3 +271,19 @@ def define_pipeline(event: PipelineDefined) -> PipelineDefined:
     if len(set(ids)) != len(ids):
         raise Rejected("stages", "stage ids must be unique", 422)
     return event
+
+
+def raise_alert(state: AlertState, event: AlertRaised) -> AlertRaised:
+    """One breach raises one alert: only onto an alert with no events yet."""
+    if state.raised or state.escalated:
+        raise Rejected("alert_id", "the alert is already raised")
+    return event
+
+
+def escalate_alert(state: AlertState, manager: str, rep: str | None) -> AlertEscalated:
+    """An unanswered alert goes to the rep's manager once: only onto an alert holding just its raise."""
+    if not state.raised:
+        raise Rejected("alert_id", "no such alert", 404)
+    if state.escalated:
+        raise Rejected("alert_id", "the alert is already escalated")
+    return AlertEscalated(manager=manager, rep=rep)

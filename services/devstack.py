@@ -17,8 +17,8 @@ from pathlib import Path
 import structlog
 
 from events.config import NatsSettings, connect
-from events.envelope import Envelope
 from events.ids import uuid7
+from events.ledger import Context, new_envelope
 from events.signing import new_signing_key, public_key_of
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
@@ -51,17 +51,8 @@ async def prepare_log(settings: NatsSettings) -> None:
         await ensure_streams(js, settings.naming, settings.streams)
         store = EventStore(nc, js, settings.naming)
         now = dt.datetime.now(dt.UTC)
-        envelope = Envelope(
-            event_id=uuid7(),
-            aggregate_type="pipeline",
-            aggregate_id="default",
-            occurred_at=now,
-            recorded_at=now,
-            actor="dealstream-dev",
-            source="system",
-            correlation_id=uuid7(),
-            data=DEFAULT_PIPELINE,
-        )
+        ctx = Context(actor="dealstream-dev", source="system", correlation_id=uuid7(), now=now)
+        envelope = new_envelope(ctx, "pipeline", "default", DEFAULT_PIPELINE)
         with contextlib.suppress(ConcurrencyError):
             await store.append([envelope], expected_version=0)
     finally:

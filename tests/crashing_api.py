@@ -15,7 +15,7 @@ from typing import Any
 
 from litestar.testing import AsyncTestClient
 
-from services.ledger import Ledger
+from events.ledger import Ledger
 from workers.settings import Settings
 
 

@@ -22,11 +22,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from events.commands import CaptureLeads, NewLead
 from events.config import NatsSettings, connect
-from events.envelope import Envelope, RawPayload
+from events.envelope import RawPayload
+from events.handlers import capture_leads
 from events.ids import InvalidId, check_id, derived_id, uuid7
+from events.ledger import Context, Ledger
 from events.personal import Vault
-from events.store import ConcurrencyError, EventStore, StoreUnavailable
+from events.store import EventStore, StoreUnavailable
 from events.streams import MESSAGE_DELETE_DENIED, StreamsNotReady, require_streams
 from events.subjects import Naming
 from events.types import LeadCaptured, Ref, attribute_problems
@@ -91,19 +94,15 @@ def validate(data: bytes, now: dt.datetime) -> InboxLead:
     return item
 
 
-def to_envelope(item: InboxLead, data: bytes, now: dt.datetime, correlation_id: str) -> Envelope:
-    return Envelope(
-        event_id=uuid7(),
-        aggregate_type="lead",
-        aggregate_id=derived_id("nats", item.integration, item.source_ref),
-        occurred_at=item.occurred_at.astimezone(dt.UTC),
-        recorded_at=now,
-        actor=f"integration:{item.integration}",
-        source="nats",
-        correlation_id=correlation_id,
-        data=msgspec.structs.replace(item.lead, source_ref=item.source_ref),
+def to_command(item: InboxLead, data: bytes) -> CaptureLeads:
+    """The capture of a valid inbox message, on the lead its (integration, source_ref) derives."""
+    lead = NewLead(
+        lead_id=derived_id("nats", item.integration, item.source_ref),
+        lead=msgspec.structs.replace(item.lead, source_ref=item.source_ref),
+        occurred_at=item.occurred_at,
         raw=RawPayload(content_type="application/json", body=data.decode("utf-8", "replace")),
     )
+    return CaptureLeads(leads=[lead])
 
 
 class Intake:
@@ -111,10 +110,9 @@ class Intake:
 
     def __init__(self, js: JetStreamContext, store: EventStore, naming: Naming, batch: int = 256) -> None:
         self._js = js
-        self._store = store
         self._naming = naming
         self._batch = batch
-        self._vault = Vault(js, naming)
+        self._ledger = Ledger(store, Vault(js, naming))
 
     @property
     def durable(self) -> str:
@@ -144,19 +142,23 @@ class Intake:
             await self._erase(msg)
             await msg.ack()
             return
-        envelope = to_envelope(item, msg.data, now, correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7())
-        envelope = await self._vault.sealed(envelope)
-        try:
-            [appended] = await self._store.append([envelope], expected_version=0)
+        ctx = Context(
+            actor=f"integration:{item.integration}",
+            source="nats",
+            correlation_id=(msg.headers or {}).get("Nats-Msg-Id") or uuid7(),
+            now=now,
+        )
+        [accepted] = await capture_leads(self._ledger, ctx, to_command(item, msg.data))
+        if accepted.duplicate:
+            log.info("intake.duplicate", lead_id=accepted.aggregate_id, inbox_sequence=meta.sequence.stream)
+        else:
             log.info(
                 "intake.captured",
-                lead_id=envelope.aggregate_id,
-                event_id=envelope.event_id,
-                sequence=appended.sequence,
+                lead_id=accepted.aggregate_id,
+                event_id=accepted.event_id,
+                sequence=accepted.sequence,
                 inbox_sequence=meta.sequence.stream,
             )
-        except ConcurrencyError:
-            log.info("intake.duplicate", lead_id=envelope.aggregate_id, inbox_sequence=meta.sequence.stream)
         await self._erase(msg)
         await msg.ack()
 

@@ -22,8 +22,8 @@ import msgspec
 import psycopg
 
 from events.config import NatsSettings
+from events.ledger import Ledger
 from events.logs import redact_values
-from events.store import EventStore
 from projections.notify import NotifyRules, Smtp, signature
 from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
 from workers.actor import Actor
@@ -73,7 +73,7 @@ class NotifyActor(Actor):
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def tick(self, conn: psycopg.AsyncConnection[Any], store: EventStore) -> None:
+    async def tick(self, conn: psycopg.AsyncConnection[Any], ledger: Ledger) -> None:
         now = dt.datetime.now(dt.UTC)
         for delivery in await due_deliveries(conn, now):
             recipient = self.rules.recipients.get(delivery.recipient)

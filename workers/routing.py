@@ -12,40 +12,29 @@ from typing import Any
 
 import psycopg
 
-from events import aggregates
-from events.envelope import Envelope
-from events.ids import derived_id
-from events.store import ConcurrencyError, EventStore
-from events.types import LeadAssigned
+from events.aggregates import Rejected
+from events.commands import RouteLead
+from events.handlers import route_lead
+from events.ledger import Ledger
+from events.store import ConcurrencyError
 from projections.routing_store import RoutingProjection, pending_routes
 from workers.actor import Actor
 
 
 class RoutingActor(Actor):
-    async def tick(self, conn: psycopg.AsyncConnection[Any], store: EventStore) -> None:
+    name = "routing-worker"
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any], ledger: Ledger) -> None:
         projection = self.engine.projection
         assert isinstance(projection, RoutingProjection)
         for route in await pending_routes(conn, projection.build):
             assert route.decided_owner is not None
-            history = await store.read("lead", route.lead_id)
-            if not history or aggregates.fold_lead([e.envelope for e in history]).owner is not None:
-                continue  # assigned meanwhile: the projection marks it when it folds that event
-            captured = history[0].envelope
-            envelope = Envelope(
-                event_id=derived_id("routing", route.lead_id),
-                aggregate_type="lead",
-                aggregate_id=route.lead_id,
-                # Owned from the first minute: the assignment's business time is the lead's capture.
-                occurred_at=captured.occurred_at,
-                recorded_at=dt.datetime.now(dt.UTC),
-                actor="routing-worker",
-                source="system",
-                correlation_id=captured.correlation_id,
-                causation_id=captured.event_id,
-                data=LeadAssigned(owner=route.decided_owner, reason="rule"),
-            )
+            command = RouteLead(lead_id=route.lead_id, owner=route.decided_owner)
             try:
-                await store.append([envelope], expected_version=history[-1].sequence)
+                # The correlation is the lead's: the handler takes it from the capture.
+                await route_lead(ledger, self.context(dt.datetime.now(dt.UTC), route.lead_id), command)
+            except Rejected:
+                continue  # assigned meanwhile: the projection marks it when it folds that event
             except ConcurrencyError:
-                continue  # the lead moved on: the next poll decides again on its new history
+                continue  # the lead kept moving: the next poll decides again on its new history
             self.log.info("routing.assigned", lead_id=route.lead_id, owner=route.decided_owner, rule=route.rule)

@@ -17,11 +17,13 @@ from typing import Any
 import psycopg
 import structlog
 
+from events.aggregates import Rejected
+from events.commands import EscalateAlert, RaiseAlert
 from events.config import NatsSettings
-from events.envelope import Envelope
-from events.ids import derived_id
-from events.store import ConcurrencyError, EventStore
-from events.types import AlertEscalated, AlertRaised
+from events.handlers import escalate_alert, raise_alert
+from events.ledger import Ledger
+from events.store import ConcurrencyError
+from events.types import AlertRaised
 from projections.sla import Timer
 from projections.sla_store import SlaProjection, due_escalations, due_timers
 from workers.actor import Actor
@@ -30,23 +32,10 @@ from workers.engine import ProjectionEngine
 log = structlog.get_logger("dealstream.sla")
 
 
-def _envelope(timer: Timer, data: AlertRaised | AlertEscalated, at: dt.datetime, now: dt.datetime) -> Envelope:
-    kind = "raised" if isinstance(data, AlertRaised) else "escalated"
-    return Envelope(
-        event_id=derived_id("alert", kind, timer.timer_id),
-        aggregate_type="alert",
-        aggregate_id=timer.timer_id,
-        occurred_at=at,
-        recorded_at=now,
-        actor="sla-worker",
-        source="system",
-        correlation_id=timer.timer_id,
-        data=data,
-    )
-
-
 class AlertScheduler(Actor):
     """Raises due alerts and escalates unanswered ones, every ``poll`` seconds while the build serves."""
+
+    name = "sla-worker"
 
     def __init__(
         self, engine: ProjectionEngine, nats_settings: NatsSettings, database_url: str, poll: float = 0.25
@@ -59,7 +48,7 @@ class AlertScheduler(Actor):
         # Appended but not yet folded back by the projection: skip them instead of re-appending each poll.
         self._in_flight: set[str] = set()
 
-    async def tick(self, conn: psycopg.AsyncConnection[Any], store: EventStore) -> None:
+    async def tick(self, conn: psycopg.AsyncConnection[Any], ledger: Ledger) -> None:
         """Raise what fell due, escalate what went unanswered."""
         now = dt.datetime.now(dt.UTC)
         build, partitions = self.projection.build, self.engine.shard.partitions
@@ -68,12 +57,12 @@ class AlertScheduler(Actor):
         self._in_flight &= {t.timer_id for t in due} | {f"e:{t.timer_id}" for t in pending}
         for timer in due:
             if timer.timer_id not in self._in_flight:
-                await self._raise(store, timer, now)
+                await self._raise(ledger, timer, now)
         for timer in pending:
             if f"e:{timer.timer_id}" not in self._in_flight:
-                await self._escalate(store, timer, now)
+                await self._escalate(ledger, timer, now)
 
-    async def _raise(self, store: EventStore, timer: Timer, now: dt.datetime) -> None:
+    async def _raise(self, ledger: Ledger, timer: Timer, now: dt.datetime) -> None:
         data = AlertRaised(
             kind=timer.kind,
             policy=timer.policy,
@@ -85,9 +74,10 @@ class AlertScheduler(Actor):
             stage=timer.stage,
         )
         self._in_flight.add(timer.timer_id)
+        command = RaiseAlert(alert_id=timer.timer_id, alert=data, occurred_at=timer.deadline)
         try:
-            [appended] = await store.append([_envelope(timer, data, timer.deadline, now)], expected_version=0)
-        except ConcurrencyError:
+            appended = await raise_alert(ledger, self.context(now, timer.timer_id), command)
+        except (Rejected, ConcurrencyError):
             return  # raised before (by an earlier run): the projection has not folded it back yet
         self.raised += 1
         self.log.info(
@@ -101,21 +91,18 @@ class AlertScheduler(Actor):
             sequence=appended.sequence,
         )
 
-    async def _escalate(self, store: EventStore, timer: Timer, now: dt.datetime) -> None:
+    async def _escalate(self, ledger: Ledger, timer: Timer, now: dt.datetime) -> None:
         key = f"e:{timer.timer_id}"
         self._in_flight.add(key)
         manager = self.projection.rules.manager_of(timer.rep)
         if manager is None:
             self.log.warning("sla.escalation.nobody", alert_id=timer.timer_id, rep=timer.rep)
             return
-        history = await store.read("alert", timer.timer_id)
-        if len(history) != 1:
-            return  # escalated already, or not raised yet: nothing to do
-        data = AlertEscalated(manager=manager, rep=timer.rep)
         assert timer.escalate_at is not None
+        command = EscalateAlert(alert_id=timer.timer_id, manager=manager, rep=timer.rep, occurred_at=timer.escalate_at)
         try:
-            await store.append([_envelope(timer, data, timer.escalate_at, now)], expected_version=history[0].sequence)
-        except ConcurrencyError:
-            return
+            await escalate_alert(ledger, self.context(now, timer.timer_id), command)
+        except (Rejected, ConcurrencyError):
+            return  # escalated already, or not raised yet: nothing to do
         self.escalated += 1
         self.log.info("sla.alert.escalated", alert_id=timer.timer_id, manager=manager, rep=timer.rep)

@@ -20,12 +20,12 @@ from litestar.types import ASGIApp, Message, Receive, Send
 from events.aggregates import Rejected
 from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
+from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
 from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
-from services.ledger import Accepted, KeyReused, NotAllWritten
 
 log = structlog.get_logger("dealstream.api")
 

@@ -15,12 +15,14 @@ import msgspec
 from litestar import Response, Router, get, post
 from litestar.exceptions import NotFoundException
 
+from events import handlers
+from events.commands import CaptureLeads, NewLead
 from events.ids import derived_id, uuid7
+from events.ledger import Accepted, Context
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
 from services.api.params import QUERY_OPT
 from services.api.scores import leads_by_score
 from services.errors import AuthError, FieldError, InputError
-from services.ledger import Accepted, Context
 from services.providers import html_form, meta, typeform, webflow
 from services.providers.base import InboundLead
 from services.providers.fields import decode_json
@@ -31,18 +33,16 @@ T = TypeVar("T")
 async def _capture_all(request: AnyRequest, ctx: Context, leads: list[InboundLead], id_scope: str) -> list[Accepted]:
     rt = runtime(request)
     skew = rt.settings.config.max_clock_skew_seconds
-    return await rt.ledger.capture_many(
-        ctx,
-        [
-            (
-                derived_id(id_scope, lead.source_ref) if lead.source_ref else uuid7(),
-                lead.lead,
-                business_time(lead.occurred_at, ctx.now, skew, "occurred_at"),
-                lead.raw,
-            )
-            for lead in leads
-        ],
-    )
+    new = [
+        NewLead(
+            derived_id(id_scope, lead.source_ref) if lead.source_ref else uuid7(),
+            lead.lead,
+            business_time(lead.occurred_at, ctx.now, skew, "occurred_at"),
+            lead.raw,
+        )
+        for lead in leads
+    ]
+    return await handlers.capture_leads(rt.ledger, ctx, CaptureLeads(leads=new))
 
 
 @post(

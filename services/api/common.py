@@ -15,10 +15,10 @@ from litestar.types import Guard
 
 from events.envelope import Source
 from events.ids import AGGREGATE_ID_PATTERN, uuid7
+from events.ledger import Accepted, Context
 from services.api.runtime import Runtime
 from services.auth import Caller
 from services.errors import InputError
-from services.ledger import Accepted, Context
 
 AggregateIdParam = Annotated[str, PathParameter(pattern=AGGREGATE_ID_PATTERN, description="Aggregate id")]
 

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from events.config import connect
+from events.ledger import Ledger
 from events.logs import redact_values
 from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
@@ -24,7 +25,6 @@ from events.streams import StreamsNotReady, require_streams
 from services.auth import Caller, KeyRing, RateLimiter
 from services.config import Settings
 from services.errors import AuthError, RateLimited
-from services.ledger import Ledger
 
 log = structlog.get_logger("dealstream.api")
 

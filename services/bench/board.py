@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
+from events.ledger import Context, new_envelope
 from events.logs import configure_logging
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
@@ -60,16 +61,8 @@ STAGES = ["new", "qualified", "proposal", "negotiation"]
 
 
 def _envelope(aggregate_type: Any, aggregate_id: str, data: Event, at: dt.datetime) -> Envelope:
-    return Envelope(
-        event_id=uuid7(),
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        occurred_at=at,
-        recorded_at=at,
-        actor="bench",
-        source="system",
-        correlation_id=uuid7(),
-        data=data,
+    return new_envelope(
+        Context(actor="bench", source="system", correlation_id=uuid7(), now=at), aggregate_type, aggregate_id, data
     )
 
 

@@ -48,6 +48,7 @@ from events.codec import decode
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
+from events.ledger import Context, Ledger, new_envelope
 from events.logs import configure_logging
 from events.personal import Vault
 from events.store import EventStore
@@ -61,7 +62,6 @@ from services.bench import raw
 from services.bench.http import Answer, LeanClient
 from services.bench.report import Report, Row, machine, percentile, ratio_row, render
 from services.bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
-from services.ledger import Context, Ledger
 from services.localstack import NatsServer, PostgresServer, free_port
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
 
@@ -348,7 +348,7 @@ async def ledger_figures(report: Report, nats_url: str, leads: int, concurrency:
     store = EventStore(nc, js, naming)
     ledger = Ledger(store, Vault(js, naming))
     ctx = Context(actor="bench", source="api", correlation_id=uuid7(), now=dt.datetime.now(dt.UTC))
-    [defined] = await store.append([ledger.envelope(ctx, "pipeline", PIPELINE_ID, PIPELINE)], expected_version=0)
+    [defined] = await store.append([new_envelope(ctx, "pipeline", PIPELINE_ID, PIPELINE)], expected_version=0)
     pipeline = agg.fold_pipeline([(await store.read("pipeline", PIPELINE_ID))[0].envelope])
     events = 0
 
@@ -555,16 +555,12 @@ async def sla_figures(report: Report, nats_url: str, pg_url: str, folder: Path, 
         now = dt.datetime.now(dt.UTC)
         window = 10.0
         envelopes = [
-            Envelope(
-                event_id=uuid7(),
-                aggregate_type="lead",
-                aggregate_id=f"sla-lead-{i}",
+            new_envelope(
+                Context(actor="bench", source="api", correlation_id=uuid7(), now=now),
+                "lead",
+                f"sla-lead-{i}",
+                LeadCaptured(company="Acme", email_domain="example.com"),
                 occurred_at=now - dt.timedelta(seconds=25 - window * i / leads),
-                recorded_at=now,
-                actor="bench",
-                source="api",
-                correlation_id=uuid7(),
-                data=LeadCaptured(company="Acme", email_domain="example.com"),
             )
             for i in range(leads)
         ]

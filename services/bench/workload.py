@@ -15,6 +15,7 @@ from typing import Any
 
 from events.envelope import AggregateType, Envelope
 from events.ids import uuid7
+from events.ledger import Context, new_envelope
 from events.types import (
     DealLost,
     DealOpened,
@@ -77,17 +78,7 @@ def plans(leads: int, touches: int = 1, seed: int = 7) -> list[LeadPlan]:
 
 
 def _envelope(kind: AggregateType, aggregate_id: str, data: Event, at: dt.datetime) -> Envelope:
-    return Envelope(
-        event_id=uuid7(),
-        aggregate_type=kind,
-        aggregate_id=aggregate_id,
-        occurred_at=at,
-        recorded_at=at,
-        actor="bench",
-        source="api",
-        correlation_id=uuid7(),
-        data=data,
-    )
+    return new_envelope(Context(actor="bench", source="api", correlation_id=uuid7(), now=at), kind, aggregate_id, data)
 
 
 def synthetic_log(events: int, start: dt.datetime, seed: int = 11, chunk: int = 2_000) -> Iterator[list[Envelope]]:

@@ -29,6 +29,7 @@ from psycopg import sql
 
 from events.config import NatsSettings, connect
 from events.ids import derived_id, uuid7
+from events.ledger import Context, Ledger
 from events.personal import Vault
 from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
@@ -37,7 +38,6 @@ from projections.board_store import BoardProjection
 from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from services.config import Settings
-from services.ledger import Context, Ledger
 from services.localstack import NatsServer
 from services.providers import hubspot, meta
 from tests.conftest import ADMIN_KEY, FORM_KEY, META_SECRET, TYPEFORM_SECRET, WEBFLOW_SECRET, api_config, wait_healthy

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from events.envelope import Envelope
+from events.ledger import Context, Ledger
 from events.store import ConcurrencyError, EventStore
 from events.types import Event
-from services.ledger import Context, Ledger
 from tests.builders import T0, deal_opened, envelope, stage_changed
 
 pytestmark = pytest.mark.integration

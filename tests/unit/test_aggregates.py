@@ -8,8 +8,11 @@ import pytest
 
 from events import aggregates as agg
 from events.types import (
+    AlertEscalated,
+    AlertRaised,
     DealLost,
     DealWon,
+    LeadAssigned,
     LeadCaptured,
     LeadQualified,
     PipelineDefined,
@@ -113,3 +116,38 @@ def test_opening_needs_a_known_pipeline_and_stage() -> None:
         agg.open_deal(agg.DealState(), PIPELINE, deal_opened("zzz"))
     with pytest.raises(agg.Rejected):
         agg.open_deal(agg.fold_deal([envelope(deal_opened())]), PIPELINE, deal_opened("new"))
+
+
+def test_routing_assigns_only_a_lead_nobody_owns_with_the_rule_as_reason() -> None:
+    captured = envelope(LeadCaptured(email="a@example.com"), aggregate_type="lead", aggregate_id="lead-1")
+    assert agg.route_lead(agg.fold_lead([captured]), "ana") == LeadAssigned(owner="ana", reason="rule")
+    manual = envelope(LeadAssigned(owner="bo"), aggregate_type="lead", aggregate_id="lead-1")
+    with pytest.raises(agg.Rejected) as owned:
+        agg.route_lead(agg.fold_lead([captured, manual]), "ana")
+    assert (owned.value.field, owned.value.status) == ("owner", 409)
+    with pytest.raises(agg.Rejected) as missing:
+        agg.route_lead(agg.LeadState(), "ana")
+    assert missing.value.status == 404
+
+
+ALERT = AlertRaised(kind="first_touch", policy="p", subject_type="lead", subject_id="lead-1", deadline=T0, rep="ana")
+
+
+def test_an_alert_is_raised_once() -> None:
+    assert agg.raise_alert(agg.fold_alert([]), ALERT) == ALERT
+    raised = [envelope(ALERT, aggregate_type="alert", aggregate_id="t-1")]
+    with pytest.raises(agg.Rejected) as again:
+        agg.raise_alert(agg.fold_alert(raised), ALERT)
+    assert (again.value.field, again.value.status) == ("alert_id", 409)
+
+
+def test_an_alert_escalates_once_and_only_once_raised() -> None:
+    raised = [envelope(ALERT, aggregate_type="alert", aggregate_id="t-1")]
+    escalation = agg.escalate_alert(agg.fold_alert(raised), "boss", "ana")
+    assert escalation == AlertEscalated(manager="boss", rep="ana")
+    with pytest.raises(agg.Rejected) as twice:
+        agg.escalate_alert(agg.fold_alert([*raised, envelope(escalation, aggregate_type="alert")]), "boss", "ana")
+    assert twice.value.status == 409
+    with pytest.raises(agg.Rejected) as not_raised:
+        agg.escalate_alert(agg.fold_alert([]), "boss", "ana")
+    assert not_raised.value.status == 404

@@ -1,8 +1,9 @@
-"""The application service behind every write: read the aggregate, decide, append with its version.
+"""The unit of work behind every write: read the aggregate, decide, seal, append with its version.
 
-Commands are retried on a concurrent write unless the caller pinned a version with ``If-Match``; a
-command carrying an ``Idempotency-Key`` that already landed returns the first answer instead of deciding
-again.
+Every entry point (HTTP, the NATS intake, the actors, the CLI, the benchmark) writes through :class:`Ledger`,
+by way of the handlers in ``events/handlers.py``. Commands are retried on a concurrent write unless the caller
+pinned a version with ``If-Match``; a command carrying an ``Idempotency-Key`` that already landed returns the
+first answer instead of deciding again.
 """
 
 from __future__ import annotations
@@ -53,6 +54,33 @@ class Context:
     request_sha256: str | None = None
     """With an idempotency key: the request's fingerprint, kept with its events so that a retry can be told from
     another request reusing the key."""
+    causation_id: str | None = None
+
+
+def new_envelope(
+    ctx: Context,
+    aggregate_type: AggregateType,
+    aggregate_id: str,
+    data: Event,
+    occurred_at: dt.datetime | None = None,
+    raw: RawPayload | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """The one place an event is wrapped for the log: ``ctx`` says who and when, ``event_id`` a derived id."""
+    return Envelope(
+        event_id=event_id or uuid7(),
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        occurred_at=(occurred_at or ctx.now).astimezone(dt.UTC),
+        recorded_at=ctx.now,
+        actor=ctx.actor,
+        source=ctx.source,
+        correlation_id=ctx.correlation_id,
+        causation_id=ctx.causation_id,
+        idempotency_key=ctx.idempotency_key,
+        raw=raw,
+        data=data,
+    )
 
 
 class KeyReused(Exception):
@@ -134,29 +162,6 @@ class Ledger:
                 self._events_held -= len(self._histories.popitem(last=False)[1])
         return history
 
-    def envelope(
-        self,
-        ctx: Context,
-        aggregate_type: AggregateType,
-        aggregate_id: str,
-        data: Event,
-        occurred_at: dt.datetime | None = None,
-        raw: RawPayload | None = None,
-    ) -> Envelope:
-        return Envelope(
-            event_id=uuid7(),
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            occurred_at=(occurred_at or ctx.now).astimezone(dt.UTC),
-            recorded_at=ctx.now,
-            actor=ctx.actor,
-            source=ctx.source,
-            correlation_id=ctx.correlation_id,
-            idempotency_key=ctx.idempotency_key,
-            raw=raw,
-            data=data,
-        )
-
     async def execute(
         self,
         ctx: Context,
@@ -165,8 +170,10 @@ class Ledger:
         decide: Decide,
         occurred_at: dt.datetime | None = None,
         if_match: int | None = None,
+        event_id: str | None = None,
     ) -> Accepted:
-        """Decide on the current state and append; ``if_match`` pins the version the caller saw."""
+        """Decide on the current state and append; ``if_match`` pins the version the caller saw, ``event_id``
+        gives the event a derived id (a system decision made again yields the same event)."""
         for _ in range(self._attempts):
             history = await self.history(aggregate_type, aggregate_id)
             version = history[-1].sequence if history else 0
@@ -177,9 +184,8 @@ class Ledger:
                         return _accepted(stored, version, duplicate=True)
             if if_match is not None and if_match != version:
                 raise ConcurrencyError(if_match, version)
-            envelope = self.envelope(
-                ctx, aggregate_type, aggregate_id, decide([h.envelope for h in history]), occurred_at
-            )
+            data = decide([h.envelope for h in history])
+            envelope = new_envelope(ctx, aggregate_type, aggregate_id, data, occurred_at, event_id=event_id)
             envelope = await self._sealed_text(envelope, history)
             try:
                 [appended] = await self.store.append(
@@ -240,7 +246,7 @@ class Ledger:
         if ctx.request_sha256 is not None and len(leads) > 1:
             # Refused before anything is written: the leads of another request under this key must not land.
             await self._check_not_reused(ctx, [lead_id for lead_id, *_ in leads])
-        envelopes = [self.envelope(ctx, "lead", lead_id, lead, at, raw) for lead_id, lead, at, raw in leads]
+        envelopes = [new_envelope(ctx, "lead", lead_id, lead, at, raw) for lead_id, lead, at, raw in leads]
         if self.vault is not None:
             envelopes = await self.vault.sealed_together(envelopes)
         if len(envelopes) == 1:
