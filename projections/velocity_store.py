@@ -1,12 +1,13 @@
-"""The velocity facts in PostgreSQL: the projection that writes them and the queries that read them back.
+"""The velocity facts in PostgreSQL: the projection that writes them and the selects that read them back.
 
 ``apply_batch`` loads the facts of the touched deals, leads and pipelines, folds the batch in memory with
 :func:`projections.velocity.apply` and writes only what changed, with one ``executemany`` per table. Every
 write is idempotent on its own too: a deal or lead row only moves to a higher ``version``, a visit's
 ``left_at`` is only set once, and amount, owner and pipeline rows are keyed by the sequence of their event.
 
-The read side selects the facts that can matter to a period (business time <= ``as_of``), and the formulas
-in :mod:`projections.velocity` compute the figures from them, so SQL and the reference cannot disagree.
+The queries (:mod:`projections.velocity_queries`) select the facts that can matter to a period (business time
+<= ``as_of``), and the formulas in :mod:`projections.velocity_report` compute the figures from them, so SQL and
+the reference cannot disagree.
 """
 
 from __future__ import annotations
@@ -22,20 +23,13 @@ from events.envelope import AggregateType, StoredEvent
 from projections.velocity import (
     AmountFact,
     DealFacts,
-    GroupBy,
     LeadFacts,
     OwnerFact,
-    Period,
     PipelineVersion,
     StageDef,
     StageVisit,
-    VelocityReport,
     VelocityState,
-    WeightedMonth,
     apply,
-    explicit_period,
-    metrics_report,
-    weighted_by_close_month,
 )
 from projections.versions import build_name
 
@@ -214,7 +208,7 @@ def _children(t: str, table: str, key: str, where: str, params: Params, ids: lis
     return f"{t}{table} c JOIN {t}{parent} USING ({key}) WHERE {where}", params
 
 
-async def _select_deals(
+async def select_deals(
     conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, DealFacts]:
     """Deals matching ``where`` (over ``d``, a deal row; or exactly ``ids``) with their visits and amounts."""
@@ -264,7 +258,7 @@ async def _select_deals(
     return out
 
 
-async def _select_leads(
+async def select_leads(
     conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, LeadFacts]:
     """Leads matching ``where`` (over ``l``, a lead row; or exactly ``ids``) with their owner assignments."""
@@ -295,7 +289,7 @@ async def _select_leads(
     return out
 
 
-async def _select_pipelines(
+async def select_pipelines(
     conn: AsyncConnection[Any], t: str, where: str, params: Params
 ) -> dict[str, tuple[PipelineVersion, ...]]:
     out: dict[str, list[PipelineVersion]] = {}
@@ -328,9 +322,9 @@ async def load_state(
     deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
     by_deal, by_lead = "d.deal_id IN (SELECT unnest(%s::text[]))", "l.lead_id IN (SELECT unnest(%s::text[]))"
     return VelocityState(
-        deals=await _select_deals(conn, t, by_deal, (deals,), deals) if deals else {},
-        leads=await _select_leads(conn, t, by_lead, (leads,), leads) if leads else {},
-        pipelines=await _select_pipelines(conn, t, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
+        deals=await select_deals(conn, t, by_deal, (deals,), deals) if deals else {},
+        leads=await select_leads(conn, t, by_lead, (leads,), leads) if leads else {},
+        pipelines=await select_pipelines(conn, t, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
     )
 
 
@@ -338,9 +332,9 @@ async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> Velocity
     """Every stored fact of one build: for tests and rebuild comparisons."""
     t = f"{build}_"
     return VelocityState(
-        deals=await _select_deals(conn, t, "true", ()),
-        leads=await _select_leads(conn, t, "true", ()),
-        pipelines=await _select_pipelines(conn, t, "true", ()),
+        deals=await select_deals(conn, t, "true", ()),
+        leads=await select_leads(conn, t, "true", ()),
+        pipelines=await select_pipelines(conn, t, "true", ()),
     )
 
 
@@ -412,65 +406,3 @@ class VelocityProjection:
             for statement, rows in zip(self._writes, (deals, visits, amounts, leads, owners, pipelines), strict=True):
                 if rows:
                     await cur.executemany(statement, rows)
-
-
-# --- the read side ------------------------------------------------------------------------------------------------
-
-
-async def metrics(
-    conn: AsyncConnection[Any],
-    period_start: dt.datetime,
-    period_end: dt.datetime,
-    group_by: GroupBy = "overall",
-    as_of: dt.datetime | None = None,
-    previous_start: dt.datetime | None = None,
-    build: str = BUILD,
-) -> VelocityReport:
-    """Every velocity figure for ``[period_start, period_end)`` as known at ``as_of`` (business time; default
-    now), overall or per owner, lead source or pipeline. ``previous_start`` begins the period the lead velocity
-    rate compares with (``[previous_start, period_start)``; default: the same length before). Pass the bounds
-    of :func:`projections.velocity.period` for a calendar period in a time zone. Raises ``ValueError`` on
-    naive or inverted bounds or an unknown ``group_by``."""
-    p = explicit_period(period_start, period_end)
-    if previous_start is not None:
-        if previous_start.tzinfo is None or not previous_start < p.start:
-            raise ValueError("previous_start must be an aware instant before period_start")
-        p = Period(start=p.start, end=p.end, previous_start=previous_start.astimezone(dt.UTC))
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    as_of = as_of.astimezone(dt.UTC)
-    # Every deal that can count: opened before the period ends (and by as_of), and not closed before it began.
-    t = f"{build}_"
-    deals = await _select_deals(
-        conn,
-        t,
-        "d.opened_at < %(end)s AND d.opened_at <= %(as_of)s "
-        "AND (d.closed_at IS NULL OR d.closed_at >= %(start)s OR d.closed_at > %(as_of)s)",
-        {"start": p.start, "end": p.end, "as_of": as_of},
-    )
-    leads = await _select_leads(
-        conn,
-        t,
-        "l.captured_at <= %(as_of)s AND ((l.captured_at >= %(start)s AND l.captured_at < %(end)s) "
-        "OR (l.qualified_at >= %(previous)s AND l.qualified_at < %(end)s))",
-        {"start": p.start, "end": p.end, "previous": p.previous_start, "as_of": as_of},
-    )
-    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
-    return metrics_report(deals.values(), leads.values(), pipelines, p, group_by, as_of)
-
-
-async def weighted_pipeline(
-    conn: AsyncConnection[Any], as_of: dt.datetime | None = None, build: str = BUILD
-) -> list[WeightedMonth]:
-    """Open deals at ``as_of`` (default now) by expected close month and currency: count, amount, and amount x
-    stage probability (see :func:`projections.velocity.weighted_by_close_month`)."""
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    t = f"{build}_"
-    deals = await _select_deals(
-        conn, t, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
-    )
-    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
-    return weighted_by_close_month(deals.values(), pipelines, as_of.astimezone(dt.UTC))

@@ -19,20 +19,9 @@ from events.types import (
     PipelineDefined,
     StageDefinition,
 )
-from projections.velocity import (
-    GROUP_BYS,
-    PERIOD_KINDS,
-    GroupBy,
-    PeriodKind,
-    VelocityState,
-    apply,
-    deal_at,
-    fold,
-    metrics_report,
-    period,
-    stays,
-    weighted_by_close_month,
-)
+from projections.velocity import VelocityState, apply, deal_at, fold
+from projections.velocity_periods import PERIOD_KINDS, PeriodKind, period
+from projections.velocity_report import GROUP_BYS, GroupBy, metrics_report, stays, weighted_by_close_month
 from tests.projection_fixtures import amount, lost, moved, opened, stored, touch, won
 
 STAGES = ["new", "qualified", "proposal", "odd"]
