@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from projections.instants import aware_utc
+
 PeriodKind = Literal["day", "week", "month", "quarter"]
 PERIOD_KINDS: tuple[PeriodKind, ...] = ("day", "week", "month", "quarter")
 
@@ -75,11 +77,9 @@ def period(kind: PeriodKind, day: dt.date, time_zone: str) -> Period:
 
 def explicit_period(start: dt.datetime, end: dt.datetime) -> Period:
     """``[start, end)`` as given (aware datetimes); the previous period is the one of equal length before it."""
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("period bounds must carry a time zone")
+    start, end = aware_utc(start, "period bounds"), aware_utc(end, "period bounds")
     if not start < end:
         raise ValueError("the period must end after it starts")
-    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
     return Period(start=start, end=end, previous_start=start - (end - start))
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from projections.instants import aware_utc
 from projections.velocity_periods import Period, explicit_period
 from projections.velocity_report import GroupBy, VelocityReport, WeightedMonth, metrics_report, weighted_by_close_month
-from projections.velocity_store import BUILD, select_deals, select_leads, select_pipelines
+from projections.velocity_store import BUILD, VelocitySql, select_deals, select_leads, select_pipelines
 
 
 async def metrics(
@@ -35,12 +36,9 @@ async def metrics(
         if previous_start.tzinfo is None or not previous_start < p.start:
             raise ValueError("previous_start must be an aware instant before period_start")
         p = Period(start=p.start, end=p.end, previous_start=previous_start.astimezone(dt.UTC))
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    as_of = as_of.astimezone(dt.UTC)
+    as_of = dt.datetime.now(dt.UTC) if as_of is None else aware_utc(as_of, "as_of")
     # Every deal that can count: opened before the period ends (and by as_of), and not closed before it began.
-    t = f"{build}_"
+    t = VelocitySql(build).tables
     deals = await select_deals(
         conn,
         t,
@@ -64,12 +62,10 @@ async def weighted_pipeline(
 ) -> list[WeightedMonth]:
     """Open deals at ``as_of`` (default now) by expected close month and currency: count, amount, and amount x
     stage probability (see :func:`projections.velocity_report.weighted_by_close_month`)."""
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    t = f"{build}_"
+    as_of = dt.datetime.now(dt.UTC) if as_of is None else aware_utc(as_of, "as_of")
+    t = VelocitySql(build).tables
     deals = await select_deals(
         conn, t, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
     )
     pipelines = await select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
-    return weighted_by_close_month(deals.values(), pipelines, as_of.astimezone(dt.UTC))
+    return weighted_by_close_month(deals.values(), pipelines, as_of)

@@ -12,14 +12,15 @@ the reference cannot disagree.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
+from projections.batch import BatchProjection
+from projections.instants import utc, utc_or_none
 from projections.velocity import (
     AmountFact,
     DealFacts,
@@ -154,15 +155,22 @@ INSERT INTO {P}pipelines (pipeline_id, sequence, defined_at, stages) VALUES (%s,
 ON CONFLICT DO NOTHING
 """  # noqa: S608
 
+
+class VelocitySql:
+    """The velocity statements over one build's tables, ``<build>_deals`` and the rest."""
+
+    def __init__(self, build: str) -> None:
+        t = self.tables = f"{build}_"
+        self.ddl = tuple(statement.format(t=t) for statement in VELOCITY_DDL)
+        self.upsert_deal = _UPSERT_DEAL.format(t=t)
+        self.upsert_visit = _UPSERT_VISIT.format(t=t)
+        self.insert_amount = _INSERT_AMOUNT.format(t=t)
+        self.upsert_lead = _UPSERT_LEAD.format(t=t)
+        self.insert_owner = _INSERT_OWNER.format(t=t)
+        self.insert_pipeline = _INSERT_PIPELINE.format(t=t)
+
+
 _stages_decoder = msgspec.json.Decoder(tuple[StageDef, ...])
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
-
-
-def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(dt.UTC)
 
 
 # --- rows <-> facts ------------------------------------------------------------------------------------------
@@ -222,7 +230,7 @@ async def select_deals(
         )
         for deal_id, stage, entered_at, left_at in await cur.fetchall():
             visits.setdefault(deal_id, []).append(
-                StageVisit(stage=stage, entered_at=_utc(entered_at), left_at=_utc_or_none(left_at))
+                StageVisit(stage=stage, entered_at=utc(entered_at), left_at=utc_or_none(left_at))
             )
         source, args = _children(t, "deal_amounts", "deal_id", where, params, ids)
         await cur.execute(
@@ -232,7 +240,7 @@ async def select_deals(
         )
         for deal_id, seq, at, amount, currency in await cur.fetchall():
             amounts.setdefault(deal_id, []).append(
-                AmountFact(sequence=seq, at=_utc(at), amount=amount, currency=currency)
+                AmountFact(sequence=seq, at=utc(at), amount=amount, currency=currency)
             )
         cols = ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
         await cur.execute(f"SELECT {cols} FROM {t}deals d WHERE {where}", params)  # noqa: S608
@@ -243,16 +251,16 @@ async def select_deals(
                 pipeline_id=r[1],
                 owner=r[2],
                 lead_source=r[3],
-                opened_at=_utc(r[4]),
+                opened_at=utc(r[4]),
                 expected_close_date=r[5],
                 outcome=r[6],
-                closed_at=_utc_or_none(r[7]),
+                closed_at=utc_or_none(r[7]),
                 won_amount=r[8],
                 won_currency=r[9],
                 lost_reason=r[10],
                 visits=tuple(visits.get(r[0], ())),
                 amounts=tuple(amounts.get(r[0], ())),
-                last_at=_utc(r[11]),
+                last_at=utc(r[11]),
                 version=r[12],
             )
     return out
@@ -270,7 +278,7 @@ async def select_leads(
             args,
         )
         for lead_id, seq, at, owner in await cur.fetchall():
-            owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=_utc(at), owner=owner))
+            owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=utc(at), owner=owner))
         cols = ", ".join(f"l.{c.strip()}" for c in _LEAD_COLUMNS.split(","))
         await cur.execute(f"SELECT {cols} FROM {t}leads l WHERE {where}", params)  # noqa: S608
         out: dict[str, LeadFacts] = {}
@@ -278,12 +286,12 @@ async def select_leads(
             out[r[0]] = LeadFacts(
                 lead_id=r[0],
                 source=r[1],
-                captured_at=_utc(r[2]),
-                qualified_at=_utc_or_none(r[3]),
-                disqualified_at=_utc_or_none(r[4]),
+                captured_at=utc(r[2]),
+                qualified_at=utc_or_none(r[3]),
+                disqualified_at=utc_or_none(r[4]),
                 disqualified_reason=r[5],
                 owners=tuple(owners.get(r[0], ())),
-                last_at=_utc(r[6]),
+                last_at=utc(r[6]),
                 version=r[7],
             )
     return out
@@ -304,7 +312,7 @@ async def select_pipelines(
                 PipelineVersion(
                     pipeline_id=pipeline_id,
                     sequence=seq,
-                    defined_at=_utc(defined_at),
+                    defined_at=utc(defined_at),
                     stages=_stages_decoder.decode(stages),
                 )
             )
@@ -313,12 +321,13 @@ async def select_pipelines(
 
 async def load_state(
     conn: AsyncConnection[Any],
-    t: str,
+    sql: VelocitySql,
     deal_ids: Iterable[str],
     lead_ids: Iterable[str],
     pipeline_ids: Iterable[str],
 ) -> VelocityState:
-    """The stored facts of these deals, leads and pipelines, in the tables prefixed ``t``."""
+    """The stored facts of these deals, leads and pipelines."""
+    t = sql.tables
     deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
     by_deal, by_lead = "d.deal_id IN (SELECT unnest(%s::text[]))", "l.lead_id IN (SELECT unnest(%s::text[]))"
     return VelocityState(
@@ -330,7 +339,7 @@ async def load_state(
 
 async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> VelocityState:
     """Every stored fact of one build: for tests and rebuild comparisons."""
-    t = f"{build}_"
+    t = VelocitySql(build).tables
     return VelocityState(
         deals=await select_deals(conn, t, "true", ()),
         leads=await select_leads(conn, t, "true", ()),
@@ -341,7 +350,7 @@ async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> Velocity
 # --- the projection --------------------------------------------------------------------------------------------
 
 
-class VelocityProjection:
+class VelocityProjection(BatchProjection[VelocityState]):
     """Velocity facts: per deal (opening, stage visits, amounts, close), per lead, per pipeline definition."""
 
     name = "velocity"
@@ -353,28 +362,29 @@ class VelocityProjection:
 
     def __init__(self, instance: str = "") -> None:
         self.build = build_name(self.name, self.version, instance)
-        self.tables = f"{self.build}_"
-        self._ddl = tuple(statement.format(t=self.tables) for statement in VELOCITY_DDL)
-        writes = (_UPSERT_DEAL, _UPSERT_VISIT, _INSERT_AMOUNT, _UPSERT_LEAD, _INSERT_OWNER, _INSERT_PIPELINE)
-        self._writes = tuple(statement.format(t=self.tables) for statement in writes)
+        self.sql = VelocitySql(self.build)
 
     def ddl(self) -> Sequence[str]:
-        return self._ddl
+        return self.sql.ddl
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> VelocityState:
         ids: dict[str, set[str]] = {"deal": set(), "lead": set(), "pipeline": set()}
         for e in events:
             ids[e.envelope.aggregate_type].add(e.envelope.aggregate_id)
-        state = await load_state(conn, self.tables, ids["deal"], ids["lead"], ids["pipeline"])
-        before = state.copy()
-        for event in events:
-            apply(state, event)
+        return await load_state(conn, self.sql, ids["deal"], ids["lead"], ids["pipeline"])
+
+    def fold(self, state: VelocityState, event: StoredEvent) -> None:
+        apply(state, event)
+
+    async def write_changes(
+        self, cur: AsyncCursor[Any], before: VelocityState, after: VelocityState, events: Sequence[StoredEvent]
+    ) -> None:
         deals: list[tuple[Any, ...]] = []
         visits: list[tuple[Any, ...]] = []
         amounts: list[tuple[Any, ...]] = []
         # Sorted: a fixed lock order, so two writers can never deadlock.
-        for deal_id in sorted(state.deals):
-            deal, old = state.deals[deal_id], before.deals.get(deal_id)
+        for deal_id in sorted(after.deals):
+            deal, old = after.deals[deal_id], before.deals.get(deal_id)
             if deal is old:
                 continue
             deals.append(_deal_params(deal))
@@ -390,8 +400,8 @@ class VelocityProjection:
             ]
         leads: list[tuple[Any, ...]] = []
         owners: list[tuple[Any, ...]] = []
-        for lead_id in sorted(state.leads):
-            lead, old_lead = state.leads[lead_id], before.leads.get(lead_id)
+        for lead_id in sorted(after.leads):
+            lead, old_lead = after.leads[lead_id], before.leads.get(lead_id)
             if lead is old_lead:
                 continue
             leads.append(_lead_params(lead))
@@ -399,10 +409,18 @@ class VelocityProjection:
             owners += [(lead_id, o.sequence, o.at, o.owner) for o in new_owners]
         pipelines = [
             (v.pipeline_id, v.sequence, v.defined_at, msgspec.json.encode(v.stages).decode())
-            for pipeline_id in sorted(state.pipelines)
-            for v in state.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
+            for pipeline_id in sorted(after.pipelines)
+            for v in after.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
         ]
-        async with conn.cursor() as cur:
-            for statement, rows in zip(self._writes, (deals, visits, amounts, leads, owners, pipelines), strict=True):
-                if rows:
-                    await cur.executemany(statement, rows)
+        sql = self.sql
+        writes = (
+            (sql.upsert_deal, deals),
+            (sql.upsert_visit, visits),
+            (sql.insert_amount, amounts),
+            (sql.upsert_lead, leads),
+            (sql.insert_owner, owners),
+            (sql.insert_pipeline, pipelines),
+        )
+        for statement, rows in writes:
+            if rows:
+                await cur.executemany(statement, rows)
