@@ -11,13 +11,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
 
 import msgspec
 
+from events.types import ShortText as Name
 from projections.sla_rules import Team
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class RoutingRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
