@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import StoredEvent
+from projections.folding import fold_into
 
 if TYPE_CHECKING:
     from _typeshed import SupportsRichComparison
@@ -38,8 +39,7 @@ class BatchProjection(ABC, Generic[S]):
         """Fold ``events`` (in log order) over their stored rows and write the changed ones; never commits."""
         state = await self.load_touched(conn, events)
         before = state.copy()
-        for event in events:
-            self.fold(state, event)
+        fold_into(state, events, self.fold)
         async with conn.cursor() as cur:
             await self.write_changes(cur, before, state, events)
 

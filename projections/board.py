@@ -34,6 +34,7 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
+from projections.folding import fold_into
 from projections.stats import weighted_amount
 
 Status = Literal["open", "won", "lost"]
@@ -105,10 +106,7 @@ def apply(state: BoardState, event: StoredEvent) -> BoardState:
 
 
 def fold(events: Iterable[StoredEvent], state: BoardState | None = None) -> BoardState:
-    state = BoardState() if state is None else state
-    for event in events:
-        apply(state, event)
-    return state
+    return fold_into(BoardState() if state is None else state, events, apply)
 
 
 def _apply_pipeline(state: BoardState, event: StoredEvent) -> None:

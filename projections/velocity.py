@@ -42,6 +42,7 @@ from events.types import (
     LeadQualified,
     PipelineDefined,
 )
+from projections.folding import fold_into
 
 Outcome = Literal["won", "lost"]
 
@@ -149,10 +150,7 @@ def apply(state: VelocityState, event: StoredEvent) -> VelocityState:
 
 
 def fold(events: Iterable[StoredEvent], state: VelocityState | None = None) -> VelocityState:
-    state = VelocityState() if state is None else state
-    for event in events:
-        apply(state, event)
-    return state
+    return fold_into(VelocityState() if state is None else state, events, apply)
 
 
 def _apply_pipeline(state: VelocityState, event: StoredEvent) -> None:

@@ -207,13 +207,31 @@ def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
     )
 
 
-def _children(t: str, table: str, key: str, where: str, params: Params, ids: list[str] | None) -> tuple[str, Params]:
-    """FROM and WHERE of the child rows of the parents matching ``where``: by ``ids`` when the caller has them,
-    which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
-    if ids is not None:
-        return f"{t}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (ids,)
-    parent = "deals d" if key == "deal_id" else "leads l"
-    return f"{t}{table} c JOIN {t}{parent} USING ({key}) WHERE {where}", params
+class _Query:
+    """The rows of the parents (deals or leads) matching ``where`` and of their children, over tables ``t``."""
+
+    def __init__(self, cur: AsyncCursor[Any], t: str, where: str, params: Params, ids: list[str] | None) -> None:
+        self.cur, self.t, self.where, self.params, self.ids = cur, t, where, params, ids
+
+    async def parents(self, table: str, columns: str) -> list[tuple[Any, ...]]:
+        """``columns`` of the matching rows of ``table`` (``"deals d"``: the table and its alias in ``where``)."""
+        alias = table.split()[1]
+        listed = ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+        await self.cur.execute(f"SELECT {listed} FROM {self.t}{table} WHERE {self.where}", self.params)  # noqa: S608
+        return await self.cur.fetchall()
+
+    async def children(self, table: str, key: str, columns: str, order: str = "sequence") -> list[tuple[Any, ...]]:
+        """``key`` and ``columns`` of the child rows, by parent then ``order``. By ``ids`` when the caller has
+        them, which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
+        listed = ", ".join(f"c.{c.strip()}" for c in (key, *columns.split(",")))
+        args: Params
+        if self.ids is not None:
+            source, args = f"{self.t}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (self.ids,)
+        else:
+            parent = "deals d" if key == "deal_id" else "leads l"
+            source, args = f"{self.t}{table} c JOIN {self.t}{parent} USING ({key}) WHERE {self.where}", self.params
+        await self.cur.execute(f"SELECT {listed} FROM {source} ORDER BY c.{key}, c.{order}", args)  # noqa: S608
+        return await self.cur.fetchall()
 
 
 async def select_deals(
@@ -223,29 +241,21 @@ async def select_deals(
     visits: dict[str, list[StageVisit]] = {}
     amounts: dict[str, list[AmountFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children(t, "stage_visits", "deal_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.deal_id, c.stage, c.entered_at, c.left_at FROM {source} ORDER BY c.deal_id, c.n",  # noqa: S608
-            args,
-        )
-        for deal_id, stage, entered_at, left_at in await cur.fetchall():
+        q = _Query(cur, t, where, params, ids)
+        for deal_id, stage, entered_at, left_at in await q.children(
+            "stage_visits", "deal_id", "stage, entered_at, left_at", "n"
+        ):
             visits.setdefault(deal_id, []).append(
                 StageVisit(stage=stage, entered_at=utc(entered_at), left_at=utc_or_none(left_at))
             )
-        source, args = _children(t, "deal_amounts", "deal_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.deal_id, c.sequence, c.at, c.amount, c.currency FROM {source} "  # noqa: S608
-            "ORDER BY c.deal_id, c.sequence",
-            args,
-        )
-        for deal_id, seq, at, amount, currency in await cur.fetchall():
+        for deal_id, seq, at, amount, currency in await q.children(
+            "deal_amounts", "deal_id", "sequence, at, amount, currency"
+        ):
             amounts.setdefault(deal_id, []).append(
                 AmountFact(sequence=seq, at=utc(at), amount=amount, currency=currency)
             )
-        cols = ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {t}deals d WHERE {where}", params)  # noqa: S608
         out: dict[str, DealFacts] = {}
-        for r in await cur.fetchall():
+        for r in await q.parents("deals d", _DEAL_COLUMNS):
             out[r[0]] = DealFacts(
                 deal_id=r[0],
                 pipeline_id=r[1],
@@ -272,17 +282,11 @@ async def select_leads(
     """Leads matching ``where`` (over ``l``, a lead row; or exactly ``ids``) with their owner assignments."""
     owners: dict[str, list[OwnerFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children(t, "lead_owners", "lead_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.lead_id, c.sequence, c.at, c.owner FROM {source} ORDER BY c.lead_id, c.sequence",  # noqa: S608
-            args,
-        )
-        for lead_id, seq, at, owner in await cur.fetchall():
+        q = _Query(cur, t, where, params, ids)
+        for lead_id, seq, at, owner in await q.children("lead_owners", "lead_id", "sequence, at, owner"):
             owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=utc(at), owner=owner))
-        cols = ", ".join(f"l.{c.strip()}" for c in _LEAD_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {t}leads l WHERE {where}", params)  # noqa: S608
         out: dict[str, LeadFacts] = {}
-        for r in await cur.fetchall():
+        for r in await q.parents("leads l", _LEAD_COLUMNS):
             out[r[0]] = LeadFacts(
                 lead_id=r[0],
                 source=r[1],
