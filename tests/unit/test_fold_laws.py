@@ -28,7 +28,6 @@ from events.envelope import AggregateType, Source, StoredEvent
 from events.subjects import partition_of
 from events.types import (
     AlertEscalated,
-    AlertRaised,
     DealLost,
     DealOpened,
     DealStageChanged,
@@ -55,6 +54,7 @@ from tests.builders import envelope
 from tests.unit.test_board_properties import logs as board_logs
 from tests.unit.test_scores import RULES as SCORING_RULES
 from tests.unit.test_sla import RULES as SLA_RULES
+from tests.unit.test_sla import raised
 from tests.unit.test_velocity_properties import logs as velocity_logs
 
 T0 = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
@@ -123,16 +123,7 @@ def deal_event(draw: st.DrawFn) -> Event:
 
 
 def alert_event(draw: st.DrawFn, timer: sla.Timer) -> Event:
-    if draw(st.booleans()):
-        return AlertEscalated(manager="maria", rep=timer.rep)
-    return AlertRaised(
-        kind=timer.kind,
-        policy=timer.policy,
-        subject_type=timer.subject_type,
-        subject_id=timer.subject_id,
-        deadline=timer.deadline,
-        rep=timer.rep,
-    )
+    return AlertEscalated(manager="maria", rep=timer.rep) if draw(st.booleans()) else raised(timer)
 
 
 @st.composite
