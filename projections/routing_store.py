@@ -89,12 +89,7 @@ class RoutingProjection:
         return self.sql.ddl
 
     async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
-        ids = sorted({e.envelope.aggregate_id for e in events})
-        async with conn.cursor() as cur:
-            await cur.execute(f"SELECT {_COLUMNS} FROM {self.sql.leads} WHERE lead_id = ANY(%s)", (ids,))  # noqa: S608
-            leads = {r[0]: _lead(r) for r in await cur.fetchall()}
-            await cur.execute(f"SELECT team, n FROM {self.sql.turns}")  # noqa: S608
-            turns: dict[str, int] = {team: n for team, n in await cur.fetchall()}
+        leads, turns = await load_state(conn, self.sql, sorted({e.envelope.aggregate_id for e in events}))
         before_turns = dict(turns)
         changed: dict[str, LeadRoute] = {}
         for event in events:
@@ -143,6 +138,19 @@ async def pending_routes(conn: AsyncConnection[Any], build: str, limit: int = 20
     return [_lead(r) for r in await cur.fetchall()]
 
 
-async def read_routes(conn: AsyncConnection[Any], build: str) -> dict[str, LeadRoute]:
+async def load_state(
+    conn: AsyncConnection[Any], sql: RoutingSql, lead_ids: Sequence[str]
+) -> tuple[dict[str, LeadRoute], dict[str, int]]:
+    """The stored routes of these leads, and every team's round-robin turns."""
+    async with conn.cursor() as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM {sql.leads} WHERE lead_id = ANY(%s)", (list(lead_ids),))  # noqa: S608
+        leads = {r[0]: _lead(r) for r in await cur.fetchall()}
+        await cur.execute(f"SELECT team, n FROM {sql.turns}")  # noqa: S608
+        turns: dict[str, int] = {team: n for team, n in await cur.fetchall()}
+    return leads, turns
+
+
+async def read_state(conn: AsyncConnection[Any], build: str) -> dict[str, LeadRoute]:
+    """Every stored route of one build."""
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM {RoutingSql(build).leads}")  # noqa: S608
     return {r[0]: _lead(r) for r in await cur.fetchall()}
