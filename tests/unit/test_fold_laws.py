@@ -1,4 +1,5 @@
-"""The laws every projection fold obeys, one suite parametrised over every fold (board, velocity, scores, SLA).
+"""The laws every projection fold obeys, one suite parametrised over every fold (board, velocity, scores,
+routing, SLA).
 
 What the engine and the batch template (:mod:`projections.batch`) rely on:
 
@@ -44,14 +45,16 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
-from projections import board, scores, sla, velocity
+from projections import board, routes, scores, sla, velocity
 from projections.board_store import BoardProjection
 from projections.engine import Projection, Selector, Shard
+from projections.routing_store import RoutingProjection
 from projections.scores_store import ScoresProjection
 from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
 from tests.builders import envelope
 from tests.unit.test_board_properties import logs as board_logs
+from tests.unit.test_routing import RULES as ROUTING_RULES
 from tests.unit.test_scores import RULES as SCORING_RULES
 from tests.unit.test_sla import RULES as SLA_RULES
 from tests.unit.test_sla import raised
@@ -86,11 +89,17 @@ def touchpoint(draw: st.DrawFn) -> TouchpointLogged:
 def lead_event(draw: st.DrawFn) -> Event:
     kind = draw(st.sampled_from(["capture", "capture", "touch", "touch", "assign", "qualify", "disqualify", "erase"]))
     if kind == "capture":
-        return LeadCaptured(email="x@y.io", job_title=draw(st.sampled_from([None, "Head of IT", "Intern"])))
+        return LeadCaptured(
+            email="x@y.io",
+            job_title=draw(st.sampled_from([None, "Head of IT", "Intern"])),
+            country=draw(st.sampled_from([None, "DE", "PL"])),
+        )
     if kind == "touch":
         return touchpoint(draw)
     if kind == "assign":
-        return LeadAssigned(owner=draw(st.sampled_from(["ana", "bob"])))
+        return LeadAssigned(
+            owner=draw(st.sampled_from(["ana", "bob"])), reason=draw(st.sampled_from(["manual", "rule"]))
+        )
     if kind == "qualify":
         return LeadQualified()
     return LeadDisqualified(reason="no") if kind == "disqualify" else LeadErased()
@@ -219,6 +228,15 @@ def scores_touched(store: dict[str, scores.LeadScore], events: Sequence[StoredEv
     return {k: v for k, v in store.items() if k in leads}
 
 
+def routes_touched(store: routes.RoutingTable, events: Sequence[StoredEvent]) -> routes.RoutingTable:
+    leads = ids_of(events, "lead")
+    return routes.RoutingTable(leads={k: v for k, v in store.leads.items() if k in leads}, turns=dict(store.turns))
+
+
+def fit_score(data: LeadCaptured, source: str) -> float:
+    return 80.0 if data.job_title == "Head of IT" else 10.0
+
+
 def sla_touched(store: sla.SlaState, events: Sequence[StoredEvent]) -> sla.SlaState:
     """As :func:`projections.sla_store.load_state`: the touched subjects with their open timers, the timers
     the batch's alerts name, and every pipeline."""
@@ -265,6 +283,15 @@ CASES = [
         apply=lambda state, event: scores.apply(state, event, SCORING_RULES),
         tables=lambda s: {"leads": s},
         touched=scores_touched,
+    ),
+    FoldCase(
+        name="routing",
+        projection=RoutingProjection(ROUTING_RULES, fit_score),
+        logs=lead_logs(),
+        new=routes.RoutingTable,
+        apply=lambda state, event: routes.apply(state, event, ROUTING_RULES, fit_score),
+        tables=lambda s: {"leads": s.leads, "turns": s.turns},
+        touched=routes_touched,
     ),
     FoldCase(
         name="sla",
@@ -369,4 +396,6 @@ def subject_of(event: StoredEvent) -> str:
 
 def shared_tables(case: FoldCase) -> set[str]:
     """Tables every shard holds in full: those of a broadcast type (SLA: the pipelines' rotting days)."""
+    if not case.projection.partitioned:
+        return set(case.tables(case.new()))  # one shard's projection (routing: the turns are shared)
     return {"pipelines", "pipeline_versions"} if "pipeline" in case.projection.broadcast else set()
