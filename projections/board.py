@@ -34,6 +34,8 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
+from projections.folding import fold_into
+from projections.stats import weighted_amount
 
 Status = Literal["open", "won", "lost"]
 STATUSES: tuple[Status, ...] = ("open", "won", "lost")
@@ -104,10 +106,7 @@ def apply(state: BoardState, event: StoredEvent) -> BoardState:
 
 
 def fold(events: Iterable[StoredEvent], state: BoardState | None = None) -> BoardState:
-    state = BoardState() if state is None else state
-    for event in events:
-        apply(state, event)
-    return state
+    return fold_into(BoardState() if state is None else state, events, apply)
 
 
 def _apply_pipeline(state: BoardState, event: StoredEvent) -> None:
@@ -203,11 +202,6 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
 def is_rotting(status: Status, last_activity_at: dt.datetime, rotting_days: int | None, as_of: dt.datetime) -> bool:
     """An open deal with no activity for more than its stage's rotting days, as of a business time."""
     return status == "open" and rotting_days is not None and as_of - last_activity_at > dt.timedelta(rotting_days)
-
-
-def weighted(total: Decimal, probability: float) -> Decimal:
-    """Amount x stage probability; the probability as written (0.3, not 0.29999...)."""
-    return total * Decimal(repr(probability))
 
 
 class AlertBadge(msgspec.Struct, frozen=True, kw_only=True):
@@ -383,7 +377,7 @@ def layout(
                     defined=defined,
                     count=st.count,
                     total=dict(st.total),
-                    weighted={c: weighted(t, stage.probability) for c, t in st.total.items()},
+                    weighted={c: weighted_amount(t, stage.probability) for c, t in st.total.items()},
                     deals=cards,
                     next_cursor=next_cursor,
                 )

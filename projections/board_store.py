@@ -7,12 +7,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from events.envelope import AggregateType, StoredEvent
 from events.types import DealOpened, Event, LeadErased
+from projections.batch import BatchProjection, changed
 from projections.board import ERASED_NAME, BoardState, DealRow, PipelineRow, Stage, apply
+from projections.instants import utc, utc_or_none
 from projections.staging import StagedUpsert, typed
 from projections.versions import build_name
 
@@ -136,14 +138,6 @@ _tasks_decoder = msgspec.json.Decoder(tuple[tuple[str, dt.datetime], ...])
 _encode = msgspec.json.encode
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
-
-
-def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(dt.UTC)
-
-
 def deal_from_record(r: Sequence[Any]) -> DealRow:
     """A :func:`deal_select` record as a row (times in UTC, whatever the session's time zone)."""
     return DealRow(
@@ -155,11 +149,11 @@ def deal_from_record(r: Sequence[Any]) -> DealRow:
         currency=r[5],
         owner=r[6],
         status=r[7],
-        stage_entered_at=_utc(r[8]),
-        last_activity_at=_utc(r[9]),
-        next_task_due_at=_utc_or_none(r[10]),
-        opened_at=_utc(r[11]),
-        closed_at=_utc_or_none(r[12]),
+        stage_entered_at=utc(r[8]),
+        last_activity_at=utc(r[9]),
+        next_task_due_at=utc_or_none(r[10]),
+        opened_at=utc(r[11]),
+        closed_at=utc_or_none(r[12]),
         lost_reason=r[13],
         open_tasks=_tasks_decoder.decode(r[14]),
         version=r[15],
@@ -216,7 +210,7 @@ async def load_state(
     return state
 
 
-class BoardProjection:
+class BoardProjection(BatchProjection[BoardState]):
     """The sales board: one row per deal, one per pipeline. ``instance`` labels a separate build of the same
     version (its own tables and checkpoints), e.g. a rebuild to compare with the live one."""
 
@@ -236,37 +230,37 @@ class BoardProjection:
     def ddl(self) -> Sequence[str]:
         return self.sql.ddl
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> BoardState:
         deal_ids = {e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "deal"}
         pipeline_ids = {e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "pipeline"}
-        state = await load_state(conn, self.sql, deal_ids, pipeline_ids)
-        before = state.copy()
-        for event in events:
-            apply(state, event)
-        # Sorted: a fixed lock order, so two writers of shared rows can never deadlock.
-        deals = [state.deals[k] for k in sorted(state.deals) if state.deals[k] is not before.deals.get(k)]
-        pipelines = [
-            state.pipelines[k] for k in sorted(state.pipelines) if state.pipelines[k] is not before.pipelines.get(k)
-        ]
+        return await load_state(conn, self.sql, deal_ids, pipeline_ids)
+
+    def fold(self, state: BoardState, event: StoredEvent) -> None:
+        apply(state, event)
+
+    async def write_changes(
+        self, cur: AsyncCursor[Any], before: BoardState, after: BoardState, events: Sequence[StoredEvent]
+    ) -> None:
+        deals = changed(after.deals, before.deals)
+        pipelines = changed(after.pipelines, before.pipelines)
         links = [
             (e.envelope.aggregate_id, e.envelope.data.lead_id, e.sequence)
             for e in events
             if isinstance(e.envelope.data, DealOpened) and e.envelope.data.lead_id is not None
         ]
         erasures = [(e.envelope.aggregate_id, e.sequence) for e in events if isinstance(e.envelope.data, LeadErased)]
-        async with conn.cursor() as cur:
-            if deals:
-                await self.sql.staged_deals.write(cur, [_deal_record(deal) for deal in deals])
-            if pipelines:
-                await cur.executemany(
-                    self.sql.upsert_pipeline,
-                    [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
-                )
-            if links:
-                await cur.executemany(self.sql.link_lead, links)
-            # After the batch's rows are written, so a deal folded in the same batch is scrubbed too.
-            for lead_id, sequence in erasures:
-                await cur.execute(self.sql.scrub_lead, (ERASED_NAME, lead_id, sequence, ERASED_NAME))
+        if deals:
+            await self.sql.staged_deals.write(cur, [_deal_record(deal) for deal in deals])
+        if pipelines:
+            await cur.executemany(
+                self.sql.upsert_pipeline,
+                [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
+            )
+        if links:
+            await cur.executemany(self.sql.link_lead, links)
+        # After the batch's rows are written, so a deal folded in the same batch is scrubbed too.
+        for lead_id, sequence in erasures:
+            await cur.execute(self.sql.scrub_lead, (ERASED_NAME, lead_id, sequence, ERASED_NAME))
 
 
 async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> BoardState:

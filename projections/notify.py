@@ -19,7 +19,6 @@ from events.ids import derived_id
 from events.types import AlertEscalated, AlertRaised, LeadQualified
 
 Channel = Literal["webhook", "email"]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -9,13 +9,11 @@ routing worker only assigns a lead that has no owner when its decision is append
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
 
 import msgspec
 
+from events.types import ShortText as Name
 from projections.sla_rules import Team
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class RoutingRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -3,40 +3,20 @@ and the round-robin turns of each team. Run it as one shard: the turns are share
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import Event, LeadAssigned, LeadCaptured
-from projections.routing import RoutingRules, route
+from events.types import Event, LeadCaptured
+from projections.batch import BatchProjection, changed
+from projections.routes import FitScore, LeadRoute, RoutingTable, apply
+from projections.routing import RoutingRules
 from projections.versions import BuildVersion, build_name
 
 VERSION = 1
 """The routing fold's logic version; a build is this and the rules version (:class:`BuildVersion`)."""
-
-RoutingState = Literal["pending", "assigned", "manual", "unrouted"]
-
-FitScore = Callable[[LeadCaptured, str], float]
-"""A lead's fit score at capture (from the scoring rules), for rules with ``min_score``."""
-
-
-class LeadRoute(msgspec.Struct, frozen=True, kw_only=True):
-    """``pending``: the rules chose ``decided_owner`` and the log has no owner yet (the worker appends the
-    assignment); ``assigned``: the rules' choice is in the log; ``manual``: someone assigned it first;
-    ``unrouted``: no rule and no fallback."""
-
-    lead_id: str
-    decided_owner: str | None
-    rule: str | None
-    team: str | None
-    fit_score: float
-    owner: str | None
-    state: RoutingState
-    version: int
-
 
 _FIELDS = ("lead_id", "decided_owner", "rule", "team", "fit_score", "owner", "state", "version")
 _COLUMNS = ", ".join(_FIELDS)
@@ -67,7 +47,7 @@ def _lead(r: Sequence[Any]) -> LeadRoute:
     return LeadRoute(**dict(zip(_FIELDS, r, strict=True)))
 
 
-class RoutingProjection:
+class RoutingProjection(BatchProjection[RoutingTable]):
     """Decides an owner for every captured lead; the routing worker appends the decisions still pending."""
 
     name = "routing"
@@ -88,51 +68,21 @@ class RoutingProjection:
     def ddl(self) -> Sequence[str]:
         return self.sql.ddl
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
-        ids = sorted({e.envelope.aggregate_id for e in events})
-        async with conn.cursor() as cur:
-            await cur.execute(f"SELECT {_COLUMNS} FROM {self.sql.leads} WHERE lead_id = ANY(%s)", (ids,))  # noqa: S608
-            leads = {r[0]: _lead(r) for r in await cur.fetchall()}
-            await cur.execute(f"SELECT team, n FROM {self.sql.turns}")  # noqa: S608
-            turns: dict[str, int] = {team: n for team, n in await cur.fetchall()}
-        before_turns = dict(turns)
-        changed: dict[str, LeadRoute] = {}
-        for event in events:
-            env, seq = event.envelope, event.sequence
-            row = leads.get(env.aggregate_id)
-            if row is not None and seq <= row.version:
-                continue
-            data = env.data
-            if isinstance(data, LeadCaptured) and row is None:
-                fit = self.fit_score(data, env.source)
-                decision = route(self.rules, env.source, data.country, fit, turns)
-                if decision.team is not None:
-                    turns[decision.team] = turns.get(decision.team, 0) + 1
-                row = LeadRoute(
-                    lead_id=env.aggregate_id,
-                    decided_owner=decision.owner,
-                    rule=decision.rule,
-                    team=decision.team,
-                    fit_score=fit,
-                    owner=None,
-                    state="pending" if decision.owner else "unrouted",
-                    version=seq,
-                )
-            elif isinstance(data, LeadAssigned) and row is not None:
-                by_rules = data.reason == "rule" and row.state == "pending"
-                state: RoutingState = "assigned" if by_rules else "manual" if row.state == "pending" else row.state
-                row = msgspec.structs.replace(row, owner=data.owner, state=state, version=seq)
-            else:
-                continue
-            leads[row.lead_id] = changed[row.lead_id] = row
-        async with conn.cursor() as cur:
-            if changed:
-                await cur.executemany(
-                    self.sql.upsert_lead, [tuple(getattr(r, f) for f in _FIELDS) for _, r in sorted(changed.items())]
-                )
-            moved = sorted((team, n) for team, n in turns.items() if before_turns.get(team) != n)
-            if moved:
-                await cur.executemany(self.sql.upsert_turns, moved)
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> RoutingTable:
+        return await load_state(conn, self.sql, sorted({e.envelope.aggregate_id for e in events}))
+
+    def fold(self, state: RoutingTable, event: StoredEvent) -> None:
+        apply(state, event, self.rules, self.fit_score)
+
+    async def write_changes(
+        self, cur: AsyncCursor[Any], before: RoutingTable, after: RoutingTable, events: Sequence[StoredEvent]
+    ) -> None:
+        leads = changed(after.leads, before.leads)
+        if leads:
+            await cur.executemany(self.sql.upsert_lead, [tuple(getattr(r, f) for f in _FIELDS) for r in leads])
+        moved = sorted((team, n) for team, n in after.turns.items() if before.turns.get(team) != n)
+        if moved:
+            await cur.executemany(self.sql.upsert_turns, moved)
 
 
 async def pending_routes(conn: AsyncConnection[Any], build: str, limit: int = 200) -> list[LeadRoute]:
@@ -143,6 +93,17 @@ async def pending_routes(conn: AsyncConnection[Any], build: str, limit: int = 20
     return [_lead(r) for r in await cur.fetchall()]
 
 
-async def read_routes(conn: AsyncConnection[Any], build: str) -> dict[str, LeadRoute]:
+async def load_state(conn: AsyncConnection[Any], sql: RoutingSql, lead_ids: Sequence[str]) -> RoutingTable:
+    """The stored routes of these leads, and every team's round-robin turns."""
+    async with conn.cursor() as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM {sql.leads} WHERE lead_id = ANY(%s)", (list(lead_ids),))  # noqa: S608
+        leads = {r[0]: _lead(r) for r in await cur.fetchall()}
+        await cur.execute(f"SELECT team, n FROM {sql.turns}")  # noqa: S608
+        turns: dict[str, int] = {team: n for team, n in await cur.fetchall()}
+    return RoutingTable(leads, turns)
+
+
+async def read_state(conn: AsyncConnection[Any], build: str) -> dict[str, LeadRoute]:
+    """Every stored route of one build."""
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM {RoutingSql(build).leads}")  # noqa: S608
     return {r[0]: _lead(r) for r in await cur.fetchall()}

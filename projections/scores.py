@@ -16,6 +16,7 @@ import msgspec
 
 from events.envelope import StoredEvent
 from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadErased, LeadQualified, TouchpointLogged
+from projections.folding import fold_into
 from projections.scoring import (
     ERASED,
     Contribution,
@@ -104,10 +105,7 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
 def fold(
     events: Iterable[StoredEvent], rules: ScoringRules, leads: dict[str, LeadScore] | None = None
 ) -> dict[str, LeadScore]:
-    leads = {} if leads is None else leads
-    for event in events:
-        apply(leads, event, rules)
-    return leads
+    return fold_into({} if leads is None else leads, events, lambda state, event: apply(state, event, rules))
 
 
 class ScoreChange(msgspec.Struct, frozen=True, kw_only=True):

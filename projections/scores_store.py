@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
 from events.types import Event, LeadCaptured, TouchpointLogged
+from projections.batch import BatchProjection, changed
 from projections.scores import LeadScore, apply
 from projections.scoring import NO_RULES, ScoringRules, score
 from projections.versions import BuildVersion, build_name
@@ -44,7 +45,7 @@ class ScoresSql:
         self.select = f"SELECT row::text FROM {self.leads}"  # noqa: S608
 
 
-class ScoresProjection:
+class ScoresProjection(BatchProjection[dict[str, LeadScore]]):
     """Scores every lead under one version of the scoring rules. A new rules version builds beside the
     serving one and does not take over by itself: compare the two (``dealstream scores diff``), then switch
     (``dealstream projections switch scores BUILD``)."""
@@ -72,31 +73,39 @@ class ScoresProjection:
             "ON CONFLICT (id) DO UPDATE SET rules = EXCLUDED.rules",
         )
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
-        ids = sorted({e.envelope.aggregate_id for e in events})
-        leads = await load(conn, self.build, ids)
-        before = dict(leads)
-        for event in events:
-            apply(leads, event, self.rules)
-        changed = [leads[k] for k in sorted(leads) if leads[k] is not before.get(k)]
-        if changed:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    self.sql.upsert,
-                    [
-                        (r.lead_id, r.owner, r.status, r.score, r.crossed_sequence, _encode(r).decode(), r.version)
-                        for r in changed
-                    ],
-                )
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> dict[str, LeadScore]:
+        return await load_state(conn, self.sql, sorted({e.envelope.aggregate_id for e in events}))
+
+    def fold(self, state: dict[str, LeadScore], event: StoredEvent) -> None:
+        apply(state, event, self.rules)
+
+    async def write_changes(
+        self,
+        cur: AsyncCursor[Any],
+        before: dict[str, LeadScore],
+        after: dict[str, LeadScore],
+        events: Sequence[StoredEvent],
+    ) -> None:
+        rows = changed(after, before)
+        if rows:
+            await cur.executemany(
+                self.sql.upsert,
+                [
+                    (r.lead_id, r.owner, r.status, r.score, r.crossed_sequence, _encode(r).decode(), r.version)
+                    for r in rows
+                ],
+            )
 
 
-async def load(conn: AsyncConnection[Any], build: str, lead_ids: Sequence[str]) -> dict[str, LeadScore]:
-    cur = await conn.execute(f"{ScoresSql(build).select} WHERE lead_id = ANY(%s)", (list(lead_ids),))
+async def load_state(conn: AsyncConnection[Any], sql: ScoresSql, lead_ids: Sequence[str]) -> dict[str, LeadScore]:
+    """The stored scores of these leads."""
+    cur = await conn.execute(f"{sql.select} WHERE lead_id = ANY(%s)", (list(lead_ids),))
     rows = [_row_decoder.decode(r[0]) for r in await cur.fetchall()]
     return {r.lead_id: r for r in rows}
 
 
-async def read_all(conn: AsyncConnection[Any], build: str) -> dict[str, LeadScore]:
+async def read_state(conn: AsyncConnection[Any], build: str) -> dict[str, LeadScore]:
+    """Every stored score of one build."""
     cur = await conn.execute(ScoresSql(build).select)
     rows = [_row_decoder.decode(r[0]) for r in await cur.fetchall()]
     return {r.lead_id: r for r in rows}

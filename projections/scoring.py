@@ -17,13 +17,12 @@ import re
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
 
 from events.types import Direction, LeadCaptured, TouchpointKind
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+from events.types import ShortText as Name
 
 FIELDS = ("company", "job_title", "country", "source", "email_domain", "has_phone", "message", "form_id")
 """What a fit rule can look at, besides ``answers.<key>`` and ``campaign.<key>``."""

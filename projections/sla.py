@@ -38,6 +38,7 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
+from projections.folding import fold_into
 from projections.sla_rules import Policy, SlaRules
 
 SubjectType = Literal["lead", "deal"]
@@ -150,10 +151,7 @@ def apply(state: SlaState, event: StoredEvent, rules: SlaRules) -> SlaState:
 
 
 def fold(events: Iterable[StoredEvent], rules: SlaRules, state: SlaState | None = None) -> SlaState:
-    state = SlaState() if state is None else state
-    for event in events:
-        apply(state, event, rules)
-    return state
+    return fold_into(SlaState() if state is None else state, events, lambda s, event: apply(s, event, rules))
 
 
 def _apply_pipeline(state: SlaState, event: StoredEvent) -> None:

@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from events.types import ShortText as Name
 from events.types import SlaKind
 from projections.business_time import Calendar, add_business_time
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Minutes = Annotated[float, msgspec.Meta(gt=0, le=525_600)]
 
 

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
 from events.subjects import partition_of
+from projections.batch import BatchProjection, changed
 from projections.sla import SlaState, Subject, Timer, apply
 from projections.sla_rules import SlaRules
 from projections.staging import StagedUpsert, typed
@@ -156,7 +157,7 @@ async def load_state(
     return state
 
 
-class SlaProjection:
+class SlaProjection(BatchProjection[SlaState]):
     """Follow-up SLA timers and the alerts raised on them."""
 
     name = "sla"
@@ -173,7 +174,7 @@ class SlaProjection:
     def ddl(self) -> Sequence[str]:
         return self.sql.ddl
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> SlaState:
         subjects = sorted(
             {
                 (e.envelope.aggregate_type, e.envelope.aggregate_id)
@@ -183,28 +184,30 @@ class SlaProjection:
             - {("pipeline", e.envelope.aggregate_id) for e in events}
         )
         alerts = sorted({e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "alert"})
-        state = await load_state(conn, self.sql, subjects, alerts)
-        before = state.copy()
-        for event in events:
-            apply(state, event, self.rules)
-        changed_subjects = [
-            state.subjects[k] for k in sorted(state.subjects) if state.subjects[k] is not before.subjects.get(k)
-        ]
-        changed_timers = [state.timers[k] for k in sorted(state.timers) if state.timers[k] is not before.timers.get(k)]
+        return await load_state(conn, self.sql, subjects, alerts)
+
+    def fold(self, state: SlaState, event: StoredEvent) -> None:
+        apply(state, event, self.rules)
+
+    async def write_changes(
+        self, cur: AsyncCursor[Any], before: SlaState, after: SlaState, events: Sequence[StoredEvent]
+    ) -> None:
+        changed_subjects = changed(after.subjects, before.subjects)
+        changed_timers = changed(after.timers, before.timers)
+        # A pipeline's rotting days are a plain dict, replaced with its version: compared by version, not identity.
         changed_pipelines = [
-            (k, msgspec.json.encode(state.pipelines[k]).decode(), state.pipeline_versions[k])
-            for k in sorted(state.pipelines)
-            if state.pipeline_versions[k] != before.pipeline_versions.get(k)
+            (k, msgspec.json.encode(after.pipelines[k]).decode(), after.pipeline_versions[k])
+            for k in sorted(after.pipelines)
+            if after.pipeline_versions[k] != before.pipeline_versions.get(k)
         ]
-        async with conn.cursor() as cur:
-            if changed_subjects:
-                await self.sql.staged_subjects.write(
-                    cur, [tuple(getattr(s, f) for f in _SUBJECT_FIELDS) for s in changed_subjects]
-                )
-            if changed_timers:
-                await self.sql.staged_timers.write(cur, [_timer_params(t) for t in changed_timers])
-            if changed_pipelines:
-                await cur.executemany(self.sql.upsert_pipeline, changed_pipelines)
+        if changed_subjects:
+            await self.sql.staged_subjects.write(
+                cur, [tuple(getattr(s, f) for f in _SUBJECT_FIELDS) for s in changed_subjects]
+            )
+        if changed_timers:
+            await self.sql.staged_timers.write(cur, [_timer_params(t) for t in changed_timers])
+        if changed_pipelines:
+            await cur.executemany(self.sql.upsert_pipeline, changed_pipelines)
 
 
 async def read_state(conn: AsyncConnection[Any], build: str) -> SlaState:

@@ -1,41 +1,36 @@
-"""The velocity facts in PostgreSQL: the projection that writes them and the queries that read them back.
+"""The velocity facts in PostgreSQL: the projection that writes them and the selects that read them back.
 
 ``apply_batch`` loads the facts of the touched deals, leads and pipelines, folds the batch in memory with
 :func:`projections.velocity.apply` and writes only what changed, with one ``executemany`` per table. Every
 write is idempotent on its own too: a deal or lead row only moves to a higher ``version``, a visit's
 ``left_at`` is only set once, and amount, owner and pipeline rows are keyed by the sequence of their event.
 
-The read side selects the facts that can matter to a period (business time <= ``as_of``), and the formulas
-in :mod:`projections.velocity` compute the figures from them, so SQL and the reference cannot disagree.
+The queries (:mod:`projections.velocity_queries`) select the facts that can matter to a period (business time
+<= ``as_of``), and the formulas in :mod:`projections.velocity_report` compute the figures from them, so SQL and
+the reference cannot disagree.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
+from projections.batch import BatchProjection
+from projections.instants import utc, utc_or_none
 from projections.velocity import (
     AmountFact,
     DealFacts,
-    GroupBy,
     LeadFacts,
     OwnerFact,
-    Period,
     PipelineVersion,
     StageDef,
     StageVisit,
-    VelocityReport,
     VelocityState,
-    WeightedMonth,
     apply,
-    explicit_period,
-    metrics_report,
-    weighted_by_close_month,
 )
 from projections.versions import build_name
 
@@ -160,15 +155,22 @@ INSERT INTO {P}pipelines (pipeline_id, sequence, defined_at, stages) VALUES (%s,
 ON CONFLICT DO NOTHING
 """  # noqa: S608
 
+
+class VelocitySql:
+    """The velocity statements over one build's tables, ``<build>_deals`` and the rest."""
+
+    def __init__(self, build: str) -> None:
+        t = self.tables = f"{build}_"
+        self.ddl = tuple(statement.format(t=t) for statement in VELOCITY_DDL)
+        self.upsert_deal = _UPSERT_DEAL.format(t=t)
+        self.upsert_visit = _UPSERT_VISIT.format(t=t)
+        self.insert_amount = _INSERT_AMOUNT.format(t=t)
+        self.upsert_lead = _UPSERT_LEAD.format(t=t)
+        self.insert_owner = _INSERT_OWNER.format(t=t)
+        self.insert_pipeline = _INSERT_PIPELINE.format(t=t)
+
+
 _stages_decoder = msgspec.json.Decoder(tuple[StageDef, ...])
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
-
-
-def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.astimezone(dt.UTC)
 
 
 # --- rows <-> facts ------------------------------------------------------------------------------------------
@@ -205,97 +207,101 @@ def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
     )
 
 
-def _children(t: str, table: str, key: str, where: str, params: Params, ids: list[str] | None) -> tuple[str, Params]:
-    """FROM and WHERE of the child rows of the parents matching ``where``: by ``ids`` when the caller has them,
-    which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
-    if ids is not None:
-        return f"{t}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (ids,)
-    parent = "deals d" if key == "deal_id" else "leads l"
-    return f"{t}{table} c JOIN {t}{parent} USING ({key}) WHERE {where}", params
+class _Query:
+    """The rows of the parents (deals or leads) matching ``where`` and of their children, over tables ``t``."""
+
+    def __init__(self, cur: AsyncCursor[Any], t: str, where: str, params: Params, ids: list[str] | None) -> None:
+        self.cur, self.t, self.where, self.params, self.ids = cur, t, where, params, ids
+
+    async def parents(self, table: str, columns: str) -> list[tuple[Any, ...]]:
+        """``columns`` of the matching rows of ``table`` (``"deals d"``: the table and its alias in ``where``)."""
+        alias = table.split()[1]
+        listed = ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+        await self.cur.execute(f"SELECT {listed} FROM {self.t}{table} WHERE {self.where}", self.params)  # noqa: S608
+        return await self.cur.fetchall()
+
+    async def children(self, table: str, key: str, columns: str, order: str = "sequence") -> list[tuple[Any, ...]]:
+        """``key`` and ``columns`` of the child rows, by parent then ``order``. By ``ids`` when the caller has
+        them, which lets PostgreSQL probe the child's primary key instead of joining the whole table."""
+        listed = ", ".join(f"c.{c.strip()}" for c in (key, *columns.split(",")))
+        args: Params
+        if self.ids is not None:
+            source, args = f"{self.t}{table} c WHERE c.{key} IN (SELECT unnest(%s::text[]))", (self.ids,)
+        else:
+            parent = "deals d" if key == "deal_id" else "leads l"
+            source, args = f"{self.t}{table} c JOIN {self.t}{parent} USING ({key}) WHERE {self.where}", self.params
+        await self.cur.execute(f"SELECT {listed} FROM {source} ORDER BY c.{key}, c.{order}", args)  # noqa: S608
+        return await self.cur.fetchall()
 
 
-async def _select_deals(
+async def select_deals(
     conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, DealFacts]:
     """Deals matching ``where`` (over ``d``, a deal row; or exactly ``ids``) with their visits and amounts."""
     visits: dict[str, list[StageVisit]] = {}
     amounts: dict[str, list[AmountFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children(t, "stage_visits", "deal_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.deal_id, c.stage, c.entered_at, c.left_at FROM {source} ORDER BY c.deal_id, c.n",  # noqa: S608
-            args,
-        )
-        for deal_id, stage, entered_at, left_at in await cur.fetchall():
+        q = _Query(cur, t, where, params, ids)
+        for deal_id, stage, entered_at, left_at in await q.children(
+            "stage_visits", "deal_id", "stage, entered_at, left_at", "n"
+        ):
             visits.setdefault(deal_id, []).append(
-                StageVisit(stage=stage, entered_at=_utc(entered_at), left_at=_utc_or_none(left_at))
+                StageVisit(stage=stage, entered_at=utc(entered_at), left_at=utc_or_none(left_at))
             )
-        source, args = _children(t, "deal_amounts", "deal_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.deal_id, c.sequence, c.at, c.amount, c.currency FROM {source} "  # noqa: S608
-            "ORDER BY c.deal_id, c.sequence",
-            args,
-        )
-        for deal_id, seq, at, amount, currency in await cur.fetchall():
+        for deal_id, seq, at, amount, currency in await q.children(
+            "deal_amounts", "deal_id", "sequence, at, amount, currency"
+        ):
             amounts.setdefault(deal_id, []).append(
-                AmountFact(sequence=seq, at=_utc(at), amount=amount, currency=currency)
+                AmountFact(sequence=seq, at=utc(at), amount=amount, currency=currency)
             )
-        cols = ", ".join(f"d.{c.strip()}" for c in _DEAL_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {t}deals d WHERE {where}", params)  # noqa: S608
         out: dict[str, DealFacts] = {}
-        for r in await cur.fetchall():
+        for r in await q.parents("deals d", _DEAL_COLUMNS):
             out[r[0]] = DealFacts(
                 deal_id=r[0],
                 pipeline_id=r[1],
                 owner=r[2],
                 lead_source=r[3],
-                opened_at=_utc(r[4]),
+                opened_at=utc(r[4]),
                 expected_close_date=r[5],
                 outcome=r[6],
-                closed_at=_utc_or_none(r[7]),
+                closed_at=utc_or_none(r[7]),
                 won_amount=r[8],
                 won_currency=r[9],
                 lost_reason=r[10],
                 visits=tuple(visits.get(r[0], ())),
                 amounts=tuple(amounts.get(r[0], ())),
-                last_at=_utc(r[11]),
+                last_at=utc(r[11]),
                 version=r[12],
             )
     return out
 
 
-async def _select_leads(
+async def select_leads(
     conn: AsyncConnection[Any], t: str, where: str, params: Params, ids: list[str] | None = None
 ) -> dict[str, LeadFacts]:
     """Leads matching ``where`` (over ``l``, a lead row; or exactly ``ids``) with their owner assignments."""
     owners: dict[str, list[OwnerFact]] = {}
     async with conn.cursor() as cur:
-        source, args = _children(t, "lead_owners", "lead_id", where, params, ids)
-        await cur.execute(
-            f"SELECT c.lead_id, c.sequence, c.at, c.owner FROM {source} ORDER BY c.lead_id, c.sequence",  # noqa: S608
-            args,
-        )
-        for lead_id, seq, at, owner in await cur.fetchall():
-            owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=_utc(at), owner=owner))
-        cols = ", ".join(f"l.{c.strip()}" for c in _LEAD_COLUMNS.split(","))
-        await cur.execute(f"SELECT {cols} FROM {t}leads l WHERE {where}", params)  # noqa: S608
+        q = _Query(cur, t, where, params, ids)
+        for lead_id, seq, at, owner in await q.children("lead_owners", "lead_id", "sequence, at, owner"):
+            owners.setdefault(lead_id, []).append(OwnerFact(sequence=seq, at=utc(at), owner=owner))
         out: dict[str, LeadFacts] = {}
-        for r in await cur.fetchall():
+        for r in await q.parents("leads l", _LEAD_COLUMNS):
             out[r[0]] = LeadFacts(
                 lead_id=r[0],
                 source=r[1],
-                captured_at=_utc(r[2]),
-                qualified_at=_utc_or_none(r[3]),
-                disqualified_at=_utc_or_none(r[4]),
+                captured_at=utc(r[2]),
+                qualified_at=utc_or_none(r[3]),
+                disqualified_at=utc_or_none(r[4]),
                 disqualified_reason=r[5],
                 owners=tuple(owners.get(r[0], ())),
-                last_at=_utc(r[6]),
+                last_at=utc(r[6]),
                 version=r[7],
             )
     return out
 
 
-async def _select_pipelines(
+async def select_pipelines(
     conn: AsyncConnection[Any], t: str, where: str, params: Params
 ) -> dict[str, tuple[PipelineVersion, ...]]:
     out: dict[str, list[PipelineVersion]] = {}
@@ -310,7 +316,7 @@ async def _select_pipelines(
                 PipelineVersion(
                     pipeline_id=pipeline_id,
                     sequence=seq,
-                    defined_at=_utc(defined_at),
+                    defined_at=utc(defined_at),
                     stages=_stages_decoder.decode(stages),
                 )
             )
@@ -319,35 +325,36 @@ async def _select_pipelines(
 
 async def load_state(
     conn: AsyncConnection[Any],
-    t: str,
+    sql: VelocitySql,
     deal_ids: Iterable[str],
     lead_ids: Iterable[str],
     pipeline_ids: Iterable[str],
 ) -> VelocityState:
-    """The stored facts of these deals, leads and pipelines, in the tables prefixed ``t``."""
+    """The stored facts of these deals, leads and pipelines."""
+    t = sql.tables
     deals, leads, pipelines = list(deal_ids), list(lead_ids), list(pipeline_ids)
     by_deal, by_lead = "d.deal_id IN (SELECT unnest(%s::text[]))", "l.lead_id IN (SELECT unnest(%s::text[]))"
     return VelocityState(
-        deals=await _select_deals(conn, t, by_deal, (deals,), deals) if deals else {},
-        leads=await _select_leads(conn, t, by_lead, (leads,), leads) if leads else {},
-        pipelines=await _select_pipelines(conn, t, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
+        deals=await select_deals(conn, t, by_deal, (deals,), deals) if deals else {},
+        leads=await select_leads(conn, t, by_lead, (leads,), leads) if leads else {},
+        pipelines=await select_pipelines(conn, t, "p.pipeline_id = ANY(%s)", (pipelines,)) if pipelines else {},
     )
 
 
 async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> VelocityState:
     """Every stored fact of one build: for tests and rebuild comparisons."""
-    t = f"{build}_"
+    t = VelocitySql(build).tables
     return VelocityState(
-        deals=await _select_deals(conn, t, "true", ()),
-        leads=await _select_leads(conn, t, "true", ()),
-        pipelines=await _select_pipelines(conn, t, "true", ()),
+        deals=await select_deals(conn, t, "true", ()),
+        leads=await select_leads(conn, t, "true", ()),
+        pipelines=await select_pipelines(conn, t, "true", ()),
     )
 
 
 # --- the projection --------------------------------------------------------------------------------------------
 
 
-class VelocityProjection:
+class VelocityProjection(BatchProjection[VelocityState]):
     """Velocity facts: per deal (opening, stage visits, amounts, close), per lead, per pipeline definition."""
 
     name = "velocity"
@@ -359,28 +366,29 @@ class VelocityProjection:
 
     def __init__(self, instance: str = "") -> None:
         self.build = build_name(self.name, self.version, instance)
-        self.tables = f"{self.build}_"
-        self._ddl = tuple(statement.format(t=self.tables) for statement in VELOCITY_DDL)
-        writes = (_UPSERT_DEAL, _UPSERT_VISIT, _INSERT_AMOUNT, _UPSERT_LEAD, _INSERT_OWNER, _INSERT_PIPELINE)
-        self._writes = tuple(statement.format(t=self.tables) for statement in writes)
+        self.sql = VelocitySql(self.build)
 
     def ddl(self) -> Sequence[str]:
-        return self._ddl
+        return self.sql.ddl
 
-    async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
+    async def load_touched(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> VelocityState:
         ids: dict[str, set[str]] = {"deal": set(), "lead": set(), "pipeline": set()}
         for e in events:
             ids[e.envelope.aggregate_type].add(e.envelope.aggregate_id)
-        state = await load_state(conn, self.tables, ids["deal"], ids["lead"], ids["pipeline"])
-        before = state.copy()
-        for event in events:
-            apply(state, event)
+        return await load_state(conn, self.sql, ids["deal"], ids["lead"], ids["pipeline"])
+
+    def fold(self, state: VelocityState, event: StoredEvent) -> None:
+        apply(state, event)
+
+    async def write_changes(
+        self, cur: AsyncCursor[Any], before: VelocityState, after: VelocityState, events: Sequence[StoredEvent]
+    ) -> None:
         deals: list[tuple[Any, ...]] = []
         visits: list[tuple[Any, ...]] = []
         amounts: list[tuple[Any, ...]] = []
         # Sorted: a fixed lock order, so two writers can never deadlock.
-        for deal_id in sorted(state.deals):
-            deal, old = state.deals[deal_id], before.deals.get(deal_id)
+        for deal_id in sorted(after.deals):
+            deal, old = after.deals[deal_id], before.deals.get(deal_id)
             if deal is old:
                 continue
             deals.append(_deal_params(deal))
@@ -396,8 +404,8 @@ class VelocityProjection:
             ]
         leads: list[tuple[Any, ...]] = []
         owners: list[tuple[Any, ...]] = []
-        for lead_id in sorted(state.leads):
-            lead, old_lead = state.leads[lead_id], before.leads.get(lead_id)
+        for lead_id in sorted(after.leads):
+            lead, old_lead = after.leads[lead_id], before.leads.get(lead_id)
             if lead is old_lead:
                 continue
             leads.append(_lead_params(lead))
@@ -405,72 +413,18 @@ class VelocityProjection:
             owners += [(lead_id, o.sequence, o.at, o.owner) for o in new_owners]
         pipelines = [
             (v.pipeline_id, v.sequence, v.defined_at, msgspec.json.encode(v.stages).decode())
-            for pipeline_id in sorted(state.pipelines)
-            for v in state.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
+            for pipeline_id in sorted(after.pipelines)
+            for v in after.pipelines[pipeline_id][len(before.pipelines.get(pipeline_id, ())) :]
         ]
-        async with conn.cursor() as cur:
-            for statement, rows in zip(self._writes, (deals, visits, amounts, leads, owners, pipelines), strict=True):
-                if rows:
-                    await cur.executemany(statement, rows)
-
-
-# --- the read side ------------------------------------------------------------------------------------------------
-
-
-async def metrics(
-    conn: AsyncConnection[Any],
-    period_start: dt.datetime,
-    period_end: dt.datetime,
-    group_by: GroupBy = "overall",
-    as_of: dt.datetime | None = None,
-    previous_start: dt.datetime | None = None,
-    build: str = BUILD,
-) -> VelocityReport:
-    """Every velocity figure for ``[period_start, period_end)`` as known at ``as_of`` (business time; default
-    now), overall or per owner, lead source or pipeline. ``previous_start`` begins the period the lead velocity
-    rate compares with (``[previous_start, period_start)``; default: the same length before). Pass the bounds
-    of :func:`projections.velocity.period` for a calendar period in a time zone. Raises ``ValueError`` on
-    naive or inverted bounds or an unknown ``group_by``."""
-    p = explicit_period(period_start, period_end)
-    if previous_start is not None:
-        if previous_start.tzinfo is None or not previous_start < p.start:
-            raise ValueError("previous_start must be an aware instant before period_start")
-        p = Period(start=p.start, end=p.end, previous_start=previous_start.astimezone(dt.UTC))
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    as_of = as_of.astimezone(dt.UTC)
-    # Every deal that can count: opened before the period ends (and by as_of), and not closed before it began.
-    t = f"{build}_"
-    deals = await _select_deals(
-        conn,
-        t,
-        "d.opened_at < %(end)s AND d.opened_at <= %(as_of)s "
-        "AND (d.closed_at IS NULL OR d.closed_at >= %(start)s OR d.closed_at > %(as_of)s)",
-        {"start": p.start, "end": p.end, "as_of": as_of},
-    )
-    leads = await _select_leads(
-        conn,
-        t,
-        "l.captured_at <= %(as_of)s AND ((l.captured_at >= %(start)s AND l.captured_at < %(end)s) "
-        "OR (l.qualified_at >= %(previous)s AND l.qualified_at < %(end)s))",
-        {"start": p.start, "end": p.end, "previous": p.previous_start, "as_of": as_of},
-    )
-    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
-    return metrics_report(deals.values(), leads.values(), pipelines, p, group_by, as_of)
-
-
-async def weighted_pipeline(
-    conn: AsyncConnection[Any], as_of: dt.datetime | None = None, build: str = BUILD
-) -> list[WeightedMonth]:
-    """Open deals at ``as_of`` (default now) by expected close month and currency: count, amount, and amount x
-    stage probability (see :func:`projections.velocity.weighted_by_close_month`)."""
-    as_of = dt.datetime.now(dt.UTC) if as_of is None else as_of
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a time zone")
-    t = f"{build}_"
-    deals = await _select_deals(
-        conn, t, "d.opened_at <= %(as_of)s AND (d.closed_at IS NULL OR d.closed_at > %(as_of)s)", {"as_of": as_of}
-    )
-    pipelines = await _select_pipelines(conn, t, "p.defined_at <= %(as_of)s", {"as_of": as_of})
-    return weighted_by_close_month(deals.values(), pipelines, as_of.astimezone(dt.UTC))
+        sql = self.sql
+        writes = (
+            (sql.upsert_deal, deals),
+            (sql.upsert_visit, visits),
+            (sql.insert_amount, amounts),
+            (sql.upsert_lead, leads),
+            (sql.insert_owner, owners),
+            (sql.insert_pipeline, pipelines),
+        )
+        for statement, rows in writes:
+            if rows:
+                await cur.executemany(statement, rows)

@@ -34,6 +34,7 @@ from psycopg.pq import TransactionStatus
 
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
+from events.dead_letters import dead_letter_headers
 from events.envelope import StoredEvent
 from events.personal import Vault
 from events.store import StoreUnavailable
@@ -667,13 +668,13 @@ class ProjectionEngine:
                 p.data,
                 stream=self.naming.dead_letter_stream,
                 timeout=self.nats_settings.publish_timeout,
-                headers={
-                    "Nats-Msg-Id": f"{self.checkpoint_key}:{p.sequence}",
-                    "Dealstream-Reason": p.reason[:1000],
-                    "Dealstream-Projection": self.checkpoint_key,
-                    "Dealstream-Sequence": str(p.sequence),
-                    "Dealstream-Subject": p.subject,
-                },
+                headers=dead_letter_headers(
+                    f"{self.checkpoint_key}:{p.sequence}",
+                    p.reason,
+                    p.subject,
+                    p.sequence,
+                    projection=self.checkpoint_key,
+                ),
             )
         self.dead_lettered += len(poison)
 

@@ -24,6 +24,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from events.commands import CaptureLeads, NewLead
 from events.config import NatsSettings, connect
+from events.dead_letters import dead_letter_headers
 from events.envelope import RawPayload
 from events.handlers import capture_leads
 from events.ids import InvalidId, check_id, derived_id, uuid7
@@ -180,13 +181,8 @@ class Intake:
         meta = msg.metadata
         # The reason names the field, never its value; the body, which may hold personal data in clear, is not
         # kept (the inbox message is then erased): the integration learns why and sends it again, fixed.
-        headers = {
-            "Dealstream-Reason": reason[:1000],
-            "Dealstream-Origin": "intake",
-            "Dealstream-Subject": msg.subject,
-            "Dealstream-Sequence": str(meta.sequence.stream),
-            "Nats-Msg-Id": f"intake-{meta.stream}-{meta.sequence.stream}",
-        }
+        msg_id = f"intake-{meta.stream}-{meta.sequence.stream}"
+        headers = dead_letter_headers(msg_id, reason, msg.subject, meta.sequence.stream, origin="intake")
         await self._js.publish(
             self._naming.dead_letter_subject("intake"),
             b"",

@@ -14,7 +14,15 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from events.aggregates import Rejected
-from projections import board_changes, board_queries, board_store, velocity, velocity_store
+from projections import (
+    board_changes,
+    board_queries,
+    board_store,
+    velocity_periods,
+    velocity_queries,
+    velocity_report,
+    velocity_store,
+)
 from projections.board import AlertBadge, Column, DealCard, PipelineBoard, Status
 from projections.versions import serving_build_name
 from services import replay
@@ -195,7 +203,7 @@ async def velocity_metrics(
     end: Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")] = None,
     group_by: FromQuery[Literal["overall", "owner", "source", "pipeline"]] = "overall",
     as_of: AsOf = None,
-) -> velocity.VelocityReport:
+) -> velocity_report.VelocityReport:
     """Win rate, sales cycle, stage conversion (any-stage and all-stage), time in stage, sales velocity, lead
     velocity rate, lead-to-qualified conversion and volume by source, lost deals by reason: for a calendar
     period in ``tz`` (or an explicit ``from``/``to`` range), overall or by owner, source or pipeline, counting
@@ -204,13 +212,13 @@ async def velocity_metrics(
         if start is not None or end is not None:
             if start is None or end is None:
                 raise InputError.one("from" if start is None else "to", "give both from and to, or neither")
-            chosen = velocity.explicit_period(start, end)
+            chosen = velocity_periods.explicit_period(start, end)
         else:
-            day = date or dt.datetime.now(velocity.zone(tz)).date()
-            chosen = velocity.period(period or "month", day, tz)
+            day = date or dt.datetime.now(velocity_periods.zone(tz)).date()
+            chosen = velocity_periods.period(period or "month", day, tz)
         async with runtime(request).read_connection() as conn:
             build = await serving_build_name(conn, "velocity", velocity_store.BUILD)
-            return await velocity_store.metrics(
+            return await velocity_queries.metrics(
                 conn,
                 chosen.start,
                 chosen.end,
@@ -224,11 +232,11 @@ async def velocity_metrics(
 
 
 @get("/metrics/weighted-pipeline", tags=["metrics"], guards=READ)
-async def weighted_pipeline(request: AnyRequest, as_of: AsOf = None) -> list[velocity.WeightedMonth]:
+async def weighted_pipeline(request: AnyRequest, as_of: AsOf = None) -> list[velocity_report.WeightedMonth]:
     """Open deals by expected close month and currency: amount, and weighted = sum of amount x stage probability."""
     async with runtime(request).read_connection() as conn:
         build = await serving_build_name(conn, "velocity", velocity_store.BUILD)
-        return await velocity_store.weighted_pipeline(conn, _as_of(as_of), build)
+        return await velocity_queries.weighted_pipeline(conn, _as_of(as_of), build)
 
 
 class ProjectionLag(msgspec.Struct, frozen=True):

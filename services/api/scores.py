@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 
 from events.aggregates import Rejected
 from projections.scores import ScoreDiff, diff
-from projections.scores_store import VERSION, RankedLead, load, ranked, read_all, rules_of
+from projections.scores_store import VERSION, RankedLead, ScoresSql, load_state, ranked, read_state, rules_of
 from projections.scoring import Contribution, score
 from projections.versions import BuildVersion, build_name, builds, serving_build_name
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
@@ -69,7 +69,7 @@ async def lead_score(
     when = _when(as_of)
     async with runtime(request).read_connection() as conn:
         build = await scores_build(conn)
-        rows = await load(conn, build, [lead_id])
+        rows = await load_state(conn, ScoresSql(build), [lead_id])
         rules = await rules_of(conn, build)
     if lead_id not in rows:
         raise Rejected("lead_id", "no such lead in the scores read model", 404)
@@ -138,7 +138,7 @@ async def scores_diff(
             build = others[-1]
         elif not build.startswith("scores_v"):
             raise InputError.one("build", "not a scores build (scores_v<version>[_<label>])")
-        return diff(await read_all(conn, serving), await read_all(conn, build))
+        return diff(await read_state(conn, serving), await read_state(conn, build))
 
 
 router = Router(path="/v1", route_handlers=[lead_score, scores_diff])

@@ -16,7 +16,7 @@ from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadAssigned, LeadCaptured
 from projections.routing import RoutingRule, RoutingRules
-from projections.routing_store import RoutingProjection, read_routes
+from projections.routing_store import RoutingProjection, read_state
 from projections.sla_rules import Team
 from tests.builders import envelope
 from tests.projection_fixtures import FAST, running, wait_caught_up
@@ -81,7 +81,7 @@ async def test_leads_are_routed_in_turn_once_and_a_manual_assignment_wins(
     # The turns run in capture order; l3's turn was taken by its decision, which the manual owner overrode.
     assert got == {1: [("ana", "rule")], 2: [("bo", "rule")], 3: [("zoe", "manual")], 4: [("bo", "rule")]}
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        live = await read_routes(conn, RoutingProjection(RULES).build)
+        live = await read_state(conn, RoutingProjection(RULES).build)
     assert {k: v.state for k, v in live.items()} == {
         "l1": "assigned",
         "l2": "assigned",
@@ -92,4 +92,4 @@ async def test_leads_are_routed_in_turn_once_and_a_manual_assignment_wins(
     async with running(ProjectionEngine(rebuild, nats_settings, pg_dsn, settings=FAST)):
         await wait_caught_up(js, pg_dsn, naming, rebuild)
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        assert await read_routes(conn, rebuild.build) == live
+        assert await read_state(conn, rebuild.build) == live

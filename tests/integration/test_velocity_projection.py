@@ -17,8 +17,11 @@ from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadCaptured, LeadQualified
 from projections.engine import Shard
-from projections.velocity import explicit_period, fold, metrics_report, weighted_by_close_month
-from projections.velocity_store import VelocityProjection, metrics, read_state, weighted_pipeline
+from projections.velocity import fold
+from projections.velocity_periods import explicit_period
+from projections.velocity_queries import metrics, weighted_pipeline
+from projections.velocity_report import metrics_report, weighted_by_close_month
+from projections.velocity_store import VelocityProjection, read_state
 from tests.builders import envelope
 from tests.projection_fixtures import FAST, append_concurrently, running, wait_caught_up, workload
 from tests.projection_fixtures import Script as FixtureScript

@@ -1,5 +1,5 @@
-"""Properties of the board fold over generated logs: idempotent, batch-split and shard-split invariant,
-and every deal in exactly one column."""
+"""Properties of the board over generated logs: every deal in exactly one column. The fold's laws (idempotent,
+batch- and shard-split invariant) are in test_fold_laws, over these logs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
-from events.subjects import partition_of
 from events.types import Event, PipelineDefined, StageDefinition
-from projections.board import STATUSES, BoardState, apply, build_board, fold
+from projections.board import STATUSES, build_board, fold
 from tests.builders import T0
 from tests.projection_fixtures import amount, done, lost, moved, opened, stored, task, touch, won
 
@@ -70,44 +69,6 @@ def logs(draw: st.DrawFn) -> list[StoredEvent]:
         else:
             events.append(stored(seq, draw(deal_event()), draw(st.sampled_from(DEALS)), at))
     return events
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs())
-def test_applying_a_log_twice_equals_applying_it_once(events: list[StoredEvent]) -> None:
-    once = fold(events)
-    assert fold(events, once.copy()) == once
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs(), st.data())
-def test_any_batching_with_redeliveries_gives_the_same_rows(events: list[StoredEvent], data: st.DataObject) -> None:
-    """At-least-once delivery in log order: each batch may start again from any earlier event."""
-    expected = fold(events)
-    state = BoardState()
-    position = 0
-    while position < len(events):
-        start = data.draw(st.integers(0, position))  # a redelivery re-sends from here
-        end = data.draw(st.integers(position + 1, len(events)))
-        batch_state = state.copy()  # each batch is folded from the stored rows, as apply_batch does
-        for event in events[start:end]:
-            apply(batch_state, event)
-        state = batch_state
-        position = end
-    assert state == expected
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs(), st.integers(1, 4))
-def test_shards_of_the_log_fold_to_the_same_rows_as_the_whole(events: list[StoredEvent], count: int) -> None:
-    expected = fold(events)
-    merged = BoardState()
-    for k in range(count):
-        part = fold(e for e in events if partition_of(e.envelope.aggregate_id) % count == k)
-        assert not (merged.deals.keys() & part.deals.keys())
-        merged.deals.update(part.deals)
-        merged.pipelines.update(part.pipelines)
-    assert merged == expected
 
 
 @settings(max_examples=200, deadline=None)

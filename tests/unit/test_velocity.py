@@ -10,30 +10,20 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadQualified, PipelineDefined, StageDefinition
-from projections.velocity import (
-    StageVisit,
+from projections.stats import (
     average_money,
-    deal_at,
-    explicit_period,
-    fold,
-    lead_at,
     lead_velocity_rate,
-    local_midnight,
-    local_range,
     mean,
     median,
     money,
     percentile,
-    period,
-    pipeline_at,
     ratio,
-    reached_all,
-    reached_any,
     sales_velocity,
-    stays,
-    time_in_stage,
     win_rate,
 )
+from projections.velocity import StageVisit, deal_at, fold, lead_at, pipeline_at
+from projections.velocity_periods import explicit_period, local_midnight, local_range, period
+from projections.velocity_report import reached_all, reached_any, stays, time_in_stage
 from tests.projection_fixtures import amount, lost, moved, opened, stored, touch, won
 
 UTC = dt.UTC

@@ -1,5 +1,6 @@
-"""Properties of the velocity fold and figures over generated logs: idempotent, batch- and shard-split
-invariant; win rate in [0, 1]; cumulative stays >= latest; any-stage conversion >= all-stage."""
+"""Properties of the velocity figures over generated logs: win rate in [0, 1]; cumulative stays >= latest;
+any-stage conversion >= all-stage. The fold's laws (idempotent, batch- and shard-split invariant) are in
+test_fold_laws, over these logs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
-from events.subjects import partition_of
 from events.types import (
     Event,
     LeadAssigned,
@@ -19,20 +19,9 @@ from events.types import (
     PipelineDefined,
     StageDefinition,
 )
-from projections.velocity import (
-    GROUP_BYS,
-    PERIOD_KINDS,
-    GroupBy,
-    PeriodKind,
-    VelocityState,
-    apply,
-    deal_at,
-    fold,
-    metrics_report,
-    period,
-    stays,
-    weighted_by_close_month,
-)
+from projections.velocity import deal_at, fold
+from projections.velocity_periods import PERIOD_KINDS, PeriodKind, period
+from projections.velocity_report import GROUP_BYS, GroupBy, metrics_report, stays, weighted_by_close_month
 from tests.projection_fixtures import amount, lost, moved, opened, stored, touch, won
 
 STAGES = ["new", "qualified", "proposal", "odd"]
@@ -97,44 +86,6 @@ def logs(draw: st.DrawFn) -> list[StoredEvent]:
         else:
             events.append(stored(seq, draw(deal_event()), draw(st.sampled_from(DEALS)), at))
     return events
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs())
-def test_applying_a_log_twice_equals_applying_it_once(events: list[StoredEvent]) -> None:
-    once = fold(events)
-    assert fold(events, once.copy()) == once
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs(), st.data())
-def test_any_batching_with_redeliveries_gives_the_same_facts(events: list[StoredEvent], data: st.DataObject) -> None:
-    """At-least-once delivery in log order: each batch may start again from any earlier event."""
-    expected = fold(events)
-    state = VelocityState()
-    position = 0
-    while position < len(events):
-        start = data.draw(st.integers(0, position))
-        end = data.draw(st.integers(position + 1, len(events)))
-        batch_state = state.copy()
-        for event in events[start:end]:
-            apply(batch_state, event)
-        state = batch_state
-        position = end
-    assert state == expected
-
-
-@settings(max_examples=200, deadline=None)
-@given(logs(), st.integers(1, 4))
-def test_shards_of_the_log_fold_to_the_same_facts_as_the_whole(events: list[StoredEvent], count: int) -> None:
-    expected = fold(events)
-    merged = VelocityState()
-    for k in range(count):
-        part = fold(e for e in events if partition_of(e.envelope.aggregate_id) % count == k)
-        merged.deals.update(part.deals)
-        merged.leads.update(part.leads)
-        merged.pipelines.update(part.pipelines)
-    assert merged == expected
 
 
 @settings(max_examples=200, deadline=None)

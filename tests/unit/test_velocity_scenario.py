@@ -47,16 +47,15 @@ from events.types import (
     StageDefinition,
     TouchpointLogged,
 )
-from projections.velocity import (
+from projections.velocity import VelocityState, fold
+from projections.velocity_periods import period
+from projections.velocity_report import (
     GroupMetrics,
     LeadSource,
     StageConversion,
     TimeInStage,
-    VelocityState,
     WeightedMonth,
-    fold,
     metrics_report,
-    period,
     weighted_by_close_month,
 )
 from tests.builders import envelope
