@@ -41,7 +41,7 @@ from events.store import StoreUnavailable
 from events.streams import StreamsNotReady, require_streams
 from events.subjects import Naming
 from events.types import LeadErased
-from projections.engine import (
+from projections.contract import (
     CHECKPOINT_DDL,
     Projection,
     Selector,

@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 from psycopg import sql
 
 from events.config import NatsSettings, connect
-from projections.engine import Projection, Shard, consumer_name
+from projections.contract import Projection, Shard, consumer_name
 from projections.versions import BuildRules, recorded_rules, serving_build
 from workers.engine import EngineSettings, ProjectionEngine, measure_lag
 

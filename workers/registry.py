@@ -18,7 +18,7 @@ from events.config import NatsSettings
 from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
-from projections.engine import Projection, Shard
+from projections.contract import Projection, Shard
 from projections.notify import notify_rules_from_toml
 from projections.notify_store import NotifyProjection
 from projections.routing import routing_rules_from_toml

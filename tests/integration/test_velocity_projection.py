@@ -16,7 +16,7 @@ from events.envelope import AggregateType, StoredEvent
 from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadCaptured, LeadQualified
-from projections.engine import Shard
+from projections.contract import Shard
 from projections.velocity import explicit_period, fold, metrics_report, weighted_by_close_month
 from projections.velocity_store import VelocityProjection, metrics, read_state, weighted_pipeline
 from tests.builders import envelope

@@ -6,7 +6,7 @@ import pytest
 
 from events.subjects import PARTITIONS, Naming, partition_of
 from projections.board_store import BoardProjection
-from projections.engine import Selector, Shard, checkpoint_name, consumer_filter, consumer_name
+from projections.contract import Selector, Shard, checkpoint_name, consumer_filter, consumer_name
 from workers.engine import EngineSettings
 from workers.registry import WORKERS, run_worker
 
