@@ -53,7 +53,8 @@ from events.types import (
 from projections.board_queries import board
 from projections.board_store import BoardProjection, BoardSql
 from projections.contract import Shard
-from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import measure_lag
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 STAGES = ["new", "qualified", "proposal", "negotiation"]

@@ -63,7 +63,8 @@ from projections.board_store import BoardProjection
 from projections.contract import Projection, Shard
 from services.auth import hash_key
 from services.ledger import Context, Ledger
-from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import measure_lag
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KEY = "bench-key"

@@ -206,7 +206,7 @@ def _label(prefix: str) -> str:
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    from workers.rebuild import bar, rebuild
+    from workers.rebuild import progress_bar, rebuild
     from workers.registry import RulesUnknown, like_serving
 
     url = os.environ.get("DATABASE_URL")
@@ -220,17 +220,14 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         return 2
     made_from = f" from its recorded {rules.describe()}" if rules else ""
     print(f"rebuilding {args.name} into {projection.build}{made_from}; the serving build answers meanwhile")
-    took_over = asyncio.run(
-        rebuild(
-            projection, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
-        )
-    )
-    print(f"\n{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
+    with progress_bar() as shown:
+        took_over = asyncio.run(rebuild(projection, NatsSettings.from_env(), url, shown, rules=rules))
+    print(f"{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
     return 0 if took_over else 1
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from workers.rebuild import bar, verify
+    from workers.rebuild import progress_bar, verify
     from workers.registry import RulesUnknown, like_serving
 
     url = os.environ.get("DATABASE_URL")
@@ -241,15 +238,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         shadow, rules = asyncio.run(like_serving(args.name, _label("v"), url))
         if rules is not None:
             print(f"rebuilding {args.name} from the serving build's recorded {rules.describe()}")
-        result = asyncio.run(
-            verify(
-                shadow, NatsSettings.from_env(), url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules
-            )
-        )
+        with progress_bar() as shown:
+            result = asyncio.run(verify(shadow, NatsSettings.from_env(), url, shown, rules=rules))
     except (RuntimeError, RulesUnknown) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
-    print(f"\ncompared {result.live} with a rebuild from the log at sequence {result.sequence}:")
+    print(f"compared {result.live} with a rebuild from the log at sequence {result.sequence}:")
     for t in result.tables:
         verdict = (
             "same"

@@ -33,7 +33,8 @@ from projections.board import DealRow, Status
 from projections.board_store import BoardProjection
 from projections.contract import Projection, Shard
 from tests.builders import T0, envelope
-from workers.engine import EngineSettings, Lag, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import Lag, measure_lag
 
 DAY = dt.timedelta(days=1)
 

@@ -30,7 +30,8 @@ from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
 from projections.versions import BuildConflict, BuildRules, label_of, recorded_rules, serving_build
 from workers.actor import Actor
-from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import Lag, lag_of
 from workers.notify import NotifyActor
 from workers.routing import RoutingActor
 from workers.scores import QualificationActor

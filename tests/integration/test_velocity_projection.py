@@ -36,7 +36,8 @@ from tests.unit.test_velocity_scenario import (
     day,
     script,
 )
-from workers.engine import ProjectionEngine, ensure_schema
+from workers.checkpoints import ensure_schema
+from workers.engine import ProjectionEngine
 
 pytestmark = pytest.mark.integration
 
