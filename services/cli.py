@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -17,6 +20,8 @@ from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, st
 from workers.settings import MissingSetting, Settings
 
 log = structlog.get_logger("dealstream.cli")
+
+BENCH_HELP = "Dealstream's figures beside this machine's raw limits, in one run"
 
 
 def api_app() -> Any:
@@ -206,7 +211,7 @@ def _label(prefix: str) -> str:
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    from workers.rebuild import bar, rebuild
+    from workers.rebuild import progress_bar, rebuild
     from workers.registry import RulesUnknown, like_serving
 
     url = _database_url(args.settings)
@@ -219,15 +224,14 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
         return 2
     made_from = f" from its recorded {rules.describe()}" if rules else ""
     print(f"rebuilding {args.name} into {projection.build}{made_from}; the serving build answers meanwhile")
-    took_over = asyncio.run(
-        rebuild(projection, args.settings.nats, url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules)
-    )
-    print(f"\n{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
+    with progress_bar() as shown:
+        took_over = asyncio.run(rebuild(projection, args.settings.nats, url, shown, rules=rules))
+    print(f"{projection.build} {'now serves; the workers follow it' if took_over else 'did not take over'}")
     return 0 if took_over else 1
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from workers.rebuild import bar, verify
+    from workers.rebuild import progress_bar, verify
     from workers.registry import RulesUnknown, like_serving
 
     url = _database_url(args.settings)
@@ -237,13 +241,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         shadow, rules = asyncio.run(like_serving(args.name, _label("v"), url, args.settings))
         if rules is not None:
             print(f"rebuilding {args.name} from the serving build's recorded {rules.describe()}")
-        result = asyncio.run(
-            verify(shadow, args.settings.nats, url, lambda p: print("\r" + bar(p), end="", flush=True), rules=rules)
-        )
+        with progress_bar() as shown:
+            result = asyncio.run(verify(shadow, args.settings.nats, url, shown, rules=rules))
     except (RuntimeError, RulesUnknown) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
-    print(f"\ncompared {result.live} with a rebuild from the log at sequence {result.sequence}:")
+    print(f"compared {result.live} with a rebuild from the log at sequence {result.sequence}:")
     for t in result.tables:
         verdict = (
             "same"
@@ -258,23 +261,47 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.same else 1
 
 
-def _cmd_dev(args: argparse.Namespace) -> int:
-    from services.devstack import run_dev
+def _from_checkout(module: str, command: str) -> ModuleType:
+    """A module of the checkout's ``bench/`` or ``devstack/``: neither ships in the wheel, so neither is imported
+    until its command runs."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != package:
+            raise
+    # An editable install maps only the shipped packages: the checkout's root holds the others.
+    root = Path(__file__).resolve().parents[1]
+    if not (root / package / "__init__.py").is_file():
+        raise SystemExit(
+            f"dealstream {command}: needs a checkout of Dealstream (its {package}/ package is not part of the "
+            "installed wheel); run it from the repository, e.g. .venv/bin/dealstream " + command
+        )
+    sys.path.append(str(root))
+    return importlib.import_module(module)
 
-    return run_dev(
-        data_dir=args.data_dir,
-        api_port=args.port,
-        nats_port=args.nats_port,
-        monitor_port=args.nats_monitor_port,
-        pg_port=args.pg_port,
-        settings=args.settings,
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    run_dev = _from_checkout("devstack.stack", "dev").run_dev
+
+    return int(
+        run_dev(
+            data_dir=args.data_dir,
+            api_port=args.port,
+            nats_port=args.nats_port,
+            monitor_port=args.nats_monitor_port,
+            pg_port=args.pg_port,
+            settings=args.settings,
+        )
     )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from services.bench.run import run
-
-    return run(args)
+    bench = _from_checkout("bench.run", "bench")
+    parser = argparse.ArgumentParser(prog="dealstream bench", description=BENCH_HELP)
+    bench.add_arguments(parser)
+    options = parser.parse_args(args.bench_argv)
+    return int(bench.run(options))
 
 
 def _stream_name(text: str) -> str:
@@ -381,16 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--pg-port", type=int, default=54329, help="the private PostgreSQL's (without DATABASE_URL)")
     dev.set_defaults(func=_cmd_dev)
 
-    from services.bench.run import add_arguments
-
-    bench = sub.add_parser("bench", help="Dealstream's figures beside this machine's raw limits, in one run")
-    add_arguments(bench)
+    # Its options are the bench package's, read when it runs (dealstream bench -h lists them).
+    bench = sub.add_parser("bench", help=BENCH_HELP, add_help=False)
     bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
     talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
     try:

@@ -24,6 +24,7 @@ from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from devstack.servers import NatsServer, PostgresServer
 from events.config import NatsSettings, connect
 from events.envelope import StoredEvent
 from events.personal import Vault
@@ -32,7 +33,6 @@ from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from services.auth import hash_key
 from services.config import SCOPES, ApiConfig, ApiKey, MetaWebhook, Settings, SharedSecret, Webhooks
-from services.localstack import NatsServer, PostgresServer
 from tests.waiting import eventually
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"

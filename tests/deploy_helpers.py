@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.localstack import LocalStackError, nats_server_binary, wait_for_port
+from devstack.servers import LocalStackError, nats_server_binary, wait_for_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 CLUSTER_CONFIGS = DEPLOY / "nats" / "cluster"

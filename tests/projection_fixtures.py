@@ -30,9 +30,11 @@ from events.types import (
     TouchpointLogged,
 )
 from projections.board import DealRow, Status
-from projections.engine import Projection, Shard
+from projections.board_store import BoardProjection
+from projections.contract import Projection, Shard
 from tests.builders import T0, envelope
-from workers.engine import EngineSettings, Lag, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import Lag, measure_lag
 
 DAY = dt.timedelta(days=1)
 
@@ -267,6 +269,17 @@ def script_events(script: Script) -> list[StoredEvent]:
 # --- engine helpers ---------------------------------------------------------------------------------------
 
 FAST = EngineSettings(batch_size=100, fetch_timeout=0.2, lag_interval=3600.0, backoff_initial=0.05, backoff_max=0.5)
+
+
+def board_engine(
+    nats_settings: NatsSettings,
+    database_url: str,
+    shard: Shard | None = None,
+    settings: EngineSettings | None = None,
+    instance: str = "",
+) -> ProjectionEngine:
+    """The board projection behind the projection engine, as the board worker runs it."""
+    return ProjectionEngine(BoardProjection(instance), nats_settings, database_url, shard, settings)
 
 
 @contextlib.asynccontextmanager

@@ -9,13 +9,15 @@ ack, a lost delivery or a deleted consumer costs a re-read, never a lost or doub
 Poison (an undecodable message, or an event the projection raises on) goes to the dead-letter stream with
 the reason in headers and is skipped; it is published before the commit that moves past it, with a
 ``Nats-Msg-Id`` so a retry does not duplicate it. NATS and PostgreSQL outages are retried with backoff.
+
+The named parts live beside it: :mod:`workers.consumer` (consumer sync, prefetch), :mod:`workers.checkpoints`,
+:mod:`workers.takeover`, :mod:`workers.lag` (lag, stall detection) and :mod:`workers.dead_letters`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,44 +30,25 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.errors import NotFoundError
 from psycopg.pq import TransactionStatus
 
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
-from events.dead_letters import dead_letter_headers
 from events.envelope import StoredEvent
 from events.personal import Vault
 from events.store import StoreUnavailable
 from events.streams import StreamsNotReady, require_streams
-from events.subjects import Naming
 from events.types import LeadErased
-from projections.engine import (
-    CHECKPOINT_DDL,
-    Projection,
-    Selector,
-    Shard,
-    checkpoint_name,
-    consumer_filter,
-    consumer_name,
-)
-from projections.versions import (
-    BUILDS_DDL,
-    VERSIONS_DDL,
-    BuildConflict,
-    BuildRules,
-    claim,
-    label_of,
-    recorded_rules,
-    register,
-    serving_build,
-    try_take_over,
-)
+from projections.contract import Projection, Selector, Shard, checkpoint_name, consumer_filter, consumer_name
+from projections.versions import BuildConflict, BuildRules, label_of, register
+from workers.checkpoints import ensure_schema, move_checkpoint, read_checkpoint
+from workers.consumer import Prefetch, ShardConsumer
+from workers.dead_letters import DeadLetters, Poison, is_poison
+from workers.lag import StallWatch, measure_lag
+from workers.takeover import Moved, TakeOver
 
 log = structlog.get_logger("dealstream.engine")
 
-_DDL_LOCK = "dealstream.ddl"
 _CACHED_KEYS = 100_000
 """Lead keys a worker keeps opened (about 100 bytes each): a projection's batches name the same leads again."""
 
@@ -103,115 +86,12 @@ class EngineSettings:
         )
 
 
-class Lag(msgspec.Struct, frozen=True, kw_only=True):
-    """How far one shard of a projection is behind the log."""
-
-    projection: str
-    partition_key: str
-    stream_last_sequence: int
-    checkpoint: int
-    first_unapplied_sequence: int | None
-    oldest_unapplied_age_seconds: float | None
-    serving: bool = False
-
-    @property
-    def caught_up(self) -> bool:
-        return self.first_unapplied_sequence is None
-
-
 class _Reset(Exception):
     """The consumer and the checkpoint disagree (a gap in deliveries, lost ownership): re-sync, no backoff."""
 
 
-class _Moved(Exception):
-    """Readers moved to a rebuild of this version: this engine stops so its worker can follow."""
-
-
 class _BatchFailed(Exception):
     """The projection raised on the batch for a reason that may be one event's fault: take the slow path."""
-
-
-class _Poison(msgspec.Struct, frozen=True):
-    sequence: int
-    subject: str
-    data: bytes
-    reason: str
-
-
-def _is_poison(exc: BaseException) -> bool:
-    """Whether an exception from ``apply_batch`` blames the data (skip it) or the infrastructure (retry)."""
-    if isinstance(exc, psycopg.Error):
-        # Only data-dependent database errors condemn an event; a missing table, a lost connection or a
-        # deadlock must be retried, or one bad deploy would dead-letter the whole log.
-        return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
-    return not isinstance(exc, nats.errors.Error | OSError | asyncio.TimeoutError)
-
-
-async def read_checkpoint(conn: psycopg.AsyncConnection[Any], projection: str, partition_key: str) -> int:
-    cur = await conn.execute(
-        "SELECT last_sequence FROM projection_checkpoints WHERE projection = %s AND partition_key = %s",
-        (projection, partition_key),
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def ensure_schema(
-    conn: psycopg.AsyncConnection[Any],
-    projection: Projection,
-    shard: Shard | None = None,
-    rules: BuildRules | None = None,
-) -> None:
-    """Create the checkpoint table and the projection's tables; serialised, since concurrent
-    ``CREATE ... IF NOT EXISTS`` of one table can still collide in PostgreSQL. With ``shard``, the shard claims
-    its place in the build first (:func:`projections.versions.claim`): a refused one touches none of its tables."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || %s))", (_DDL_LOCK,))
-        await conn.execute(CHECKPOINT_DDL)
-        await conn.execute(VERSIONS_DDL)
-        await conn.execute(BUILDS_DDL)
-        if shard is not None:
-            await claim(conn, projection.name, checkpoint_name(projection), projection.version, shard.key, rules)
-        for statement in projection.ddl():
-            await conn.execute(statement)
-
-
-async def measure_lag(
-    js: JetStreamContext,
-    conn: psycopg.AsyncConnection[Any],
-    naming: Naming,
-    projection: Projection,
-    shard: Shard,
-    build: str | None = None,
-) -> Lag:
-    """The stream's last sequence, this shard's checkpoint, and the first event in its consumer's filter past
-    the checkpoint with its age (wall clock since it entered the log: an operational figure, not business time).
-    ``build``: another build of the projection than the code's own (e.g. the one still serving).
-
-    Every shard reads (and skips) the events of the other shards, so its checkpoint moves past them too."""
-    info = await js.stream_info(naming.events_stream)
-    key = build or checkpoint_name(projection)
-    checkpoint = await read_checkpoint(conn, key, shard.key)
-    first: Any = None
-    with contextlib.suppress(NotFoundError):
-        first = await js.get_msg(
-            naming.events_stream,
-            seq=checkpoint + 1,
-            subject=consumer_filter(naming, projection),
-            next=True,
-            direct=True,
-        )
-    age = None
-    if first is not None and first.time is not None:
-        age = max(0.0, (dt.datetime.now(dt.UTC) - first.time).total_seconds())
-    return Lag(
-        projection=key,
-        partition_key=shard.key,
-        stream_last_sequence=int(info.state.last_seq),
-        checkpoint=checkpoint,
-        first_unapplied_sequence=None if first is None else int(first.seq),
-        oldest_unapplied_age_seconds=age,
-    )
 
 
 class ProjectionEngine:
@@ -234,7 +114,6 @@ class ProjectionEngine:
     ) -> None:
         self.projection = projection
         self.rules = rules
-        self.follows_rebuilds = label_of(projection.build) == "" if follows_rebuilds is None else follows_rebuilds
         self.nats_settings = nats_settings
         self.naming = nats_settings.naming
         self.database_url = database_url
@@ -248,6 +127,15 @@ class ProjectionEngine:
         self.filter = consumer_filter(self.naming, projection)
         self.selects = Selector(projection, self.shard)
         self.log = log.bind(projection=self.checkpoint_key, partition=self.shard.key)
+        self.consumer = ShardConsumer(
+            self.naming.events_stream, self.durable, self.filter, self.settings.batch_size, self.settings.ack_wait
+        )
+        follows = label_of(projection.build) == "" if follows_rebuilds is None else follows_rebuilds
+        self.take_over = TakeOver(projection, self.shard, self.settings.mode, rules, follows)
+        self.stall = StallWatch()
+        self.dead_letters = DeadLetters(
+            self.naming, projection.name, self.checkpoint_key, nats_settings.publish_timeout
+        )
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
@@ -257,16 +145,30 @@ class ProjectionEngine:
         self._checkpoint = 0
         self._next_consumer_seq = 1
         self._in_sync = False
-        self._stalled_at: int | None = None
-        self.serving = False
-        self._next_take_over = 0.0
-        self.superseded_by: str | None = None
-        self.moved_to: str | None = None
-        self.not_following: str | None = None
         self.refused: str | None = None
         self.applied = 0
-        self.dead_lettered = 0
         self.batches = 0
+
+    @property
+    def serving(self) -> bool:
+        """Whether this engine's build serves readers."""
+        return self.take_over.serving
+
+    @property
+    def superseded_by(self) -> str | None:
+        return self.take_over.superseded_by
+
+    @property
+    def moved_to(self) -> str | None:
+        return self.take_over.moved_to
+
+    @property
+    def not_following(self) -> str | None:
+        return self.take_over.not_following
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.dead_letters.sent
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -286,7 +188,7 @@ class ProjectionEngine:
                     if not self._in_sync:
                         await self._sync_consumer()
                     await self._consume(stop)
-                except _Moved:
+                except Moved:
                     break
                 except StreamsNotReady:
                     raise  # not an outage: the process refuses to run until the administrator fixes the streams
@@ -400,69 +302,25 @@ class ProjectionEngine:
 
     # --- consumer ------------------------------------------------------------------------------------------
 
-    def _consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig(
-            name=self.durable,
-            durable_name=self.durable,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self._checkpoint + 1,
-            ack_policy=AckPolicy.ALL,
-            ack_wait=self.settings.ack_wait,
-            # Two batches: the one being applied and the one prefetched meanwhile.
-            max_ack_pending=2 * self.settings.batch_size,
-            max_deliver=-1,
-            filter_subject=self.filter,
-        )
-
-    def _agrees(self, info: ConsumerInfo) -> bool:
-        config = info.config
-        filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
-        delivered = info.delivered.stream_seq if info.delivered else None
-        acked = info.ack_floor.stream_seq if info.ack_floor else None
-        return (
-            filters == [self.filter]
-            and config.ack_policy == AckPolicy.ALL
-            and config.max_ack_pending == 2 * self.settings.batch_size
-            and not info.num_ack_pending
-            and not info.num_redelivered
-            and delivered == acked == self._checkpoint
-        )
-
     async def _sync_consumer(self) -> None:
         """Bind to the durable consumer if it stands exactly at the checkpoint, else recreate it from there."""
         assert self._js is not None and self._pg is not None
-        stream = self.naming.events_stream
         self._checkpoint = await read_checkpoint(self._pg, self.checkpoint_key, self.shard.key)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
-        try:
-            info: ConsumerInfo | None = await self._js.consumer_info(stream, self.durable)
-        except NotFoundError:
-            info = None
-        if info is not None and self._agrees(info):
-            self._next_consumer_seq = (info.delivered.consumer_seq or 0 if info.delivered else 0) + 1
-            self.log.info("engine.consumer.bound", checkpoint=self._checkpoint)
-        else:
-            if info is not None:
-                with contextlib.suppress(NotFoundError):
-                    await self._js.delete_consumer(stream, self.durable)
-            await self._js.add_consumer(stream, config=self._consumer_config())
-            self._next_consumer_seq = 1
-            self.log.info("engine.consumer.created", start_sequence=self._checkpoint + 1, replaced=info is not None)
-        self._stalled_at = None
-        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=stream)
+        self._sub, self._next_consumer_seq = await self.consumer.sync(self._js, self._checkpoint, self.log)
+        self.stall.reset()
         self._in_sync = True
 
     # --- the loop ------------------------------------------------------------------------------------------
 
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self._sub is not None and self._nc is not None
-        sub = self._sub
+        prefetch = Prefetch(self._sub, self.settings.batch_size, self.settings.fetch_timeout)
         next_lag = time.monotonic()
         reconnects = self._nc.stats["reconnects"]
-        prefetch: asyncio.Task[list[Msg]] | None = None
         try:
             while not stop.is_set():
                 if self._nc.stats["reconnects"] != reconnects:
@@ -471,76 +329,26 @@ class ProjectionEngine:
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + self.settings.lag_interval
                     await self._log_lag()
-                fetching = prefetch or asyncio.create_task(
-                    sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout)
-                )
-                prefetch = None
                 try:
-                    msgs = await fetching
+                    msgs = await prefetch.next()
                 except TimeoutError:  # nats-py raises both its own TimeoutError and asyncio's: no messages
                     # Nothing waiting: this shard is caught up, the moment a new build may take over.
                     await self._maybe_take_over()
                     continue
                 # Fetch the next batch while PostgreSQL works on this one: the batch's time in the database is
                 # mostly waiting, and nats-py's per-message work fills it. Batches are still applied in order.
-                prefetch = asyncio.create_task(sub.fetch(self.settings.batch_size, timeout=self.settings.fetch_timeout))
+                prefetch.ahead()
                 await self.process(msgs)
                 if len(msgs) < self.settings.batch_size:  # a short batch: the backlog is drained
                     await self._maybe_take_over()
         finally:
-            if prefetch is not None:
+            if await prefetch.cancel():
                 # Whatever it received stays unacked: the next sync sees that and restarts from the checkpoint.
-                prefetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await prefetch
                 self._in_sync = False
 
     async def _maybe_take_over(self) -> None:
-        """Switch readers to this build once all its shards have caught up with the serving one (checked at
-        most once a second, when this shard has drained its backlog); notice when another build took over."""
-        if time.monotonic() < self._next_take_over:
-            return
-        self._next_take_over = time.monotonic() + 1.0
         assert self._pg is not None
-        p, mode = self.projection, self.settings.mode
-        # A projection with auto_switch = False (scores) waits for an operator to compare and switch.
-        if not self.serving and mode != "shadow" and (getattr(p, "auto_switch", True) or mode == "rebuild"):
-            replaced = await try_take_over(
-                self._pg, p.name, p.build, p.version, self.shard.count, rebuild=mode == "rebuild"
-            )
-            if replaced is not None:
-                self.log.info("projection.switched", replaced=replaced.build, checkpoint=self._checkpoint)
-        serving = await serving_build(self._pg, p.name)
-        self.serving = serving is not None and serving.build == p.build
-        if serving is None or self.serving or mode != "live":
-            return
-        if serving.version == p.version and self.follows_rebuilds:
-            reason = await self._cannot_follow(serving.build, serving.checkpoints)
-            if reason is None:
-                # A rebuild of this version took over: carry on in its tables, from its checkpoint.
-                self.log.info("projection.following", build=serving.build)
-                self.moved_to = serving.build
-                raise _Moved(serving.build)
-            if self.not_following != serving.build:
-                self.not_following = serving.build
-                self.log.warning("projection.not_following", build=serving.build, reason=reason)
-        if serving.version > p.version and self.superseded_by != serving.build:
-            self.superseded_by = serving.build
-            self.log.warning("projection.superseded", serving=serving.build, hint="stop this worker")
-
-    async def _cannot_follow(self, build: str, checkpoints: Mapping[str, int]) -> str | None:
-        """Why this shard must not carry on in ``build``'s tables, or None if it may."""
-        if self.shard.key not in checkpoints:
-            theirs_keys = ", ".join(sorted(checkpoints)) or "none"
-            return (
-                f"{build} has no checkpoint for shard {self.shard.key} (it has {theirs_keys}): this shard would "
-                "apply from the start into its tables; rebuild with the workers' partitions"
-            )
-        assert self._pg is not None
-        theirs = await recorded_rules(self._pg, build)
-        if self.rules is not None and self.rules.binding and theirs is not None and theirs.sha256 != self.rules.sha256:
-            return f"{build} was made from {theirs.describe()}; this worker has {self.rules.describe()}"
-        return None
+        await self.take_over.check(self._pg, self._checkpoint, self.log)
 
     async def _log_lag(self) -> None:
         assert self._js is not None and self._pg is not None
@@ -550,9 +358,7 @@ class ProjectionEngine:
             self.log.warning("engine.lag.failed", error=f"{type(exc).__name__}: {exc}")
             return
         self.log.info("engine.lag", **msgspec.structs.asdict(lag))
-        stalled = not lag.caught_up and lag.checkpoint == self._stalled_at
-        self._stalled_at = None if lag.caught_up else lag.checkpoint
-        if stalled:
+        if self.stall.stalled(lag):
             # Events wait past the checkpoint and nothing moved for a whole interval: the consumer is stuck
             # (e.g. max_ack_pending filled by deliveries we never received).
             raise _Reset(f"no progress past {lag.checkpoint} for {self.settings.lag_interval}s")
@@ -563,7 +369,7 @@ class ProjectionEngine:
         if not msgs:
             return
         events: list[StoredEvent] = []
-        poison: list[_Poison] = []
+        poison: list[Poison] = []
         for msg in msgs:
             meta = msg.metadata
             if meta.sequence.consumer != self._next_consumer_seq:
@@ -576,7 +382,7 @@ class ProjectionEngine:
             try:
                 events.append(StoredEvent(sequence=seq, subject=msg.subject, envelope=decode(msg.data)))
             except DecodeError as exc:
-                poison.append(_Poison(seq, msg.subject, msg.data, f"decode: {exc.reason}"))
+                poison.append(Poison(seq, msg.subject, msg.data, f"decode: {exc.reason}"))
         events = await self._opened(events)
         last = msgs[-1].metadata.sequence.stream
         if last > self._checkpoint:
@@ -586,7 +392,7 @@ class ProjectionEngine:
                     try:
                         await self.projection.apply_batch(pg, events)
                     except Exception as exc:
-                        if not _is_poison(exc):
+                        if not is_poison(exc):
                             raise
                         raise _BatchFailed(f"{type(exc).__name__}: {exc}") from exc
                     await self._finish(pg, poison, last)
@@ -624,7 +430,7 @@ class ProjectionEngine:
         self,
         pg: psycopg.AsyncConnection[Any],
         events: Sequence[StoredEvent],
-        poison: list[_Poison],
+        poison: list[Poison],
         last: int,
         data: Mapping[int, bytes],
     ) -> None:
@@ -636,69 +442,20 @@ class ProjectionEngine:
                     async with pg.transaction():
                         await self.projection.apply_batch(pg, [event])
                 except Exception as exc:
-                    if not _is_poison(exc):
+                    if not is_poison(exc):
                         raise
                     poison.append(
-                        _Poison(
+                        Poison(
                             event.sequence, event.subject, data[event.sequence], f"apply: {type(exc).__name__}: {exc}"
                         )
                     )
             await self._finish(pg, poison, last)
 
-    async def _finish(self, pg: psycopg.AsyncConnection[Any], poison: list[_Poison], last: int) -> None:
+    async def _finish(self, pg: psycopg.AsyncConnection[Any], poison: list[Poison], last: int) -> None:
         """Inside the batch's transaction: dead-letter poison (before the commit that skips it), move the checkpoint."""
         if poison:
-            await self._dead_letter(sorted(poison, key=lambda p: p.sequence))
-        cur = await pg.execute(
-            "UPDATE projection_checkpoints SET last_sequence = %s, updated_at = now() "
-            "WHERE projection = %s AND partition_key = %s AND last_sequence = %s",
-            (last, self.checkpoint_key, self.shard.key, self._checkpoint),
-        )
-        if cur.rowcount != 1:
+            assert self._js is not None
+            await self.dead_letters.publish(self._js, sorted(poison, key=lambda p: p.sequence), self.log)
+        if not await move_checkpoint(pg, self.checkpoint_key, self.shard.key, self._checkpoint, last):
             # Someone else moved this checkpoint: we no longer own the partition's position.
             raise _Reset("checkpoint moved under us")
-
-    async def _dead_letter(self, poison: Sequence[_Poison]) -> None:
-        assert self._js is not None
-        subject = self.naming.dead_letter_subject(self.projection.name)
-        for p in poison:
-            self.log.error("engine.dead_letter", sequence=p.sequence, subject=p.subject, reason=p.reason)
-            await self._js.publish(
-                subject,
-                p.data,
-                stream=self.naming.dead_letter_stream,
-                timeout=self.nats_settings.publish_timeout,
-                headers=dead_letter_headers(
-                    f"{self.checkpoint_key}:{p.sequence}",
-                    p.reason,
-                    p.subject,
-                    p.sequence,
-                    projection=self.checkpoint_key,
-                ),
-            )
-        self.dead_lettered += len(poison)
-
-
-async def lag_of(projection: Projection, nats_settings: NatsSettings, database_url: str) -> list[Lag]:
-    """Lag of every shard of every build of a projection that has a checkpoint (connects, measures,
-    disconnects); the serving build is marked."""
-    nc, js = await connect(nats_settings, "dealstream-lag")
-    try:
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            try:
-                cur = await conn.execute(
-                    "SELECT projection, partition_key FROM projection_checkpoints WHERE projection ~ %s "
-                    "ORDER BY projection, partition_key",
-                    (f"^{projection.name}_v[0-9]+(_|$)",),
-                )
-                keys = [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
-                serving = await serving_build(conn, projection.name)
-            except psycopg.errors.UndefinedTable:
-                return []
-            lags = []
-            for build, key in keys:
-                lag = await measure_lag(js, conn, nats_settings.naming, projection, Shard.parse(key), build)
-                lags.append(msgspec.structs.replace(lag, serving=serving is not None and serving.build == build))
-            return lags
-    finally:
-        await nc.close()

@@ -17,36 +17,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import psycopg
 from nats.js.errors import NotFoundError
 from psycopg import sql
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.text import Text
 
 from events.config import NatsSettings, connect
-from projections.engine import Projection, Shard, consumer_name
+from projections.contract import Projection, Shard, consumer_name
 from projections.versions import BuildRules, recorded_rules, serving_build
-from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import measure_lag
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
     build: str
     done: int
     total: int
-    rate: float
-    eta_seconds: float | None
     serving: bool
 
 
-def bar(p: Progress, width: int = 30) -> str:
-    share = min(1.0, p.done / p.total) if p.total else 1.0
-    eta = "-" if p.eta_seconds is None else str(dt.timedelta(seconds=round(p.eta_seconds)))
-    filled = "#" * round(share * width)
-    return f"[{filled:<{width}}] {p.done:,}/{p.total:,} events  {p.rate:,.0f} ev/s  ETA {eta}"
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} ev/s")
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console | None = None) -> Iterator[Callable[[Progress], None]]:
+    """A terminal bar (rich) with the events done, their rate and the time left, fed with a build's progress."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"), _Rate())
+    with RichProgress(*columns, TimeRemainingColumn(), console=console) as shown:
+        task = shown.add_task("", total=None)
+
+        def update(p: Progress) -> None:
+            shown.update(task, description=p.build, completed=p.done, total=p.total)
+
+        yield update
 
 
 async def _build(
@@ -64,7 +76,6 @@ async def _build(
     halt = asyncio.Event()
     task = asyncio.create_task(engine.run(halt))
     nc, js = await connect(nats_settings, f"dealstream-{mode}")
-    started, first = time.monotonic(), 0
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             while not (stop is not None and stop.is_set()):
@@ -75,16 +86,11 @@ async def _build(
                     lag = await measure_lag(js, conn, nats_settings.naming, projection, Shard())
                 except psycopg.errors.UndefinedTable:
                     continue
-                elapsed = time.monotonic() - started
-                rate = (lag.checkpoint - first) / elapsed if elapsed else 0.0
-                left = lag.stream_last_sequence - lag.checkpoint
                 on_progress(
                     Progress(
                         build=projection.build,
                         done=lag.checkpoint,
                         total=lag.stream_last_sequence,
-                        rate=rate,
-                        eta_seconds=left / rate if rate > 0 else None,
                         serving=engine.serving,
                     )
                 )

@@ -15,7 +15,7 @@ from events.config import NatsSettings
 from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
-from projections.engine import Projection, Shard
+from projections.contract import Projection, Shard
 from projections.notify_store import NotifyProjection
 from projections.routing_store import RoutingProjection
 from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
@@ -25,7 +25,8 @@ from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
 from projections.versions import BuildConflict, BuildRules, label_of, recorded_rules, serving_build
 from workers.actor import Actor
-from workers.engine import EngineSettings, Lag, ProjectionEngine, lag_of
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import Lag, lag_of
 from workers.notify import NotifyActor
 from workers.routing import RoutingActor
 from workers.scores import QualificationActor

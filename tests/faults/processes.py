@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.servers import free_port, nats_server_binary, wait_for_port
 from services.auth import hash_key
 from services.config import SCOPES
-from services.localstack import free_port, nats_server_binary, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "services.cli"]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.servers import NatsServer
 from events.config import NatsSettings
 from events.subjects import Naming
-from services.localstack import NatsServer
 from tests.faults.checks import assert_consistent
 from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver

@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devstack.servers import PostgresServer
 from events.config import NatsSettings
 from events.subjects import Naming
-from services.localstack import PostgresServer
 from tests.faults.checks import assert_consistent
 from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver

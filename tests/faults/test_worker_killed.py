@@ -12,7 +12,7 @@ import pytest
 from events.config import NatsSettings
 from events.subjects import Naming
 from projections.board_store import BoardProjection
-from projections.engine import Shard, consumer_name
+from projections.contract import Shard, consumer_name
 from tests.faults.checks import assert_consistent, read_model_problems
 from tests.faults.conftest import Reaper, healthy, streams_made
 from tests.faults.load import LoadDriver

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 import uvicorn
 
+from devstack.servers import free_port
 from events.config import NatsSettings
 from services.api.header_timeout import HeaderTimeoutProtocol
 from services.config import ApiConfig, Settings
-from services.localstack import free_port
 from tests.conftest import ADMIN_KEY, FORM_KEY, api_config
 
 pytestmark = pytest.mark.integration

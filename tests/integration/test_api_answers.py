@@ -21,13 +21,13 @@ from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 from nats.js.errors import APIError, NoStreamResponseError
 
+from devstack.servers import NatsServer
 from events.config import NatsSettings
 from events.ids import derived_id
 from events.store import EventStore
 from events.streams import StreamSettings
 from events.subjects import Naming
 from services.config import Settings
-from services.localstack import NatsServer
 from tests.conftest import ADMIN_KEY, FORM_KEY, META_VERIFY_TOKEN, api_config, make_streams, wait_healthy
 from tests.waiting import eventually
 

@@ -25,6 +25,7 @@ from schemathesis import Config
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from devstack.servers import free_port
 from events.codec import DecodeError, decode
 from events.config import NatsSettings, connect
 from events.store import EventStore
@@ -32,7 +33,6 @@ from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from events.types import PipelineDefined
 from services.config import Settings
-from services.localstack import free_port
 from tests.builders import envelope
 from tests.conftest import ADMIN_KEY, api_config
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
+from devstack.servers import NatsServer
 from events.config import NatsSettings, connect
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from services.config import Settings
-from services.localstack import NatsServer
 from tests.conftest import ADMIN_KEY, FORM_KEY, api_config, wait_healthy
 from tests.waiting import eventually
 

@@ -13,9 +13,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from devstack.servers import free_port
 from events.config import NatsSettings
 from services.config import Settings
-from services.localstack import free_port
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually
 from workers.registry import serve_worker

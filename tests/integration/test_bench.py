@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from services.bench.report import Report
+from bench.report import Report
 
 pytestmark = pytest.mark.integration
 

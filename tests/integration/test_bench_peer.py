@@ -23,7 +23,7 @@ pytestmark = [
 def test_the_peer_stores_the_whole_workload_and_its_board_matches(
     pg_url: str, leads: int, touches: int, moves: int
 ) -> None:
-    from services.bench.peer import STAGES, run_peer
+    from bench.peer import STAGES, run_peer
 
     dsn = pg_url
     schema = f"peer_test_{uuid.uuid4().hex[:8]}"

@@ -27,6 +27,7 @@ from tests.projection_fixtures import (
     amount,
     append_concurrently,
     append_script,
+    board_engine,
     expected_rows,
     opened,
     running,
@@ -34,7 +35,6 @@ from tests.projection_fixtures import (
     wait_caught_up,
     workload,
 )
-from workers.board import board_engine
 from workers.engine import ProjectionEngine
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.localstack import LocalStackError, free_port, wait_for_port
+from devstack.servers import LocalStackError, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 

@@ -26,6 +26,8 @@ import yaml  # type: ignore[import-untyped]
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
+from devstack.servers import free_port, nats_server_binary, wait_for_port
+from devstack.stack import nats_passwords, nats_server_env
 from events.anchors import Anchorer, stored_anchors
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
@@ -35,8 +37,6 @@ from events.store import EventStore, StoreUnavailable
 from events.streams import StreamSettings, StreamsNotReady, WeakeningRefused, ensure_streams, require_streams
 from events.subjects import Naming
 from services.config import SCOPES, load_config
-from services.devstack import nats_passwords, nats_server_env
-from services.localstack import free_port, nats_server_binary, wait_for_port
 from tests.builders import deal_opened, envelope, stage_changed
 from tests.deploy_helpers import (
     CLUSTER_CONFIGS,
@@ -115,7 +115,7 @@ def test_cluster_config_refuses_to_start_without_its_passwords() -> None:
 
 
 def test_dev_config_starts_the_way_the_dev_stack_starts_it(tmp_path: Path) -> None:
-    """services/devstack.py's command line (NatsServer): -p, -m and -sd come from the dev stack's options, the
+    """devstack/stack.py's command line (NatsServer): -p, -m and -sd come from the dev stack's options, the
     users' passwords from its environment."""
     port, monitor = free_port(), free_port()
     args = ["-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "nats"), "-n", "dealstream-dev"]

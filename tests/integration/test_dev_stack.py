@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from services.localstack import free_port
+from devstack.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 
+from devstack.servers import NatsServer
 from events.audit import audit_stream, scan
 from events.config import NatsSettings, connect
 from events.personal import Vault
@@ -26,7 +27,6 @@ from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from events.types import LeadCaptured
 from services.config import Settings
-from services.localstack import NatsServer
 from tests.builders import envelope
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually

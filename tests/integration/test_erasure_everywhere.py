@@ -27,6 +27,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from psycopg import sql
 
+from devstack.servers import NatsServer
 from events.config import NatsSettings, connect
 from events.ids import derived_id, uuid7
 from events.ledger import Context, Ledger
@@ -38,7 +39,6 @@ from projections.board_store import BoardProjection
 from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from services.config import Settings
-from services.localstack import NatsServer
 from services.providers import hubspot, meta
 from tests.conftest import ADMIN_KEY, FORM_KEY, META_SECRET, TYPEFORM_SECRET, WEBFLOW_SECRET, api_config, wait_healthy
 from tests.projection_fixtures import wait_caught_up

@@ -16,14 +16,14 @@ import pytest
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
+from devstack.servers import NatsServer, free_port
+from devstack.stack import NATS_USERS, nats_passwords, nats_server_env
 from events.audit import scan
 from events.config import NatsSettings, connect
 from events.personal import Vault
 from events.store import EventStore
 from events.streams import ensure_streams
 from events.subjects import Naming
-from services.devstack import NATS_USERS, nats_passwords, nats_server_env
-from services.localstack import NatsServer, free_port
 from tests.builders import deal_opened, envelope
 
 pytestmark = pytest.mark.integration

@@ -19,13 +19,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from nats.js import JetStreamContext
 
+from devstack.servers import free_port
 from events.config import NatsSettings
 from events.store import EventStore
 from events.subjects import Naming
 from events.types import AlertRaised, LeadAssigned, LeadCaptured, LeadQualified
 from projections.notify import NotifyRules, Recipient, Smtp
 from projections.notify_store import NotifyProjection, list_deliveries
-from services.localstack import free_port
 from tests.builders import envelope
 from tests.projection_fixtures import FAST, wait_caught_up
 from tests.waiting import eventually

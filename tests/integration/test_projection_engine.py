@@ -19,26 +19,26 @@ import psycopg
 import pytest
 from nats.js import JetStreamContext
 
+from devstack.servers import NatsServer
 from events.config import NatsSettings, connect
 from events.store import EventStore, StoreUnavailable
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from projections.board_store import BoardProjection
-from projections.engine import Shard, consumer_name
-from services.localstack import NatsServer
+from projections.contract import Shard, consumer_name
 from tests.builders import T0
 from tests.projection_fixtures import (
     FAST,
     Script,
     append_concurrently,
     append_script,
+    board_engine,
     lags,
     opened,
     running,
     wait_caught_up,
     workload,
 )
-from workers.board import board_engine
 from workers.engine import EngineSettings
 from workers.registry import serve_worker, worker_lag
 

@@ -17,7 +17,7 @@ from events.store import EventStore
 from events.subjects import Naming
 from projections.board_queries import board
 from projections.board_store import BoardProjection, read_state
-from projections.engine import CHECKPOINT_DDL, Shard
+from projections.contract import CHECKPOINT_DDL, Shard
 from projections.versions import (
     BUILDS_DDL,
     VERSIONS_DDL,

@@ -16,7 +16,7 @@ from events.envelope import AggregateType, StoredEvent
 from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadCaptured, LeadQualified
-from projections.engine import Shard
+from projections.contract import Shard
 from projections.velocity import fold
 from projections.velocity_periods import explicit_period
 from projections.velocity_queries import metrics, weighted_pipeline
@@ -39,7 +39,8 @@ from tests.unit.test_velocity_scenario import (
     day,
     script,
 )
-from workers.engine import ProjectionEngine, ensure_schema
+from workers.checkpoints import ensure_schema
+from workers.engine import ProjectionEngine
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.workload import synthetic_log
 from events.types import DealOpened, LeadCaptured
-from services.bench.workload import synthetic_log
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 

@@ -9,7 +9,7 @@ What the engine and the batch template (:mod:`projections.batch`) rely on:
 - a batch folded over only the rows it touches, its changed rows written back, gives those rows too (what
   ``load_touched`` loads is all the fold reads);
 - the shards of the projection (its own ``partitioned`` and ``broadcast`` types, picked by the engine's
-  :class:`projections.engine.Selector`) fold to disjoint rows whose union is the whole.
+  :class:`projections.contract.Selector`) fold to disjoint rows whose union is the whole.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from events.types import (
 )
 from projections import board, routes, scores, sla, velocity
 from projections.board_store import BoardProjection
-from projections.engine import Projection, Selector, Shard
+from projections.contract import Projection, Selector, Shard
 from projections.routing_store import RoutingProjection
 from projections.scores_store import ScoresProjection
 from projections.sla_store import SlaProjection

@@ -10,7 +10,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.supervisor import Backoff, Supervisor
+from devstack.supervisor import Backoff, Supervisor
 
 
 @dataclass

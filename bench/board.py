@@ -1,6 +1,6 @@
 """Throughput of the board worker next to the raw limits, measured in the same run on this machine.
 
-``python -m services.bench.board [--events 100000] [--runs 3] [--shards 2]``
+``python -m bench.board [--events 100000] [--runs 3] [--shards 2]``
 
 Starts a private nats-server (and a private PostgreSQL unless ``DATABASE_URL`` is set), appends a deal
 workload, then times, each from sequence 1 into a fresh schema, median of ``--runs``:
@@ -32,6 +32,8 @@ from typing import Any
 import psycopg
 from nats.js import JetStreamContext
 
+from bench import raw
+from devstack.servers import NatsServer, PostgresServer
 from events.config import NatsSettings, connect
 from events.envelope import Envelope
 from events.ids import uuid7
@@ -51,10 +53,9 @@ from events.types import (
 )
 from projections.board_queries import board
 from projections.board_store import BoardProjection, BoardSql
-from projections.engine import Shard
-from services.bench import raw
-from services.localstack import NatsServer, PostgresServer
-from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+from projections.contract import Shard
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import measure_lag
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 STAGES = ["new", "qualified", "proposal", "negotiation"]
@@ -236,7 +237,7 @@ async def bench(events: int, runs: int, shards: int, pg_url: str, nats_url: str)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.bench.board", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.board", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)

@@ -99,7 +99,7 @@ def machine() -> dict[str, str]:
 
 
 def _version(cmd: list[str]) -> str:
-    from services.localstack import nats_server_binary
+    from devstack.servers import nats_server_binary
 
     try:
         out = subprocess.run([nats_server_binary(), *cmd[1:]], capture_output=True, text=True, timeout=10, check=False)

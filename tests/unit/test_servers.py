@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.localstack import LocalStackError, _check_reachable
+from devstack.servers import LocalStackError, _check_reachable
 
 
 def test_a_folder_the_postgres_user_cannot_enter_is_named_with_the_way_out() -> None:

@@ -62,7 +62,7 @@ class ProcessChild:
 
 @dataclass
 class ServerChild:
-    """A server object of :mod:`services.localstack` (nats-server, PostgreSQL) seen as a child."""
+    """A server object of :mod:`devstack.servers` (nats-server, PostgreSQL) seen as a child."""
 
     name: str
     starter: Callable[[], object]

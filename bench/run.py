@@ -43,6 +43,11 @@ import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from bench import raw
+from bench.http import Answer, LeanClient
+from bench.report import Report, Row, machine, percentile, ratio_row, render
+from bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
+from devstack.servers import NatsServer, PostgresServer, free_port
 from events import aggregates as agg
 from events.codec import decode
 from events.config import NatsSettings, connect
@@ -56,16 +61,12 @@ from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from events.types import AlertRaised, DealOpened, Event, LeadCaptured, TouchpointLogged
 from projections.board_store import BoardProjection
-from projections.engine import Projection, Shard
+from projections.contract import Projection, Shard
 from services.auth import hash_key
-from services.bench import raw
-from services.bench.http import Answer, LeanClient
-from services.bench.report import Report, Row, machine, percentile, ratio_row, render
-from services.bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
-from services.localstack import NatsServer, PostgresServer, free_port
-from workers.engine import EngineSettings, ProjectionEngine, measure_lag
+from workers.engine import EngineSettings, ProjectionEngine
+from workers.lag import measure_lag
 
-DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KEY = "bench-key"
 PROJECTIONS = ("board", "velocity", "scores", "sla", "routing", "notify")
 
@@ -607,7 +608,7 @@ async def _alert_lateness(js: JetStreamContext, naming: Naming, expected: int, w
 
 async def peer_figures(report: Report, pg_url: str, leads: int, ours_append: float, ours_board: float) -> None:
     try:
-        peer = importlib.import_module("services.bench.peer")
+        peer = importlib.import_module("bench.peer")
     except ImportError as exc:
         report.add(Row(section="peer", name="eventsourcing", value=0, unit="ev/s", note=f"skipped: {exc}"))
         return

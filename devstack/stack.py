@@ -16,6 +16,8 @@ from pathlib import Path
 
 import structlog
 
+from devstack.servers import LocalStackError, NatsServer, PostgresServer, port_or_free, wait_for_port
+from devstack.supervisor import ProcessChild, ServerChild, Supervisor
 from events.config import NatsSettings, connect
 from events.ids import uuid7
 from events.ledger import Context, new_envelope
@@ -23,8 +25,6 @@ from events.signing import new_signing_key, public_key_of
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
 from events.types import PipelineDefined, StageDefinition
-from services.localstack import LocalStackError, NatsServer, PostgresServer, port_or_free, wait_for_port
-from services.supervisor import ProcessChild, ServerChild, Supervisor
 from workers.settings import Settings
 
 log = structlog.get_logger("dealstream.dev")

@@ -98,7 +98,7 @@ def consumer_filter(naming: Naming, projection: Projection) -> str:
     """The one subject filter of the projection's consumer.
 
     One filter, never ``filter_subjects``: measured on nats-server 2.15.1, a consumer with several filters
-    delivers about 2.5-3k msgs/s against 16-24k for one wildcard filter (see services/bench/board.py). So a
+    delivers about 2.5-3k msgs/s against 16-24k for one wildcard filter (see bench/board.py). So a
     projection of one aggregate type filters on it; otherwise, and for the partitions of a shard, the
     consumer takes the whole log and :class:`Selector` skips the rest by subject, without decoding it.
     """
