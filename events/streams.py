@@ -225,7 +225,7 @@ def config_drift(wanted: StreamConfig, actual: StreamConfig) -> list[FieldDrift]
 def _tolerated(drift: FieldDrift, naming: Naming) -> bool:
     # A bucket made by a version before 2026-11-23 is a stock KV bucket denying deletes (and, made by a recent
     # server, allowing message TTLs), which the server never lifts: erasure still works on it, with a warning
-    # (README, Erasing personal data).
+    # (docs/personal-data.md).
     return (
         drift.stream == naming.lead_keys_stream
         and drift.field in {"deny_delete", "allow_msg_ttl"}
@@ -300,7 +300,7 @@ async def _update(
         log.warning(
             "streams.lead_keys_deny_delete",
             stream=wanted.name,
-            consequence="erasure purges keys without overwriting them; see README, Erasing personal data",
+            consequence="erasure purges keys without overwriting them; see docs/personal-data.md",
         )
         drifts = [d for d in drifts if not _tolerated(d, naming)]
         if not drifts:

@@ -40,7 +40,7 @@ def api_app() -> Any:
 def event_loop(wanted: str) -> str:
     """``uvloop`` (where it is installed: Linux and macOS) or ``asyncio`` if ``DEALSTREAM_EVENT_LOOP=asyncio``.
 
-    uvloop carries the same load with about a fifth less CPU (README, Benchmark); the choice is process-wide, so
+    uvloop carries the same load with about a fifth less CPU (docs/benchmark.md); the choice is process-wide, so
     that the benchmark's raw limits are measured on the loop the API and the workers run on."""
     if wanted == "uvloop":
         try:

@@ -207,7 +207,7 @@ async def velocity_metrics(
     """Win rate, sales cycle, stage conversion (any-stage and all-stage), time in stage, sales velocity, lead
     velocity rate, lead-to-qualified conversion and volume by source, lost deals by reason: for a calendar
     period in ``tz`` (or an explicit ``from``/``to`` range), overall or by owner, source or pipeline, counting
-    only what was known at ``as_of``. Every formula is stated in the README and on ``GroupMetrics``."""
+    only what was known at ``as_of``. Every formula is stated in docs/read-models.md and on ``GroupMetrics``."""
     try:
         if start is not None or end is not None:
             if start is None or end is None:
