@@ -347,13 +347,16 @@ class Vault:
             if key_ref is not None:
                 key = (await self.shared_keys(key_ref)).get(lead_id)
             else:
-                key = await self.key(lead_id, create=may_create)
+                key = await self.key(lead_id)
+                if key is None and may_create:
+                    key = await self.key(lead_id, create=True)
             if key is not None:
                 return lead_id, key_ref, key
         if envelope.aggregate_type != "deal":
             return None
         key_id = f"deal.{envelope.aggregate_id}"
-        key = await self.key(key_id, create=True)
+        # Read first: only a deal's first text makes its key, every later one finds it (one round trip, not two).
+        key = await self.key(key_id) or await self.key(key_id, create=True)
         assert key is not None
         return key_id, None, key
 
