@@ -129,8 +129,8 @@ class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
     - ``won_value``/``average_won_value``: sum and mean of the won amount per currency.
     - ``open_deals``(``_by_currency``): the *open qualified deals*: every deal open at the period end (opened
       before ``end`` and not closed before it, as known at ``min(as_of, end)``), by its currency then.
-    - ``sales_velocity[c]`` = open_deals[c] x average_won_value[c] x win_rate / average_cycle_days, money per
-      day, for currencies with open and won deals.
+    - ``sales_velocity[c]`` = open_deals[c] x average_won_value[c] x win_rate / max(average_cycle_days, 1),
+      money per day, for currencies with open and won deals (the floor: ``stats.CYCLE_FLOOR_DAYS``).
     - ``stage_conversion``: cohort = deals opened in the period, their stage visits up to ``as_of``; for each
       pipeline (definition in force at ``as_of``) and stages A before B: ``reached_from`` = deals ever in A;
       ``any_stage`` = of those, ever in B; ``all_stage`` = of those, whose visits contain A, every stage between,
