@@ -25,6 +25,10 @@ Money = Decimal
 MAX_AMOUNT = Decimal("1e15")
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MARKETING_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,99}$"
+MarketingId = Annotated[str, msgspec.Meta(max_length=100, pattern=MARKETING_ID)]
+"""A marketing source or campaign id (``referral``, ``spring_sale-2026``): letters, digits and ``_.:+-``, so it
+cannot hold an e-mail, a name or a sentence, and stays in clear in the log (see events/personal.py)."""
 # Read leniently, written strictly: events in the log must decode forever, whatever limits applied when they were
 # written, so entry lengths are checked where new events are made (``attribute_problems``), not on decode.
 Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]
@@ -88,6 +92,10 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     form_id: Ref | None = None
     campaign: Attributes = {}
     answers: Attributes = {}
+    # The marketing source the capture named (``referral``, ``event``, ``partner``, or its ``utm_source``),
+    # lower-cased, and its ``utm_campaign``; the channel it came in by is the envelope's ``source``.
+    source: MarketingId | None = None
+    utm_campaign: MarketingId | None = None
     # Everything the source sent travels encrypted with the lead's own key (see events/personal.py): ``sealed``
     # holds it, and the fields above read None in the log, but for the clear allow-list (``country``). Events
     # written before 2026-11-23 sealed only the contact fields, and kept the e-mail's domain in clear.
@@ -97,6 +105,11 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     # The lead-keys entry holding this lead's key when several leads were captured together (one write for all
     # their keys); None: the entry named by the lead's own id.
     key_ref: Ref | None = None
+
+
+def lead_source(captured: LeadCaptured, channel: str) -> str:
+    """The source metrics and rules group a lead by: the marketing source it named, else its channel."""
+    return captured.source or channel
 
 
 class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):

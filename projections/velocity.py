@@ -41,6 +41,7 @@ from events.types import (
     LeadDisqualified,
     LeadQualified,
     PipelineDefined,
+    lead_source,
 )
 from projections.folding import fold_into
 
@@ -237,7 +238,7 @@ def _apply_lead(state: VelocityState, event: StoredEvent) -> None:
         if isinstance(data, LeadCaptured):
             at = envelope.occurred_at
             state.leads[lead_id] = LeadFacts(
-                lead_id=lead_id, source=envelope.source, captured_at=at, last_at=at, version=seq
+                lead_id=lead_id, source=lead_source(data, envelope.source), captured_at=at, last_at=at, version=seq
             )
         return
     if seq <= lead.version:

@@ -179,3 +179,19 @@ def httpx_errors() -> tuple[type[Exception], ...]:
     import httpx
 
     return (httpx.TransportError,)
+
+
+async def test_a_capture_naming_its_marketing_source_shows_in_the_metrics_by_source(reads_api: Client) -> None:
+    client = reads_api
+    at = "2025-11-05T10:00:00+01:00"
+    named = {"email": "ref@example.com", "source": "referral", "utm_campaign": "partner-week", "occurred_at": at}
+    for body in (named, {"email": "plain@example.com", "occurred_at": at}):
+        assert (await client.post("/v1/leads", json=body)).status_code == 202
+    await _caught_up(client)
+
+    report = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "source"})).json()
+    captured = {g["key"]: g["leads_captured"] for g in report["groups"]}
+    # The referral is its own group; the lead that named none is counted by the channel it came in by.
+    assert captured == {"referral": 1, "web_form": 1}
+    [overall] = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15"})).json()["groups"]
+    assert {s["source"]: s["captured"] for s in overall["lead_sources"]} == {"referral": 1, "web_form": 1}
