@@ -1,7 +1,8 @@
 """The velocity report: every figure of a period per group, and the weighted pipeline, computed from the facts
 of :mod:`projections.velocity` as known at a business time. Pure: no I/O, no clock.
 
-Money is never added across currencies. Money figures obtained by division are rounded half-even to 0.01.
+Money is never added across currencies. Money figures obtained by division are rounded half-even to 0.01; every
+amount answered is in its currency's minor units (:mod:`projections.money`).
 Durations are in days (86,400 s).
 """
 
@@ -16,6 +17,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from projections.money import in_minor_units, per_currency
 from projections.stats import (
     average_money,
     days,
@@ -319,11 +321,11 @@ def group_metrics(
         win_rate=win_rate(len(won), len(lost)),
         average_cycle_days=mean(cycle_days),
         median_cycle_days=median(cycle_days),
-        won_value=dict(sorted(won_value.items())),
-        average_won_value={c: average_money(won_value[c], won_count[c]) for c in sorted(won_value)},
+        won_value=per_currency(dict(sorted(won_value.items()))),
+        average_won_value=per_currency({c: average_money(won_value[c], won_count[c]) for c in sorted(won_value)}),
         open_deals=sum(open_by_currency.values()),
         open_deals_by_currency=dict(sorted(open_by_currency.items())),
-        sales_velocity=velocity,
+        sales_velocity=per_currency(velocity),
         lost_by_reason=dict(sorted(_count(d.lost_reason or "" for d in lost).items())),
         stage_conversion=stage_conversions(cohort, definitions),
         time_in_stage=time_in_stage(at_end, start, end),
@@ -421,6 +423,6 @@ def weighted_by_close_month(
             weighted + weighted_amount(money_now.amount, probability),
         )
     return [
-        WeightedMonth(month=m, currency=c, deals=n, amount=a, weighted=w)
+        WeightedMonth(month=m, currency=c, deals=n, amount=in_minor_units(a, c), weighted=in_minor_units(w, c))
         for (m, c), (n, a, w) in sorted(rows.items(), key=lambda kv: (*_none_last(kv[0][0]), kv[0][1]))
     ]
