@@ -5,6 +5,7 @@ One tagged union, versioned tags."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -105,6 +106,26 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     # The lead-keys entry holding this lead's key when several leads were captured together (one write for all
     # their keys); None: the entry named by the lead's own id.
     key_ref: Ref | None = None
+
+
+_FROM_CAMPAIGN: Mapping[str, tuple[str, ...]] = {"source": ("source", "utm_source"), "utm_campaign": ("utm_campaign",)}
+
+
+def with_marketing_ids(captured: LeadCaptured) -> LeadCaptured:
+    """A new capture with its marketing ``source`` (lower-cased) and ``utm_campaign``, taken from ``campaign``'s
+    ``source``/``utm_source`` and ``utm_campaign`` when the capture did not name them."""
+    # Hidden fields and UTM parameters arrive in ``campaign``. One that is no marketing id (a sentence, an e-mail)
+    # stays only there, sealed: a lead is never refused for a tracking parameter.
+    named: dict[str, str] = {}
+    for name, keys in _FROM_CAMPAIGN.items():
+        if getattr(captured, name) is None:
+            found = (captured.campaign.get(k) for k in keys)
+            if value := next((v for v in found if v is not None and re.fullmatch(MARKETING_ID, v)), None):
+                named[name] = value
+    source = named.get("source", captured.source)
+    if source is not None:
+        named["source"] = source.lower()
+    return msgspec.structs.replace(captured, **named) if named else captured
 
 
 def lead_source(captured: LeadCaptured, channel: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from events.ids import InvalidId, check_id
-from events.types import MARKETING_ID, LeadCaptured, attribute_problems
+from events.types import LeadCaptured, attribute_problems, with_marketing_ids
 from services.errors import FieldError, InputError, from_validation_error
 
 _T = TypeVar("_T")
@@ -158,33 +158,12 @@ def source_ref_of(lead: LeadCaptured, field: str) -> str:
     return lead.source_ref
 
 
-_FROM_CAMPAIGN: Mapping[str, tuple[str, ...]] = {"source": ("source", "utm_source"), "utm_campaign": ("utm_campaign",)}
-
-
-def _marketing_ids(cleaned: dict[str, object]) -> None:
-    # Hidden fields and UTM parameters arrive in ``campaign``; the ones that are marketing ids name the lead's
-    # source and campaign unless the capture named them itself. One that is not (a sentence, an e-mail) stays
-    # only in ``campaign``, sealed: a lead is never refused for a tracking parameter.
-    campaign = cleaned.get("campaign")
-    for name, keys in _FROM_CAMPAIGN.items():
-        if name in cleaned or not isinstance(campaign, Mapping):
-            continue
-        for key in keys:
-            value = campaign.get(key)
-            if isinstance(value, str) and re.fullmatch(MARKETING_ID, value):
-                cleaned[name] = value
-                break
-    if isinstance(source := cleaned.get("source"), str):
-        cleaned["source"] = source.lower()
-
-
 def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = None) -> LeadCaptured:
     """A validated ``LeadCaptured`` from field name → raw value.
 
     Strings are stripped and empty ones dropped, in ``campaign`` and ``answers`` too; a country code is
-    upper-cased; the marketing ``source`` (lower-cased) and ``utm_campaign`` are taken from ``campaign``'s
-    ``source``/``utm_source`` and ``utm_campaign`` when not given. ``where`` names the input path each field came
-    from, so errors point at what the caller sent.
+    upper-cased; the marketing source and campaign are filled in (``events.types.with_marketing_ids``).
+    ``where`` names the input path each field came from, so errors point at what the caller sent.
     Every invalid field is reported, not just the first.
     """
     where = where or {}
@@ -201,7 +180,6 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
             cleaned[name] = value
     if errors := _nul_errors(cleaned, where) or _ref_errors(cleaned, where):
         raise InputError(errors)
-    _marketing_ids(cleaned)
     # The event type reads old events leniently; a new one is held to today's entry limits here.
     over = {name: _attribute_errors(cleaned[name], where.get(name, name)) for name in MAP_FIELDS if name in cleaned}
     try:
@@ -211,7 +189,7 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
     else:
         if limits := [e for named in over.values() for e in named]:
             raise InputError(limits)
-        return lead
+        return with_marketing_ids(lead)
     # msgspec stops at the first problem; a person fixing a form wants all of them at once.
     errors = []
     for name, value in cleaned.items():
