@@ -43,8 +43,8 @@ from projections.velocity import (
 )
 from projections.velocity_periods import Period
 
-GroupBy = Literal["overall", "owner", "source", "pipeline"]
-GROUP_BYS: tuple[GroupBy, ...] = ("overall", "owner", "source", "pipeline")
+GroupBy = Literal["overall", "owner", "source", "campaign", "pipeline"]
+GROUP_BYS: tuple[GroupBy, ...] = ("overall", "owner", "source", "campaign", "pipeline")
 
 _TICK = dt.timedelta(microseconds=1)
 
@@ -122,8 +122,8 @@ class LeadSource(msgspec.Struct, frozen=True, kw_only=True):
 class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """Every figure for one group, for the period ``[start, end)``, counting only facts dated <= ``as_of``.
 
-    ``key``: the deal's owner, the deal's ``lead_source`` or its pipeline (a lead: its capture ``source``, its
-    owner as of ``as_of``, no pipeline); None for "overall" and for what has no owner or source.
+    ``key``: the deal's owner, the deal's ``lead_source`` or its pipeline, no campaign (a lead: its ``source``,
+    its owner as of ``as_of``, its ``utm_campaign``, no pipeline); None for "overall" and for what has none.
 
     - ``deals_won``/``deals_lost``: deals whose win/loss is dated in the period; ``win_rate`` = won / (won +
       lost), None when both are 0. ``lost_by_reason``: the lost ones by reason.
@@ -354,6 +354,7 @@ def _deal_key(group_by: GroupBy) -> Callable[[DealFacts], str | None]:
         return lambda d: d.lead_source
     if group_by == "pipeline":
         return lambda d: d.pipeline_id
+    # A deal keeps its lead's source but no campaign: under "campaign" its figures are in the group with key None.
     return lambda d: None
 
 
@@ -362,6 +363,8 @@ def _lead_key(group_by: GroupBy) -> Callable[[LeadFacts], str | None]:
         return lead_owner
     if group_by == "source":
         return lambda lead: lead.source
+    if group_by == "campaign":
+        return lambda lead: lead.campaign
     # A lead belongs to no pipeline: under "pipeline" its figures are in the group with key None.
     return lambda lead: None
 

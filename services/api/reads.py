@@ -225,7 +225,7 @@ async def velocity_metrics(
     tz: Annotated[str, QueryParameter(description="IANA time zone of the period")] = "UTC",
     start: Annotated[dt.datetime | None, QueryParameter(name="from", description="explicit range start")] = None,
     end: Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")] = None,
-    group_by: FromQuery[Literal["overall", "owner", "source", "pipeline"]] = "overall",
+    group_by: FromQuery[Literal["overall", "owner", "source", "campaign", "pipeline"]] = "overall",
     as_of: AsOf = None,
 ) -> velocity_report.VelocityReport:
     """Win rate, sales cycle, stage conversion (any-stage and all-stage), time in stage, sales velocity, lead

@@ -200,6 +200,10 @@ async def test_a_capture_naming_its_marketing_source_shows_in_the_metrics_by_sou
     assert captured == {"referral": 1, "web_form": 1}
     [overall] = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15"})).json()["groups"]
     assert {s["source"]: s["captured"] for s in overall["lead_sources"]} == {"referral": 1, "web_form": 1}
+    by_campaign = (
+        await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "campaign"})
+    ).json()
+    assert {g["key"]: g["leads_captured"] for g in by_campaign["groups"]} == {"partner-week": 1, None: 1}
 
 
 async def test_the_board_as_of_a_past_date_counts_only_the_facts_known_then(reads_api: Client) -> None:

@@ -438,3 +438,5 @@ def test_a_lead_naming_its_marketing_source_is_grouped_by_it_and_one_naming_none
         "meta": (1, 0),
         "referral": (1, 1),
     }
+    by_campaign = metrics_report(s.deals.values(), s.leads.values(), s.pipelines, MARCH, "campaign", AS_OF).groups
+    assert {g.key: (g.leads_captured, g.leads_qualified) for g in by_campaign} == {"partner-week": (1, 1), None: (2, 0)}
