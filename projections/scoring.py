@@ -204,7 +204,9 @@ class LeadProfile(msgspec.Struct, frozen=True, kw_only=True):
     """What fit rules look at: the lead as captured, its source (marketing, else channel) and its channel."""
 
     source: str
-    channel: str | None = None  # None in profiles stored before the marketing source: their source is the channel
+    # Kept only where it differs from ``source``: profiles stored before the marketing source existed, and any
+    # lead naming none, read the same (and fold to the same rows) whichever way they were made.
+    channel: str | None = None
     utm_campaign: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -254,9 +256,10 @@ def profile_from(captured: LeadCaptured, channel: str) -> LeadProfile:
     phone = _given(captured.phone)
     if phone is None and captured.has_phone:
         phone = "(sealed)"
+    source = lead_source(captured, channel)
     return LeadProfile(
-        source=lead_source(captured, channel),
-        channel=channel,
+        source=source,
+        channel=channel if channel != source else None,
         utm_campaign=captured.utm_campaign,
         email=email,
         phone=phone,

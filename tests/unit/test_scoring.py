@@ -211,7 +211,6 @@ def test_profile_from_a_captured_lead() -> None:
     profile = profile_from(captured, "typeform")
     assert profile == LeadProfile(
         source="typeform",
-        channel="typeform",
         email="a@acme.example",
         phone="+48 600 000 000",
         company="Acme",
@@ -234,6 +233,7 @@ def test_a_rule_on_source_sees_the_marketing_source_and_one_on_channel_the_chann
     assert [fit_points(r, referral) for r in (on_source, on_channel, on_campaign)] == [15, 5, 3]
     # A lead naming no marketing source keeps its channel as its source: rules written on channels still match.
     assert plain.value("source") == "web_form" and plain.value("channel") == "web_form"
+    assert plain == LeadProfile(source="web_form") and referral.channel == "api"
     # A profile stored before the channel was a field reads its source as its channel.
     assert LeadProfile(source="meta").value("channel") == "meta"
 
