@@ -60,7 +60,7 @@ _keys_decoder = msgspec.json.Decoder(dict[str, bytes])
 
 CLEAR_FIELDS = ("country", "source", "utm_campaign")
 """A capture's source-sent fields that stay readable in the log: an ISO country code and the marketing source and
-campaign ids (``MarketingId``: no ``@``, no blanks) name nobody, and rules and metrics group by them.
+campaign ids (``MarketingId``: no ``@``, no blanks, not all digits) name nobody, and rules and metrics group by them.
 ``has_phone`` (a yes/no), the envelope's channel, actor and times stay too."""
 _NOT_SENT = ("sealed", "email_domain", "has_phone", "key_ref")
 PERSONAL_FIELDS = tuple(f for f in LeadCaptured.__struct_fields__ if f not in CLEAR_FIELDS and f not in _NOT_SENT)

@@ -26,10 +26,11 @@ Money = Decimal
 MAX_AMOUNT = Decimal("1e15")
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-MARKETING_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,99}$"
+MARKETING_ID = r"^(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$"
 MarketingId = Annotated[str, msgspec.Meta(max_length=100, pattern=MARKETING_ID)]
-"""A marketing source or campaign id (``referral``, ``spring_sale-2026``): letters, digits and ``_.:+-``, so it
-cannot hold an e-mail, a name or a sentence, and stays in clear in the log (see events/personal.py)."""
+"""A marketing source or campaign id (``referral``, ``spring_sale-2026``): letters, digits and ``_.:-`` with at
+least one letter, so it cannot hold an e-mail, a name with a blank, a sentence or a phone number, and stays in
+clear in the log (see events/personal.py)."""
 # Read leniently, written strictly: events in the log must decode forever, whatever limits applied when they were
 # written, so entry lengths are checked where new events are made (``attribute_problems``), not on decode.
 Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]

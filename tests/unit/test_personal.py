@@ -72,7 +72,7 @@ def test_the_marketing_source_and_campaign_stay_in_clear_and_cannot_hold_an_addr
     )
     erased = unseal(seal(envelope(named, "lead", "lead-1"), KEY), None).data
     assert isinstance(erased, LeadCaptured) and (erased.source, erased.utm_campaign) == ("referral", "partner-week")
-    for personal in ("anna@example.com", "Anna Nowak", "call me"):
+    for personal in ("anna@example.com", "Anna Nowak", "call me", "+48600100200", "48600100200"):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert({"source": personal}, LeadCaptured)
 
