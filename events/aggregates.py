@@ -31,6 +31,7 @@ from events.types import (
     TaskCompleted,
     TaskScheduled,
     TouchpointLogged,
+    lead_source,
 )
 
 
@@ -104,7 +105,7 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
         match envelope.data:
             case LeadCaptured():
                 state.exists = True
-                state.source = envelope.source
+                state.source = lead_source(envelope.data, envelope.source)
             case LeadAssigned(owner=owner):
                 state.owner = owner
             case LeadQualified():

@@ -58,9 +58,10 @@ log = structlog.get_logger("dealstream.vault")
 _keys_encoder = msgspec.json.Encoder()
 _keys_decoder = msgspec.json.Decoder(dict[str, bytes])
 
-CLEAR_FIELDS = ("country",)
-"""A capture's source-sent fields that stay readable in the log: an ISO country code names nobody, and routing
-rules and metrics group by it. ``has_phone`` (a yes/no), the envelope's channel, actor and times stay too."""
+CLEAR_FIELDS = ("country", "source", "utm_campaign")
+"""A capture's source-sent fields that stay readable in the log: an ISO country code and the marketing source and
+campaign ids (``MarketingId``: no ``@``, no blanks, not all digits) name nobody, and rules and metrics group by them.
+``has_phone`` (a yes/no), the envelope's channel, actor and times stay too."""
 _NOT_SENT = ("sealed", "email_domain", "has_phone", "key_ref")
 PERSONAL_FIELDS = tuple(f for f in LeadCaptured.__struct_fields__ if f not in CLEAR_FIELDS and f not in _NOT_SENT)
 """Every field of a capture that is sealed: contact fields, company, title, message, the source's ids, every

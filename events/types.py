@@ -5,6 +5,7 @@ One tagged union, versioned tags."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -25,6 +26,11 @@ Money = Decimal
 MAX_AMOUNT = Decimal("1e15")
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Ref = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MARKETING_ID = r"^(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$"
+MarketingId = Annotated[str, msgspec.Meta(max_length=100, pattern=MARKETING_ID)]
+"""A marketing source or campaign id (``referral``, ``spring_sale-2026``): letters, digits and ``_.:-`` with at
+least one letter, so it cannot hold an e-mail, a name with a blank, a sentence or a phone number, and stays in
+clear in the log (see events/personal.py)."""
 # Read leniently, written strictly: events in the log must decode forever, whatever limits applied when they were
 # written, so entry lengths are checked where new events are made (``attribute_problems``), not on decode.
 Attributes = Annotated[dict[str, str], msgspec.Meta(max_length=100)]
@@ -88,6 +94,10 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     form_id: Ref | None = None
     campaign: Attributes = {}
     answers: Attributes = {}
+    # The marketing source the capture named (``referral``, ``event``, ``partner``, or its ``utm_source``),
+    # lower-cased, and its ``utm_campaign``; the channel it came in by is the envelope's ``source``.
+    source: MarketingId | None = None
+    utm_campaign: MarketingId | None = None
     # Everything the source sent travels encrypted with the lead's own key (see events/personal.py): ``sealed``
     # holds it, and the fields above read None in the log, but for the clear allow-list (``country``). Events
     # written before 2026-11-23 sealed only the contact fields, and kept the e-mail's domain in clear.
@@ -97,6 +107,31 @@ class LeadCaptured(_Event, frozen=True, tag="lead.captured.v1"):
     # The lead-keys entry holding this lead's key when several leads were captured together (one write for all
     # their keys); None: the entry named by the lead's own id.
     key_ref: Ref | None = None
+
+
+_FROM_CAMPAIGN: Mapping[str, tuple[str, ...]] = {"source": ("source", "utm_source"), "utm_campaign": ("utm_campaign",)}
+
+
+def with_marketing_ids(captured: LeadCaptured) -> LeadCaptured:
+    """A new capture with its marketing ``source`` (lower-cased) and ``utm_campaign``, taken from ``campaign``'s
+    ``source``/``utm_source`` and ``utm_campaign`` when the capture did not name them."""
+    # Hidden fields and UTM parameters arrive in ``campaign``. One that is no marketing id (a sentence, an e-mail)
+    # stays only there, sealed: a lead is never refused for a tracking parameter.
+    named: dict[str, str] = {}
+    for name, keys in _FROM_CAMPAIGN.items():
+        if getattr(captured, name) is None:
+            found = (captured.campaign.get(k) for k in keys)
+            if value := next((v for v in found if v is not None and re.fullmatch(MARKETING_ID, v)), None):
+                named[name] = value
+    source = named.get("source", captured.source)
+    if source is not None:
+        named["source"] = source.lower()
+    return msgspec.structs.replace(captured, **named) if named else captured
+
+
+def lead_source(captured: LeadCaptured, channel: str) -> str:
+    """The source metrics and rules group a lead by: the marketing source it named, else its channel."""
+    return captured.source or channel
 
 
 class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):

@@ -35,6 +35,7 @@ from events.types import (
     TouchpointLogged,
 )
 from projections.folding import fold_into
+from projections.money import in_minor_units, per_currency
 from projections.stats import weighted_amount
 
 Status = Literal["open", "won", "lost"]
@@ -349,7 +350,7 @@ def layout(
                 DealCard(
                     deal_id=d.deal_id,
                     name=d.name,
-                    amount=d.amount,
+                    amount=in_minor_units(d.amount, d.currency),
                     currency=d.currency,
                     owner=d.owner,
                     status=d.status,
@@ -376,8 +377,8 @@ def layout(
                     rotting_days=stage.rotting_days,
                     defined=defined,
                     count=st.count,
-                    total=dict(st.total),
-                    weighted={c: weighted_amount(t, stage.probability) for c, t in st.total.items()},
+                    total=per_currency(st.total),
+                    weighted=per_currency({c: weighted_amount(t, stage.probability) for c, t in st.total.items()}),
                     deals=cards,
                     next_cursor=next_cursor,
                 )

@@ -21,11 +21,23 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from events.types import Direction, LeadCaptured, TouchpointKind
+from events.types import Direction, LeadCaptured, TouchpointKind, lead_source
 from events.types import ShortText as Name
 
-FIELDS = ("company", "job_title", "country", "source", "email_domain", "has_phone", "message", "form_id")
-"""What a fit rule can look at, besides ``answers.<key>`` and ``campaign.<key>``."""
+FIELDS = (
+    "company",
+    "job_title",
+    "country",
+    "source",
+    "channel",
+    "utm_campaign",
+    "email_domain",
+    "has_phone",
+    "message",
+    "form_id",
+)
+"""What a fit rule can look at, besides ``answers.<key>`` and ``campaign.<key>``. ``source`` is the marketing
+source the capture named, else the channel (``events.types.lead_source``); ``channel`` is always the channel."""
 PREFIXES = ("answers.", "campaign.")
 
 _KINDS: frozenset[str] = frozenset(get_args(TouchpointKind))
@@ -189,9 +201,13 @@ class ScoringRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 class LeadProfile(msgspec.Struct, frozen=True, kw_only=True):
-    """What fit rules look at: the lead as captured, and the channel it came through."""
+    """What fit rules look at: the lead as captured, its source (marketing, else channel) and its channel."""
 
     source: str
+    # Kept only where it differs from ``source``: profiles stored before the marketing source existed, and any
+    # lead naming none, read the same (and fold to the same rows) whichever way they were made.
+    channel: str | None = None
+    utm_campaign: str | None = None
     email: str | None = None
     phone: str | None = None
     company: str | None = None
@@ -209,6 +225,8 @@ class LeadProfile(msgspec.Struct, frozen=True, kw_only=True):
             text = self.email.rpartition("@")[2].lower() if self.email and "@" in self.email else None
         elif field == "has_phone":
             text = "true" if self.phone and self.phone.strip() else "false"
+        elif field == "channel":
+            text = self.channel or self.source
         elif field.startswith("answers."):
             text = self.answers.get(field.removeprefix("answers."))
         elif field.startswith("campaign."):
@@ -226,8 +244,8 @@ def _given(value: str | None) -> str | None:
     return None if value == ERASED else value
 
 
-def profile_from(captured: LeadCaptured, source: str) -> LeadProfile:
-    """The profile of a captured lead; ``source`` is the envelope's channel ("web_form", "meta", ...).
+def profile_from(captured: LeadCaptured, channel: str) -> LeadProfile:
+    """The profile of a captured lead; ``channel`` is the envelope's ``source`` ("web_form", "meta", ...).
 
     Workers read captures opened with the lead's key. A capture still sealed (or erased) leaves only what the
     log holds in clear: the country, whether there is a phone, and for captures before 2026-11-23 the e-mail's
@@ -238,8 +256,11 @@ def profile_from(captured: LeadCaptured, source: str) -> LeadProfile:
     phone = _given(captured.phone)
     if phone is None and captured.has_phone:
         phone = "(sealed)"
+    source = lead_source(captured, channel)
     return LeadProfile(
         source=source,
+        channel=channel if channel != source else None,
+        utm_campaign=captured.utm_campaign,
         email=email,
         phone=phone,
         company=_given(captured.company),
@@ -255,7 +276,11 @@ def profile_from(captured: LeadCaptured, source: str) -> LeadProfile:
 def scrubbed(profile: LeadProfile) -> LeadProfile:
     """What a profile keeps once its lead is erased: what a capture's clear allow-list holds."""
     return LeadProfile(
-        source=profile.source, country=profile.country, phone="(sealed)" if profile.phone is not None else None
+        source=profile.source,
+        channel=profile.channel,
+        utm_campaign=profile.utm_campaign,
+        country=profile.country,
+        phone="(sealed)" if profile.phone is not None else None,
     )
 
 

@@ -64,14 +64,19 @@ def average_money(total: Decimal, count: int) -> Decimal:
     return money(Fraction(total) / count)
 
 
+CYCLE_FLOOR_DAYS = Fraction(1)
+"""The least sales cycle sales velocity divides by: deals won within a day of opening are a day's work."""
+
+
 def sales_velocity(
     open_deals: int, average_won_value: Fraction, won: int, lost: int, average_cycle_days: Fraction
 ) -> Decimal | None:
-    """``open_deals x average_won_value x win_rate / average_cycle_days``, money per day, rounded to 0.01;
-    None when the win rate or the cycle is undefined or the cycle is 0."""
-    if won + lost == 0 or average_cycle_days <= 0:
+    """``open_deals x average_won_value x win_rate / max(average_cycle_days, CYCLE_FLOOR_DAYS)``, money per day,
+    rounded to 0.01; None when the win rate is undefined."""
+    if won + lost == 0:
         return None
-    return money(open_deals * average_won_value * Fraction(won, won + lost) / average_cycle_days)
+    divisor = max(average_cycle_days, CYCLE_FLOOR_DAYS)
+    return money(open_deals * average_won_value * Fraction(won, won + lost) / divisor)
 
 
 def weighted_amount(amount: Decimal, probability: float) -> Decimal:

@@ -41,6 +41,7 @@ from events.types import (
     LeadDisqualified,
     LeadQualified,
     PipelineDefined,
+    lead_source,
 )
 from projections.folding import fold_into
 
@@ -94,6 +95,7 @@ class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
 class LeadFacts(msgspec.Struct, frozen=True, kw_only=True):
     lead_id: str
     source: str
+    campaign: str | None = None
     captured_at: dt.datetime
     qualified_at: dt.datetime | None = None
     disqualified_at: dt.datetime | None = None
@@ -237,7 +239,12 @@ def _apply_lead(state: VelocityState, event: StoredEvent) -> None:
         if isinstance(data, LeadCaptured):
             at = envelope.occurred_at
             state.leads[lead_id] = LeadFacts(
-                lead_id=lead_id, source=envelope.source, captured_at=at, last_at=at, version=seq
+                lead_id=lead_id,
+                source=lead_source(data, envelope.source),
+                campaign=data.utm_campaign,
+                captured_at=at,
+                last_at=at,
+                version=seq,
             )
         return
     if seq <= lead.version:

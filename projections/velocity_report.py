@@ -1,7 +1,8 @@
 """The velocity report: every figure of a period per group, and the weighted pipeline, computed from the facts
 of :mod:`projections.velocity` as known at a business time. Pure: no I/O, no clock.
 
-Money is never added across currencies. Money figures obtained by division are rounded half-even to 0.01.
+Money is never added across currencies. Money figures obtained by division are rounded half-even to 0.01; every
+amount answered is in its currency's minor units (:mod:`projections.money`).
 Durations are in days (86,400 s).
 """
 
@@ -16,6 +17,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from projections.money import in_minor_units, per_currency
 from projections.stats import (
     average_money,
     days,
@@ -41,8 +43,8 @@ from projections.velocity import (
 )
 from projections.velocity_periods import Period
 
-GroupBy = Literal["overall", "owner", "source", "pipeline"]
-GROUP_BYS: tuple[GroupBy, ...] = ("overall", "owner", "source", "pipeline")
+GroupBy = Literal["overall", "owner", "source", "campaign", "pipeline"]
+GROUP_BYS: tuple[GroupBy, ...] = ("overall", "owner", "source", "campaign", "pipeline")
 
 _TICK = dt.timedelta(microseconds=1)
 
@@ -120,8 +122,8 @@ class LeadSource(msgspec.Struct, frozen=True, kw_only=True):
 class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
     """Every figure for one group, for the period ``[start, end)``, counting only facts dated <= ``as_of``.
 
-    ``key``: the deal's owner, the deal's ``lead_source`` or its pipeline (a lead: its capture ``source``, its
-    owner as of ``as_of``, no pipeline); None for "overall" and for what has no owner or source.
+    ``key``: the deal's owner, the deal's ``lead_source`` or its pipeline, no campaign (a lead: its ``source``,
+    its owner as of ``as_of``, its ``utm_campaign``, no pipeline); None for "overall" and for what has none.
 
     - ``deals_won``/``deals_lost``: deals whose win/loss is dated in the period; ``win_rate`` = won / (won +
       lost), None when both are 0. ``lost_by_reason``: the lost ones by reason.
@@ -129,8 +131,8 @@ class GroupMetrics(msgspec.Struct, frozen=True, kw_only=True):
     - ``won_value``/``average_won_value``: sum and mean of the won amount per currency.
     - ``open_deals``(``_by_currency``): the *open qualified deals*: every deal open at the period end (opened
       before ``end`` and not closed before it, as known at ``min(as_of, end)``), by its currency then.
-    - ``sales_velocity[c]`` = open_deals[c] x average_won_value[c] x win_rate / average_cycle_days, money per
-      day, for currencies with open and won deals.
+    - ``sales_velocity[c]`` = open_deals[c] x average_won_value[c] x win_rate / max(average_cycle_days, 1),
+      money per day, for currencies with open and won deals (the floor: ``stats.CYCLE_FLOOR_DAYS``).
     - ``stage_conversion``: cohort = deals opened in the period, their stage visits up to ``as_of``; for each
       pipeline (definition in force at ``as_of``) and stages A before B: ``reached_from`` = deals ever in A;
       ``any_stage`` = of those, ever in B; ``all_stage`` = of those, whose visits contain A, every stage between,
@@ -319,11 +321,11 @@ def group_metrics(
         win_rate=win_rate(len(won), len(lost)),
         average_cycle_days=mean(cycle_days),
         median_cycle_days=median(cycle_days),
-        won_value=dict(sorted(won_value.items())),
-        average_won_value={c: average_money(won_value[c], won_count[c]) for c in sorted(won_value)},
+        won_value=per_currency(dict(sorted(won_value.items()))),
+        average_won_value=per_currency({c: average_money(won_value[c], won_count[c]) for c in sorted(won_value)}),
         open_deals=sum(open_by_currency.values()),
         open_deals_by_currency=dict(sorted(open_by_currency.items())),
-        sales_velocity=velocity,
+        sales_velocity=per_currency(velocity),
         lost_by_reason=dict(sorted(_count(d.lost_reason or "" for d in lost).items())),
         stage_conversion=stage_conversions(cohort, definitions),
         time_in_stage=time_in_stage(at_end, start, end),
@@ -352,6 +354,7 @@ def _deal_key(group_by: GroupBy) -> Callable[[DealFacts], str | None]:
         return lambda d: d.lead_source
     if group_by == "pipeline":
         return lambda d: d.pipeline_id
+    # A deal keeps its lead's source but no campaign: under "campaign" its figures are in the group with key None.
     return lambda d: None
 
 
@@ -360,6 +363,8 @@ def _lead_key(group_by: GroupBy) -> Callable[[LeadFacts], str | None]:
         return lead_owner
     if group_by == "source":
         return lambda lead: lead.source
+    if group_by == "campaign":
+        return lambda lead: lead.campaign
     # A lead belongs to no pipeline: under "pipeline" its figures are in the group with key None.
     return lambda lead: None
 
@@ -421,6 +426,6 @@ def weighted_by_close_month(
             weighted + weighted_amount(money_now.amount, probability),
         )
     return [
-        WeightedMonth(month=m, currency=c, deals=n, amount=a, weighted=w)
+        WeightedMonth(month=m, currency=c, deals=n, amount=in_minor_units(a, c), weighted=in_minor_units(w, c))
         for (m, c), (n, a, w) in sorted(rows.items(), key=lambda kv: (*_none_last(kv[0][0]), kv[0][1]))
     ]

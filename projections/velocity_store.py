@@ -97,6 +97,9 @@ VELOCITY_DDL: tuple[str, ...] = (
     """,
     f"CREATE INDEX IF NOT EXISTS {P}leads_captured ON {P}leads (captured_at)",
     f"CREATE INDEX IF NOT EXISTS {P}leads_qualified ON {P}leads (qualified_at)",
+    # Added with the marketing campaign: no event before it named one, so the build's rows stay what a rebuild
+    # of the log gives (NULL), and the build keeps its version.
+    f"ALTER TABLE {P}leads ADD COLUMN IF NOT EXISTS campaign text",
     f"""
     CREATE TABLE IF NOT EXISTS {P}lead_owners (
         lead_id text NOT NULL,
@@ -121,7 +124,9 @@ _DEAL_COLUMNS = (
     "deal_id, pipeline_id, owner, lead_source, opened_at, expected_close_date, outcome, closed_at, won_amount, "
     "won_currency, lost_reason, last_at, version"
 )
-_LEAD_COLUMNS = "lead_id, source, captured_at, qualified_at, disqualified_at, disqualified_reason, last_at, version"
+_LEAD_COLUMNS = (
+    "lead_id, source, captured_at, qualified_at, disqualified_at, disqualified_reason, last_at, version, campaign"
+)
 
 _UPSERT_DEAL = f"""
 INSERT INTO {P}deals ({_DEAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -141,7 +146,7 @@ INSERT INTO {P}deal_amounts (deal_id, sequence, at, amount, currency) VALUES (%s
 ON CONFLICT DO NOTHING
 """  # noqa: S608
 _UPSERT_LEAD = f"""
-INSERT INTO {P}leads ({_LEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO {P}leads ({_LEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (lead_id) DO UPDATE SET
     qualified_at = EXCLUDED.qualified_at, disqualified_at = EXCLUDED.disqualified_at,
     disqualified_reason = EXCLUDED.disqualified_reason, last_at = EXCLUDED.last_at, version = EXCLUDED.version
@@ -204,6 +209,7 @@ def _lead_params(x: LeadFacts) -> tuple[Any, ...]:
         x.disqualified_reason,
         x.last_at,
         x.version,
+        x.campaign,
     )
 
 
@@ -297,6 +303,7 @@ async def select_leads(
                 owners=tuple(owners.get(r[0], ())),
                 last_at=utc(r[6]),
                 version=r[7],
+                campaign=r[8],
             )
     return out
 

@@ -37,6 +37,7 @@ from events.personal import Vault
 from events.signing import parse_public_key
 from events.store import EventStore
 from events.types import DealAmountChanged, DealStageChanged
+from projections.money import money_text
 from workers.settings import Settings
 
 
@@ -54,7 +55,8 @@ def change_of(event: StoredEvent) -> str:
     if isinstance(data, DealStageChanged):
         return f"stage: {data.from_stage} -> {data.to_stage}"
     if isinstance(data, DealAmountChanged):
-        return f"amount: {data.from_amount} -> {data.to_amount} {data.currency}"
+        before, after = money_text(data.from_amount, data.currency), money_text(data.to_amount, data.currency)
+        return f"amount: {before} -> {after} {data.currency}"
     fields = {k: v for k, v in msgspec.to_builtins(data).items() if k != "type" and v not in (None, {}, [])}
     return ", ".join(f"{k}={v}" for k, v in fields.items())
 

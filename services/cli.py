@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -430,10 +432,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.event_loop = event_loop(args.settings.event_loop)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except NatsLoginRefused as refused:
         print(f"dealstream {args.command}: {refused}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _reader_gone()
     return code
+
+
+def _reader_gone() -> int:
+    """Exit quietly when the reader of stdout left (``| head``), as Unix tools do: 128 + SIGPIPE."""
+    # Python would flush stdout again at exit and print a second BrokenPipeError: point it at /dev/null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from events.personal import Vault
 from events.subjects import Naming
 from events.types import DealOpened
 from projections.board import PipelineBoard, Status, build_board, fold
+from projections.money import in_minor_units
 
 
 class SlippedDeal(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +55,21 @@ async def board_events(js: JetStreamContext, naming: Naming, vault: Vault | None
     return sorted(events, key=lambda e: e.sequence)
 
 
+def board_then(
+    events: Sequence[StoredEvent],
+    at: dt.datetime,
+    pipeline_id: str | None = None,
+    owner: str | None = None,
+    status: Status = "open",
+    cursor: str | None = None,
+    limit: int = 50,
+) -> list[PipelineBoard]:
+    """The board from the events that had happened (business time) by ``at``, with ``at`` as its clock."""
+    return build_board(
+        fold(e for e in events if e.envelope.occurred_at <= at), at, pipeline_id, owner, status, cursor, limit
+    )
+
+
 def board_as_of(
     events: Sequence[StoredEvent],
     at: dt.datetime,
@@ -81,7 +97,7 @@ def board_as_of(
             deal_id=d.deal_id,
             name=d.name,
             owner=d.owner,
-            amount=d.amount,
+            amount=in_minor_units(d.amount, d.currency),
             currency=d.currency,
             expected_close_date=expected[d.deal_id],
             stage_then=d.stage,

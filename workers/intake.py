@@ -33,7 +33,7 @@ from events.personal import Vault
 from events.store import EventStore, StoreUnavailable
 from events.streams import MESSAGE_DELETE_DENIED, StreamsNotReady, require_streams
 from events.subjects import Naming
-from events.types import LeadCaptured, Ref, attribute_problems
+from events.types import LeadCaptured, Ref, attribute_problems, with_marketing_ids
 
 log = structlog.get_logger("dealstream.intake")
 
@@ -99,7 +99,7 @@ def to_command(item: InboxLead, data: bytes) -> CaptureLeads:
     """The capture of a valid inbox message, on the lead its (integration, source_ref) derives."""
     lead = NewLead(
         lead_id=derived_id("nats", item.integration, item.source_ref),
-        lead=msgspec.structs.replace(item.lead, source_ref=item.source_ref),
+        lead=with_marketing_ids(msgspec.structs.replace(item.lead, source_ref=item.source_ref)),
         occurred_at=item.occurred_at,
         raw=RawPayload(content_type="application/json", body=data.decode("utf-8", "replace")),
     )

@@ -12,6 +12,7 @@ from litestar.params import QueryParameter
 from events import aggregates as agg
 from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
+from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.errors import InputError
 
@@ -140,7 +141,7 @@ async def deal_state(
         state.status,
         state.pipeline_id,
         state.stage,
-        str(state.amount),
+        money_text(state.amount, state.currency),
         state.currency,
         state.owner,
         sorted(state.open_tasks),

@@ -24,6 +24,7 @@ from projections import (
     velocity_store,
 )
 from projections.board import AlertBadge, Column, DealCard, PipelineBoard, Status
+from projections.money import money_text
 from projections.versions import serving_build_name
 from services import replay
 from services.api.alerts import open_alerts_by_deal
@@ -53,6 +54,9 @@ async def _board(
     limit: int,
     as_of: dt.datetime | None,
 ) -> list[PipelineBoard]:
+    when = _as_of(as_of)
+    if when is not None and when < dt.datetime.now(dt.UTC):
+        return await _board_then(request, pipeline_id, owner, status, cursor, limit, when)
     async with runtime(request).read_connection() as conn:
         try:
             build = await serving_build_name(conn, "board", board_store.BUILD)
@@ -61,6 +65,25 @@ async def _board(
             raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
         by_deal = await open_alerts_by_deal(conn, [d.deal_id for b in boards for c in b.columns for d in c.deals])
     return _with_alerts(boards, by_deal) if by_deal else boards
+
+
+async def _board_then(
+    request: AnyRequest,
+    pipeline_id: str | None,
+    owner: str | None,
+    status: Status,
+    cursor: str | None,
+    limit: int,
+    when: dt.datetime,
+) -> list[PipelineBoard]:
+    # The read model holds only the deals as they are now: a past board is folded from the facts dated by then,
+    # as the metrics cut theirs. Alerts open now are not shown on it.
+    rt = runtime(request)
+    events = await replay.board_events(rt.store.js, rt.store.naming, rt.ledger.vault)
+    try:
+        return replay.board_then(events, when, pipeline_id, owner, status, cursor, limit)
+    except ValueError as exc:
+        raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
 
 
 def _with_alerts(boards: list[PipelineBoard], by_deal: dict[str, tuple[AlertBadge, ...]]) -> list[PipelineBoard]:
@@ -86,7 +109,8 @@ async def board(
     """Every pipeline's columns (stages in order) with count, total and weighted amount per currency, and a
     page of deals per column (longest in stage first; ``next_cursor`` fetches that column's next page).
     Weighted amount = amount x the stage's win probability. ``rotting``: no activity for longer than the
-    stage's rotting days at ``as_of``."""
+    stage's rotting days at ``as_of``. A past ``as_of`` answers the board as it stood then: only facts dated by
+    then count (folded from the log, like ``/board/as-of``), as in the metrics."""
     return await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
 
 
@@ -173,7 +197,7 @@ async def board_feed(
                     row.stage,
                     row.status,
                     row.name,
-                    str(row.amount),
+                    money_text(row.amount, row.currency),
                     row.currency,
                     row.owner,
                     row.version,
@@ -201,7 +225,7 @@ async def velocity_metrics(
     tz: Annotated[str, QueryParameter(description="IANA time zone of the period")] = "UTC",
     start: Annotated[dt.datetime | None, QueryParameter(name="from", description="explicit range start")] = None,
     end: Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")] = None,
-    group_by: FromQuery[Literal["overall", "owner", "source", "pipeline"]] = "overall",
+    group_by: FromQuery[Literal["overall", "owner", "source", "campaign", "pipeline"]] = "overall",
     as_of: AsOf = None,
 ) -> velocity_report.VelocityReport:
     """Win rate, sales cycle, stage conversion (any-stage and all-stage), time in stage, sales velocity, lead

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from events.ids import InvalidId, check_id
-from events.types import LeadCaptured, attribute_problems
+from events.types import LeadCaptured, attribute_problems, with_marketing_ids
 from services.errors import FieldError, InputError, from_validation_error
 
 _T = TypeVar("_T")
@@ -162,7 +162,8 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
     """A validated ``LeadCaptured`` from field name → raw value.
 
     Strings are stripped and empty ones dropped, in ``campaign`` and ``answers`` too; a country code is
-    upper-cased. ``where`` names the input path each field came from, so errors point at what the caller sent.
+    upper-cased; the marketing source and campaign are filled in (``events.types.with_marketing_ids``).
+    ``where`` names the input path each field came from, so errors point at what the caller sent.
     Every invalid field is reported, not just the first.
     """
     where = where or {}
@@ -188,7 +189,7 @@ def build_lead(data: Mapping[str, object], where: Mapping[str, str] | None = Non
     else:
         if limits := [e for named in over.values() for e in named]:
             raise InputError(limits)
-        return lead
+        return with_marketing_ids(lead)
     # msgspec stops at the first problem; a person fixing a form wants all of them at once.
     errors = []
     for name, value in cleaned.items():

@@ -37,6 +37,7 @@ FIELD_NAMES: Mapping[str, str] = {
     "job_title": "job_title",
     "country": "country",
     "message": "message",
+    "source": "source",
 }
 """The web form's recognised input names and the ``LeadCaptured`` field each fills."""
 
@@ -115,8 +116,9 @@ def parse(body: bytes, now: dt.datetime) -> InboundLead:
 
 def parse_json(body: bytes, now: dt.datetime) -> InboundLead:
     """The JSON body of ``POST /v1/leads``: a flat object of the web form's names, plus optional ``occurred_at``
-    (business time, with an offset; default ``now``), ``source_ref`` (the caller's id, making a retry a no-op)
-    and ``campaign`` / ``answers`` objects of strings."""
+    (business time, with an offset; default ``now``), ``source_ref`` (the caller's id, making a retry a no-op),
+    ``source`` (the marketing source: ``referral``, ``event``, ...), ``utm_*`` (into ``campaign``) and
+    ``campaign`` / ``answers`` objects of strings."""
     text = body_text(body)
     return parse_document(decode_json(body, dict[str, Any]), text, now)
 

@@ -104,7 +104,9 @@ async def test_board_metrics_and_lag_follow_the_log(reads_api: Client) -> None:
     [board] = (await client.get("/v1/board")).json()
     columns = {c["stage"]: c for c in board["columns"]}
     assert columns["qualified"]["count"] == 0 and columns["proposal"]["count"] == 1
-    assert columns["proposal"]["total"] == {"EUR": "1000"} or columns["proposal"]["total"] == {"EUR": "1000.00"}
+    # Money in the currency's minor units, as strings, on the board, its cards, the metrics and the weighted pipeline.
+    assert columns["proposal"]["total"] == {"EUR": "1000.00"} and columns["proposal"]["weighted"] == {"EUR": "500.00"}
+    assert columns["proposal"]["deals"][0]["amount"] == "1000.00"
     assert [d["deal_id"] for d in columns["proposal"]["deals"]] == ["acme"]
     won = (await client.get("/v1/board/sales", params={"status": "won"})).json()
     assert [d["deal_id"] for c in won["columns"] for d in c["deals"]] == ["beta"]
@@ -118,6 +120,9 @@ async def test_board_metrics_and_lag_follow_the_log(reads_api: Client) -> None:
     ).json()
     [overall] = report["groups"]
     assert (overall["deals_won"], overall["deals_lost"], overall["win_rate"]) == (1, 1, 0.5)
+    assert overall["won_value"] == {"EUR": "3000.00"} and overall["average_won_value"] == {"EUR": "3000.00"}
+    weighted = (await client.get("/v1/metrics/weighted-pipeline")).json()
+    assert [(w["currency"], w["amount"], w["weighted"]) for w in weighted] == [("EUR", "1000.00", "500.00")]
     assert overall["lost_by_reason"] == {"price": 1}
     by_owner = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "owner"})).json()
     assert {g["key"] for g in by_owner["groups"]} >= {"ana", "ben"}
@@ -179,3 +184,69 @@ def httpx_errors() -> tuple[type[Exception], ...]:
     import httpx
 
     return (httpx.TransportError,)
+
+
+async def test_a_capture_naming_its_marketing_source_shows_in_the_metrics_by_source(reads_api: Client) -> None:
+    client = reads_api
+    at = "2025-11-05T10:00:00+01:00"
+    named = {"email": "ref@example.com", "source": "referral", "utm_campaign": "partner-week", "occurred_at": at}
+    for body in (named, {"email": "plain@example.com", "occurred_at": at}):
+        assert (await client.post("/v1/leads", json=body)).status_code == 202
+    await _caught_up(client)
+
+    report = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "source"})).json()
+    captured = {g["key"]: g["leads_captured"] for g in report["groups"]}
+    # The referral is its own group; the lead that named none is counted by the channel it came in by.
+    assert captured == {"referral": 1, "web_form": 1}
+    [overall] = (await client.get("/v1/metrics/velocity", params={"date": "2025-11-15"})).json()["groups"]
+    assert {s["source"]: s["captured"] for s in overall["lead_sources"]} == {"referral": 1, "web_form": 1}
+    by_campaign = (
+        await client.get("/v1/metrics/velocity", params={"date": "2025-11-15", "group_by": "campaign"})
+    ).json()
+    assert {g["key"]: g["leads_captured"] for g in by_campaign["groups"]} == {"partner-week": 1, None: 1}
+
+
+async def test_the_board_as_of_a_past_date_counts_only_the_facts_known_then(reads_api: Client) -> None:
+    client = reads_api
+    defined = {**PIPELINE, "occurred_at": "2025-11-01T00:00:00+01:00"}
+    assert (await client.put("/v1/pipelines/sales", json=defined)).status_code == 202
+    v1 = await _deal(client, "acme", "1000", "ana")
+    await _deal(client, "beta", "3000", "ben")
+    moved = await client.post(
+        "/v1/deals/acme/stage",
+        json={"to_stage": "proposal", "occurred_at": "2025-11-10T09:00:00+01:00"},
+        headers={"If-Match": str(v1)},
+    )
+    assert moved.status_code == 202, moved.text
+    assert (
+        await client.post("/v1/deals/beta/won", json={"occurred_at": "2025-11-20T12:00:00+01:00"})
+    ).status_code == 202
+    late = await client.post(
+        "/v1/deals",
+        json={
+            "deal_id": "late",
+            "name": "late",
+            "pipeline_id": "sales",
+            "amount": "50",
+            "currency": "EUR",
+            "occurred_at": "2025-12-01T09:00:00+01:00",
+        },
+    )
+    assert late.status_code == 202, late.text
+    await _caught_up(client)
+
+    def cards(boards: list[dict[str, Any]]) -> dict[str, list[str]]:
+        return {c["stage"]: [d["deal_id"] for d in c["deals"]] for b in boards for c in b["columns"]}
+
+    at = "2025-11-05T12:00:00+01:00"
+    then = (await client.get("/v1/board", params={"as_of": at})).json()
+    # On 5 November both deals were open in their first stage, and the December deal did not exist.
+    assert cards(then) == {"qualified": ["acme", "beta"], "proposal": []}
+    replayed = (await client.get("/v1/board/as-of", params={"at": at})).json()["boards"]
+    assert then == replayed
+    one = (await client.get("/v1/board/sales", params={"as_of": at})).json()
+    assert [one] == then
+    won = (await client.get("/v1/board", params={"as_of": "2025-11-25T00:00:00+01:00", "status": "won"})).json()
+    assert cards(won) == {"qualified": ["beta"], "proposal": []}
+    now = (await client.get("/v1/board")).json()
+    assert cards(now) == {"qualified": ["late"], "proposal": ["acme"]}

@@ -44,7 +44,7 @@ async def test_history_verify_and_a_signed_export(
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split()[:6] == ["sequence", "occurred_at", "recorded_at", "type", "actor", "source"]
-    assert "stage: new -> proposal" in lines[2] and "amount: 1000 -> 1500 EUR" in lines[3]
+    assert "stage: new -> proposal" in lines[2] and "amount: 1000.00 -> 1500.00 EUR" in lines[3]
 
     as_of = (T0 + DAY).isoformat()
     rows = list(

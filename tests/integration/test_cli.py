@@ -152,3 +152,22 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         _stop_cleanly(proc)
     with pytest.raises(LocalStackError):  # the API is gone: nothing listens any more
         wait_for_port(api_port, 0.5)
+
+
+def test_a_printing_command_whose_reader_left_exits_quietly(pg_dsn: str) -> None:
+    # `dealstream projections | head -1` with head gone before the first line: the pipe has no reader left.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [*CLI, "projections"],
+            env={**os.environ, "DATABASE_URL": pg_dsn},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 128 + signal.SIGPIPE

@@ -20,7 +20,7 @@ from projections.contract import Shard
 from projections.velocity import fold
 from projections.velocity_periods import explicit_period
 from projections.velocity_queries import metrics, weighted_pipeline
-from projections.velocity_report import metrics_report, weighted_by_close_month
+from projections.velocity_report import GROUP_BYS, metrics_report, weighted_by_close_month
 from projections.velocity_store import VelocityProjection, read_state
 from tests.builders import envelope
 from tests.projection_fixtures import FAST, append_concurrently, running, wait_caught_up, workload
@@ -86,7 +86,7 @@ async def test_a_scripted_month_gives_the_hand_computed_figures_now_and_as_of_ea
         approx_equal(now, EXPECTED)
         [early] = (await metrics(conn, MARCH.start, MARCH.end, "overall", EARLY, MARCH.previous_start)).groups
         approx_equal(early, EXPECTED_EARLY)
-        for group_by in ("overall", "owner", "source", "pipeline"):
+        for group_by in GROUP_BYS:
             for as_of in (AS_OF, EARLY, day(3, 20)):
                 report = await metrics(conn, MARCH.start, MARCH.end, group_by, as_of, MARCH.previous_start)
                 assert report == metrics_report(

@@ -90,6 +90,13 @@ def test_a_lead_qualifies_once() -> None:
         agg.qualify_lead(qualified, LeadQualified())
 
 
+def test_a_leads_source_is_the_marketing_source_it_named_else_its_channel() -> None:
+    # A deal opened from the lead carries this as its lead_source, so metrics by source see the referral.
+    named = agg.fold_lead([envelope(LeadCaptured(source="referral"), aggregate_type="lead")])
+    plain = agg.fold_lead([envelope(LeadCaptured(), aggregate_type="lead")])
+    assert (named.source, plain.source) == ("referral", "api")
+
+
 def test_tasks_complete_once_and_only_when_scheduled() -> None:
     task = TaskScheduled(task_id="t1", title="Call back", due_at=T0)
     state = agg.fold_lead([envelope(LeadCaptured(), aggregate_type="lead"), envelope(task, aggregate_type="lead")])

@@ -114,3 +114,20 @@ def test_pipelines_need_stages() -> None:
 def test_business_time_and_record_time_both_travel() -> None:
     e = envelope(deal_opened())
     assert isinstance(e, Envelope) and e.occurred_at == T0 and e.recorded_at > e.occurred_at
+
+
+def test_a_capture_takes_its_marketing_ids_from_its_campaign_when_it_names_none() -> None:
+    from events.types import with_marketing_ids
+    from workers.intake import InboxLead, to_command
+
+    tagged = LeadCaptured(campaign={"utm_source": "Newsletter", "utm_campaign": "q4-promo"})
+    assert (with_marketing_ids(tagged).source, with_marketing_ids(tagged).utm_campaign) == ("newsletter", "q4-promo")
+    named = LeadCaptured(source="Referral", campaign={"utm_source": "google"})
+    assert with_marketing_ids(named).source == "referral"
+    # A tracking value that is no marketing id (it could name a person) is not lifted out of the sealed campaign.
+    assert with_marketing_ids(LeadCaptured(campaign={"utm_source": "ana@example.com"})).source is None
+    assert with_marketing_ids(LeadCaptured()) == LeadCaptured()
+    # Leads published on the NATS inbox get the same.
+    inbox = InboxLead(integration="crm", source_ref="c-1", occurred_at=T0, lead=tagged)
+    [lead] = to_command(inbox, b"{}").leads
+    assert (lead.lead.source, lead.lead.utm_campaign) == ("newsletter", "q4-promo")

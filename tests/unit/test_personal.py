@@ -7,6 +7,7 @@ import json
 import os
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ FULL = LeadCaptured(
 
 
 def test_a_capture_keeps_only_the_allow_list_in_clear_and_opens_whole_with_its_key() -> None:
-    assert CLEAR_FIELDS == ("country",)
+    assert CLEAR_FIELDS == ("country", "source", "utm_campaign")
     assert set(PERSONAL_FIELDS) | set(CLEAR_FIELDS) | {"sealed", "email_domain", "has_phone", "key_ref"} == set(
         LeadCaptured.__struct_fields__
     )
@@ -59,6 +60,21 @@ def test_a_capture_keeps_only_the_allow_list_in_clear_and_opens_whole_with_its_k
     assert (data.country, data.has_phone, data.email_domain, data.campaign, data.answers) == ("PL", True, None, {}, {})
     opened = unseal(decode(text), KEY)
     assert opened.data == msgspec.structs.replace(FULL, has_phone=True) and opened.raw == raw
+
+
+def test_the_marketing_source_and_campaign_stay_in_clear_and_cannot_hold_an_address() -> None:
+    named = LeadCaptured(email=FULL.email, source="referral", utm_campaign="partner-week")
+    data = seal(envelope(named, "lead", "lead-1"), KEY).data
+    assert isinstance(data, LeadCaptured) and (data.source, data.utm_campaign, data.email) == (
+        "referral",
+        "partner-week",
+        None,
+    )
+    erased = unseal(seal(envelope(named, "lead", "lead-1"), KEY), None).data
+    assert isinstance(erased, LeadCaptured) and (erased.source, erased.utm_campaign) == ("referral", "partner-week")
+    for personal in ("anna@example.com", "Anna Nowak", "call me", "+48600100200", "48600100200"):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert({"source": personal}, LeadCaptured)
 
 
 def test_an_erased_capture_reads_erased_and_keeps_what_was_in_clear() -> None:

@@ -332,6 +332,8 @@ class TestTypeformParse:
             source_ref="a3a12ec67a1365927098a606107fac15",
             form_id="lT4Z3j",
             campaign={"utm_source": "newsletter", "utm_campaign": "q4-promo"},
+            source="newsletter",
+            utm_campaign="q4-promo",
             answers={"first_name": "Laura", "email": "laura@example.com", "company_size": "51-200"},
         )
         assert lead.raw == RawPayload(content_type="application/json", body=body.decode())
@@ -588,6 +590,8 @@ class TestHtmlForm:
             phone="+48 600 100 200",
             message="Proszę o kontakt w sprawie wyceny",
             campaign={"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "lejek-2025"},
+            source="google",
+            utm_campaign="lejek-2025",
         )
         assert lead.raw == RawPayload(content_type="application/x-www-form-urlencoded", body=body.decode())
 
@@ -652,7 +656,7 @@ class TestHtmlForm:
 
     def test_lead_from_fields(self) -> None:
         lead = html_form.lead_from_fields({"email": " a@b.pl ", "company": "", "utm_source": "x", "k": "v"})
-        assert lead == LeadCaptured(email="a@b.pl", campaign={"utm_source": "x"}, answers={"k": "v"})
+        assert lead == LeadCaptured(email="a@b.pl", campaign={"utm_source": "x"}, answers={"k": "v"}, source="x")
 
 
 class TestWebFormJson:
@@ -677,9 +681,26 @@ class TestWebFormJson:
             first_name="Marta",
             source_ref="crm-123",
             campaign={"utm_source": "google", "utm_medium": "cpc"},
+            source="google",
             answers={"seats": "5", "budget": "10k"},
         )
         assert lead.raw.content_type == "application/json"
+
+    def test_the_marketing_source_and_campaign_are_kept_beside_the_channel(self) -> None:
+        body = {"email": "a@b.pl", "source": " Referral ", "utm_source": "google", "utm_campaign": "partner-week"}
+        lead = html_form.parse_json(json.dumps(body).encode(), NOW)
+        assert lead.source == "web_form"
+        assert (lead.lead.source, lead.lead.utm_campaign) == ("referral", "partner-week")
+        form = html_form.parse(b"email=a%40b.pl&source=event&utm_campaign=fair-2026", NOW).lead
+        assert (form.source, form.utm_campaign) == ("event", "fair-2026")
+        # A tracking parameter that is no marketing id stays sealed in ``campaign`` and refuses nothing.
+        odd = html_form.parse(b"email=a%40b.pl&utm_source=anna%40example.com", NOW).lead
+        assert odd.source is None and odd.campaign == {"utm_source": "anna@example.com"}
+
+    def test_a_source_that_is_no_marketing_id_names_the_field(self) -> None:
+        with pytest.raises(InputError) as caught:
+            html_form.parse_json(b'{"email": "a@b.pl", "source": "anna@example.com"}', NOW)
+        assert [e.field for e in caught.value.errors] == ["source"]
 
     def test_defaults(self) -> None:
         lead = html_form.parse_json(b'{"email": "a@b.pl"}', NOW)

@@ -224,6 +224,20 @@ def test_profile_from_a_captured_lead() -> None:
     assert profile.value("email_domain") == "acme.example"
 
 
+def test_a_rule_on_source_sees_the_marketing_source_and_one_on_channel_the_channel() -> None:
+    referral = profile_from(LeadCaptured(source="referral", utm_campaign="partner-week"), "api")
+    plain = profile_from(LeadCaptured(), "web_form")
+    on_source = FitRule(name="referrals", field="source", equals="referral", points=15)
+    on_channel = FitRule(name="api", field="channel", equals="api", points=5)
+    on_campaign = FitRule(name="pw", field="utm_campaign", equals="partner-week", points=3)
+    assert [fit_points(r, referral) for r in (on_source, on_channel, on_campaign)] == [15, 5, 3]
+    # A lead naming no marketing source keeps its channel as its source: rules written on channels still match.
+    assert plain.value("source") == "web_form" and plain.value("channel") == "web_form"
+    assert plain == LeadProfile(source="web_form") and referral.channel == "api"
+    # A profile stored before the channel was a field reads its source as its channel.
+    assert LeadProfile(source="meta").value("channel") == "meta"
+
+
 # --- explanations ------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadQualified, PipelineDefined, StageDefinition
 from projections.stats import (
+    CYCLE_FLOOR_DAYS,
     average_money,
     lead_velocity_rate,
     mean,
@@ -142,7 +143,14 @@ def test_sales_velocity_is_open_deals_times_value_times_win_rate_over_cycle() ->
     assert sales_velocity(10, Fraction(1500), 1, 3, Fraction(30)) == Decimal("125.00")
     assert sales_velocity(2, Fraction(1600), 2, 2, Fraction(12)) == Decimal("133.33")
     assert sales_velocity(2, Fraction(1600), 0, 0, Fraction(12)) is None
-    assert sales_velocity(2, Fraction(1600), 1, 0, Fraction(0)) is None
+
+
+def test_sales_velocity_divides_by_at_least_the_cycle_floor() -> None:
+    # A deal won the hour it opened (cycle 0.0015 days) made 10,316,972 EUR a day; the divisor is floored at a day.
+    assert Fraction(1) == CYCLE_FLOOR_DAYS
+    assert sales_velocity(2, Fraction(7736), 1, 0, Fraction(15, 10_000)) == Decimal("15472.00")
+    assert sales_velocity(2, Fraction(7736), 1, 0, Fraction(0)) == Decimal("15472.00")
+    assert sales_velocity(2, Fraction(7736), 1, 0, Fraction(2)) == Decimal("7736.00")
 
 
 # --- stage paths ------------------------------------------------------------------------------------------------

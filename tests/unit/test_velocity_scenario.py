@@ -397,3 +397,46 @@ def test_weighted_pipeline_by_expected_close_month() -> None:
 
 def test_the_period_is_march_and_the_previous_one_february() -> None:
     assert (MARCH.previous_start, MARCH.start, MARCH.end) == (day(2, 1), day(3, 1), day(4, 1))
+
+
+# --- a deal won the hour it opened; a lead naming its marketing source ------------------------------------------
+
+
+def test_a_deal_won_the_hour_it_opened_makes_velocity_no_more_than_the_cycle_floor_allows() -> None:
+    s = fold(
+        events_of(
+            [
+                ("pipeline", "sales", SALES, day(3, 1), "api"),
+                ("deal", "open-1", opened("new", "1000", "ana", None), day(3, 2), "api"),
+                ("deal", "open-2", opened("new", "1000", "ana", None), day(3, 2), "api"),
+                ("deal", "fast", opened("proposal", "7736", "ana", None), day(3, 5), "api"),
+                ("deal", "fast", won("proposal", "7736"), day(3, 5) + dt.timedelta(seconds=130), "api"),
+            ]
+        )
+    )
+    [g] = metrics_report(s.deals.values(), s.leads.values(), s.pipelines, MARCH, "owner", AS_OF).groups
+    # The cycle is 130 s (0.0015 days): 2 open x 7,736 x 1 / 0.0015 would be 10.3 million a day; the divisor's
+    # floor of one day bounds it at 2 x 7,736 / 1.
+    assert g.average_cycle_days == pytest.approx(130 / 86_400)
+    assert g.sales_velocity == {"EUR": Decimal("15472.00")}
+
+
+def test_a_lead_naming_its_marketing_source_is_grouped_by_it_and_one_naming_none_by_its_channel() -> None:
+    s = fold(
+        events_of(
+            [
+                ("lead", "ref", LeadCaptured(source="referral", utm_campaign="partner-week"), day(3, 4), "api"),
+                ("lead", "ref", LeadQualified(), day(3, 6), "api"),
+                ("lead", "plain", LeadCaptured(), day(3, 4), "api"),
+                ("lead", "ad", LeadCaptured(), day(3, 4), "meta"),
+            ]
+        )
+    )
+    by_source = metrics_report(s.deals.values(), s.leads.values(), s.pipelines, MARCH, "source", AS_OF).groups
+    assert {g.key: (g.leads_captured, g.leads_qualified) for g in by_source} == {
+        "api": (1, 0),
+        "meta": (1, 0),
+        "referral": (1, 1),
+    }
+    by_campaign = metrics_report(s.deals.values(), s.leads.values(), s.pipelines, MARCH, "campaign", AS_OF).groups
+    assert {g.key: (g.leads_captured, g.leads_qualified) for g in by_campaign} == {"partner-week": (1, 1), None: (2, 0)}
