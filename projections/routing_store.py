@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import Event, LeadCaptured
+from events.types import Event, LeadCaptured, LeadDetailsFetched
 from projections.batch import BatchProjection, changed
 from projections.routes import FitScore, LeadRoute, RoutingTable, apply
 from projections.routing import RoutingRules
@@ -54,7 +54,7 @@ class RoutingProjection(BatchProjection[RoutingTable]):
     partitioned: tuple[AggregateType, ...] = ()
     broadcast: tuple[AggregateType, ...] = ("lead",)
     # The fit score at capture reads what the lead told us, sealed in the log: the engine opens captures.
-    reads_personal: tuple[type[Event], ...] = (LeadCaptured,)
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured, LeadDetailsFetched)
 
     def __init__(
         self, rules: RoutingRules, fit_score: FitScore | None = None, rules_version: int = 1, instance: str = ""

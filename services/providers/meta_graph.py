@@ -1,0 +1,205 @@
+"""Meta Lead Ads' second half: fetch the fields of an id-only lead from the Graph API and record them once.
+
+Meta's webhook names the lead (``leadgen_id``) and its page; the person's answers come from ``GET /{leadgen_id}``
+made with that page's access token. The token is a credential: it travels in the ``Authorization`` header (never
+in a URL an error could print) and is scrubbed from anything logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Mapping
+from typing import Literal
+
+import httpx
+import msgspec
+import structlog
+
+from events import aggregates as agg
+from events.commands import RaiseAlert, RecordLeadDetails
+from events.handlers import raise_alert, record_lead_details
+from events.ids import derived_id
+from events.ledger import Accepted, Context, Ledger
+from events.store import ConcurrencyError
+from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched
+from projections.routes import needs_details
+from services.errors import InputError
+from services.providers.meta import parse_graph_lead
+
+log = structlog.get_logger("dealstream.meta")
+
+ErrorKind = Literal["expired_token", "rate_limit", "unavailable", "refused", "no_token"]
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
+"""Graph API error codes that mean "too many calls": application, user, page and custom rate limits."""
+EXPIRED_TOKEN_CODE = 190
+ALERT_POLICY = "meta_graph"
+"""The ``policy`` of the admin alert raised when a lead's fields could not be fetched."""
+
+
+class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the Graph API is, which version to call, each page's access token, and how hard to try."""
+
+    base_url: str = "https://graph.facebook.com"
+    version: str = "v21.0"
+    page_tokens: dict[str, str] = {}
+    attempts: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float = 10.0
+
+
+class _GraphErrorBody(msgspec.Struct, frozen=True):
+    message: str = ""
+    type: str = ""
+    code: int = 0
+    error_subcode: int | None = None
+
+
+class _GraphErrorAnswer(msgspec.Struct, frozen=True):
+    error: _GraphErrorBody
+
+
+class GraphError(Exception):
+    """A Graph API call that failed: what kind of failure, Meta's code and message (never the token)."""
+
+    def __init__(self, kind: ErrorKind, message: str, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.code = code
+        self.status = status
+
+
+def _scrubbed(text: str, token: str) -> str:
+    return text.replace(token, "[token]") if token else text
+
+
+def graph_error(status: int, body: bytes, token: str) -> GraphError:
+    """The failure an HTTP answer other than 200 means, from Meta's ``{"error": {...}}`` body when it has one."""
+    try:
+        error = msgspec.json.decode(body, type=_GraphErrorAnswer).error
+    except msgspec.DecodeError:
+        kind: ErrorKind = "unavailable" if status >= 500 or status == 429 else "refused"
+        return GraphError(kind, f"HTTP {status} without a Graph error body", None, status)
+    message = _scrubbed(error.message, token)[:500]
+    if error.code == EXPIRED_TOKEN_CODE:
+        return GraphError("expired_token", message, error.code, status)
+    if error.code in RATE_LIMIT_CODES or status == 429:
+        return GraphError("rate_limit", message, error.code, status)
+    if status >= 500 or error.code in (1, 2):  # 1 unknown and 2 service errors: Meta says retry
+        return GraphError("unavailable", message, error.code, status)
+    return GraphError("refused", message, error.code, status)
+
+
+async def fetch_graph_lead(
+    client: httpx.AsyncClient, settings: GraphSettings, leadgen_id: str, page_id: str | None
+) -> bytes:
+    """The Graph API's answer for one lead, retried with exponential backoff; ``GraphError`` past the attempts.
+
+    Every failure is retried (an expired token too: the admin may renew it meanwhile) and logged with Meta's
+    code and message, the token scrubbed."""
+    token = settings.page_tokens.get(page_id or "", "")
+    if not token:
+        raise GraphError("no_token", f"no access token is configured for the page {page_id!r}")
+    url = f"{settings.base_url.rstrip('/')}/{settings.version}/{leadgen_id}"
+    backoff = settings.backoff
+    error = GraphError("unavailable", "not tried")
+    for attempt in range(1, settings.attempts + 1):
+        try:
+            answer = await client.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=settings.timeout)
+        except httpx.HTTPError as exc:
+            error = GraphError("unavailable", _scrubbed(f"{type(exc).__name__}: {exc}", token))
+        else:
+            if answer.status_code == 200:
+                return answer.content
+            error = graph_error(answer.status_code, answer.content, token)
+        last = attempt == settings.attempts
+        log.warning(
+            "meta.fetch_failed",
+            leadgen_id=leadgen_id,
+            page_id=page_id,
+            kind=error.kind,
+            code=error.code,
+            status=error.status,
+            error=str(error),
+            attempt=attempt,
+            backoff=None if last else backoff,
+        )
+        if last or error.kind == "refused":
+            break
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, settings.max_backoff)
+    raise error
+
+
+def details_of(body: bytes) -> LeadDetailsFetched:
+    """The personal fields of a Graph API lead, mapped like every provider's (``services/providers/fields.py``)."""
+    lead = parse_graph_lead(body).lead
+    return LeadDetailsFetched(
+        provider="meta",
+        email=lead.email,
+        phone=lead.phone,
+        first_name=lead.first_name,
+        last_name=lead.last_name,
+        full_name=lead.full_name,
+        company=lead.company,
+        job_title=lead.job_title,
+        answers=dict(lead.answers),
+    )
+
+
+async def fetch_details(
+    ledger: Ledger,
+    client: httpx.AsyncClient,
+    settings: GraphSettings,
+    lead_id: str,
+    now: dt.datetime | None = None,
+    actor: str = "meta-fetcher",
+) -> Accepted | None:
+    """Fetch and record the fields of the Meta lead ``lead_id``, once; past the attempts, raise an admin alert.
+
+    None when there is nothing to do: not a Meta lead, already fetched, erased, or the fields came with the
+    capture."""
+    now = now or dt.datetime.now(dt.UTC)
+    history = await ledger.history("lead", lead_id)
+    if not history or ledger.vault is None:
+        return None
+    state = agg.fold_lead(h.envelope for h in history)
+    if state.erased or state.details_fetched:
+        return None
+    (captured,) = await ledger.vault.unsealed([history[0].envelope])
+    data = captured.data
+    if not isinstance(data, LeadCaptured) or not needs_details(data, captured.source):
+        return None
+    ctx = Context(actor=actor, source="system", correlation_id=captured.correlation_id, now=now)
+    leadgen_id = data.source_ref or ""
+    page_id = data.campaign.get("page_id")
+    try:
+        details = details_of(await fetch_graph_lead(client, settings, leadgen_id, page_id))
+    except (GraphError, InputError) as exc:
+        kind = exc.kind if isinstance(exc, GraphError) else "refused"
+        log.error("meta.fetch_gave_up", lead_id=lead_id, leadgen_id=leadgen_id, page_id=page_id, kind=kind)
+        alert = AlertRaised(
+            kind="source_fetch",
+            policy=ALERT_POLICY,
+            subject_type="lead",
+            subject_id=lead_id,
+            deadline=now,
+        )
+        command = RaiseAlert(alert_id=derived_id("meta-fetch", lead_id), alert=alert, occurred_at=now)
+        with contextlib.suppress(agg.Rejected, ConcurrencyError):  # raised already by an earlier attempt
+            await raise_alert(ledger, ctx, command)
+        return None
+    try:
+        return await record_lead_details(ledger, ctx, RecordLeadDetails(lead_id=lead_id, details=details))
+    except (agg.Rejected, ConcurrencyError):
+        return None  # recorded or erased meanwhile
+
+
+def page_tokens_of(text: str) -> Mapping[str, str]:
+    """``DEALSTREAM_META_PAGE_TOKENS``: a JSON object of page id -> page access token."""
+    try:
+        return msgspec.json.decode(text.encode(), type=dict[str, str])
+    except msgspec.DecodeError:
+        raise ValueError("DEALSTREAM_META_PAGE_TOKENS must be a JSON object of page id -> access token") from None
