@@ -93,6 +93,15 @@ async def pending_routes(conn: AsyncConnection[Any], build: str, limit: int = 20
     return [_lead(r) for r in await cur.fetchall()]
 
 
+async def awaiting_details(conn: AsyncConnection[Any], build: str, limit: int = 200) -> list[str]:
+    """Leads whose source announced them with ids only (Meta Lead Ads), oldest first: the Meta fetcher's work."""
+    cur = await conn.execute(
+        f"SELECT lead_id FROM {RoutingSql(build).leads} WHERE state = 'awaiting_details' ORDER BY version LIMIT %s",  # noqa: S608
+        (limit,),
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
 async def load_state(conn: AsyncConnection[Any], sql: RoutingSql, lead_ids: Sequence[str]) -> RoutingTable:
     """The stored routes of these leads, and every team's round-robin turns."""
     async with conn.cursor() as cur:

@@ -10,23 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Mapping
 from typing import Literal
 
 import httpx
 import msgspec
+import psycopg
 import structlog
 
 from events import aggregates as agg
 from events.commands import RaiseAlert, RecordLeadDetails
+from events.config import connect
 from events.handlers import raise_alert, record_lead_details
 from events.ids import derived_id
 from events.ledger import Accepted, Context, Ledger
-from events.store import ConcurrencyError
+from events.personal import Vault
+from events.store import ConcurrencyError, EventStore
 from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched
 from projections.routes import needs_details
+from projections.routing_store import awaiting_details
+from projections.versions import serving_build
 from services.errors import InputError
 from services.providers.meta import parse_graph_lead
+from workers.settings import GraphSettings, Settings
 
 log = structlog.get_logger("dealstream.meta")
 
@@ -36,18 +41,6 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
 EXPIRED_TOKEN_CODE = 190
 ALERT_POLICY = "meta_graph"
 """The ``policy`` of the admin alert raised when a lead's fields could not be fetched."""
-
-
-class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the Graph API is, which version to call, each page's access token, and how hard to try."""
-
-    base_url: str = "https://graph.facebook.com"
-    version: str = "v21.0"
-    page_tokens: dict[str, str] = {}
-    attempts: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 60.0
-    timeout: float = 10.0
 
 
 class _GraphErrorBody(msgspec.Struct, frozen=True):
@@ -99,7 +92,7 @@ async def fetch_graph_lead(
 
     Every failure is retried (an expired token too: the admin may renew it meanwhile) and logged with Meta's
     code and message, the token scrubbed."""
-    token = settings.page_tokens.get(page_id or "", "")
+    token = settings.page_tokens.get(page_id)
     if not token:
         raise GraphError("no_token", f"no access token is configured for the page {page_id!r}")
     url = f"{settings.base_url.rstrip('/')}/{settings.version}/{leadgen_id}"
@@ -197,9 +190,41 @@ async def fetch_details(
         return None  # recorded or erased meanwhile
 
 
-def page_tokens_of(text: str) -> Mapping[str, str]:
-    """``DEALSTREAM_META_PAGE_TOKENS``: a JSON object of page id -> page access token."""
-    try:
-        return msgspec.json.decode(text.encode(), type=dict[str, str])
-    except msgspec.DecodeError:
-        raise ValueError("DEALSTREAM_META_PAGE_TOKENS must be a JSON object of page id -> access token") from None
+async def run_fetcher(settings: Settings, stop: asyncio.Event, poll: float = 1.0) -> None:
+    """``dealstream worker meta``: fetch the fields of every lead the serving routing build holds as awaiting
+    them, until ``stop``; survives NATS and PostgreSQL outages like the actors.
+
+    Each lead is tried once per process: one given up on raised its admin alert, and waits for the restart that
+    a renewed page token (``DEALSTREAM_META_PAGE_TOKENS``) takes anyway."""
+    url = settings.require_database_url()
+    naming = settings.nats.naming
+    tried: set[str] = set()
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            nc, js = await connect(settings.nats, "dealstream-meta-fetcher")
+            try:
+                ledger = Ledger(
+                    EventStore(nc, js, naming, settings.nats.publish_timeout), Vault(js, naming), cached_events=1_000
+                )
+                async with (
+                    await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+                    httpx.AsyncClient() as client,
+                ):
+                    while not stop.is_set():
+                        build = await serving_build(conn, "routing")
+                        for lead_id in await awaiting_details(conn, build.build) if build else []:
+                            if lead_id not in tried and not stop.is_set():
+                                await fetch_details(ledger, client, settings.meta_graph, lead_id)
+                                tried.add(lead_id)
+                        backoff = 0.2
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), poll)
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+        except Exception as exc:
+            log.warning("meta.retry", error=f"{type(exc).__name__}: {exc}", backoff=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)

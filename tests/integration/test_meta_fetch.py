@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import http.server
 import threading
@@ -15,18 +16,25 @@ import structlog
 from events import commands as cmd
 from events import handlers
 from events.aggregates import Rejected
+from events.config import NatsSettings
 from events.ids import derived_id
 from events.ledger import Context, Ledger
 from events.personal import ERASED, Vault
 from events.store import EventStore
-from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched
+from events.types import AlertRaised, LeadAssigned, LeadCaptured, LeadDetailsFetched
 from projections import routes, scores
 from projections.routing import RoutingRule, RoutingRules
+from projections.routing_store import RoutingProjection
 from projections.scoring import FitRule, ScoringRules, fit_score, profile_from
 from services.providers import meta
-from services.providers.meta_graph import GraphSettings, fetch_details
+from services.providers.meta_graph import fetch_details, run_fetcher
 from tests.builders import T0
 from tests.conftest import FIXTURES, read_opened
+from tests.projection_fixtures import FAST
+from tests.waiting import eventually
+from workers.engine import ProjectionEngine
+from workers.routing import RoutingActor
+from workers.settings import GraphSettings, Secrets, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +99,7 @@ def graph() -> Iterator[GraphApi]:
 
 def settings_for(graph: GraphApi, attempts: int = 4) -> GraphSettings:
     return GraphSettings(
-        base_url=graph.url, version="v21.0", page_tokens={PAGE_ID: TOKEN}, attempts=attempts, backoff=0.01
+        base_url=graph.url, version="v21.0", page_tokens=Secrets({PAGE_ID: TOKEN}), attempts=attempts, backoff=0.01
     )
 
 
@@ -201,4 +209,31 @@ async def test_erasure_leaves_nothing_readable_of_the_fetched_fields(
     # An erased lead is fetched no more.
     async with httpx.AsyncClient() as client:
         assert await fetch_details(Ledger(store, vault), client, settings_for(graph), LEAD_ID, NOW) is None
+    assert len(graph.requests) == 1
+
+
+async def test_the_meta_worker_fetches_what_routing_awaits_and_the_lead_is_routed_on_it(
+    store: EventStore, vault: Vault, graph: GraphApi, nats_settings: NatsSettings, pg_dsn: str
+) -> None:
+    await _captured_from_webhook(Ledger(store, vault))
+    engine = ProjectionEngine(RoutingProjection(ROUTING, _fit), nats_settings, pg_dsn, settings=FAST)
+    config = Settings(nats=nats_settings, database_url=pg_dsn, meta_graph=settings_for(graph))
+    stop = asyncio.Event()
+    task = asyncio.gather(
+        engine.run(stop),
+        RoutingActor(engine, nats_settings, pg_dsn, poll=0.05).run(stop),
+        run_fetcher(config, stop, 0.05),
+    )
+    try:
+
+        async def routed() -> bool:
+            return any(isinstance(s.envelope.data, LeadAssigned) for s in await store.read("lead", LEAD_ID))
+
+        await eventually(routed)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    kinds = [s.envelope.data for s in await store.read("lead", LEAD_ID)]
+    assert [type(k) for k in kinds] == [LeadCaptured, LeadDetailsFetched, LeadAssigned]
+    assert kinds[2] == LeadAssigned(owner="chen", reason="rule")  # on the fetched e-mail's fit, not the fallback
     assert len(graph.requests) == 1
