@@ -58,7 +58,8 @@ class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Meta's Graph API, for the fields of Meta Lead Ads leads: where it is, which version, each page's access
     token (a credential: held like the secrets, never shown), and how hard to try. Variables:
     ``DEALSTREAM_META_GRAPH_URL``, ``DEALSTREAM_META_GRAPH_VERSION``, ``DEALSTREAM_META_PAGE_TOKENS`` (a JSON object
-    of page id -> page access token), ``DEALSTREAM_META_FETCH_ATTEMPTS``, ``DEALSTREAM_META_FETCH_BACKOFF``."""
+    of page id -> page access token), ``DEALSTREAM_META_FETCH_ATTEMPTS``, ``DEALSTREAM_META_FETCH_BACKOFF``,
+    ``DEALSTREAM_META_ADMIN`` (the notify recipient told when a lead's fields cannot be had)."""
 
     base_url: str = "https://graph.facebook.com"
     version: str = "v21.0"
@@ -67,6 +68,7 @@ class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
     backoff: float = 1.0
     max_backoff: float = 60.0
     timeout: float = 10.0
+    admin: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GraphSettings:
@@ -86,6 +88,7 @@ class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
             page_tokens=Secrets(pages),
             attempts=attempts,
             backoff=backoff,
+            admin=env.get("DEALSTREAM_META_ADMIN") or None,
         )
 
 

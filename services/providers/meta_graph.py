@@ -179,6 +179,7 @@ async def fetch_details(
             subject_type="lead",
             subject_id=lead_id,
             deadline=now,
+            rep=settings.admin,
         )
         command = RaiseAlert(alert_id=derived_id("meta-fetch", lead_id), alert=alert, occurred_at=now)
         with contextlib.suppress(agg.Rejected, ConcurrencyError):  # raised already by an earlier attempt

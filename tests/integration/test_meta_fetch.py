@@ -99,7 +99,12 @@ def graph() -> Iterator[GraphApi]:
 
 def settings_for(graph: GraphApi, attempts: int = 4) -> GraphSettings:
     return GraphSettings(
-        base_url=graph.url, version="v21.0", page_tokens=Secrets({PAGE_ID: TOKEN}), attempts=attempts, backoff=0.01
+        base_url=graph.url,
+        version="v21.0",
+        page_tokens=Secrets({PAGE_ID: TOKEN}),
+        attempts=attempts,
+        backoff=0.01,
+        admin="maria",
     )
 
 
@@ -172,7 +177,7 @@ async def test_an_expired_token_is_retried_logged_without_the_token_and_alerted_
     assert [e["kind"] for e in logs if e["event"] == "meta.fetch_gave_up"] == ["expired_token"] * 2
     [alert] = [s.envelope for s in await store.read("alert", derived_id("meta-fetch", LEAD_ID))]  # raised once
     assert alert.data == AlertRaised(
-        kind="source_fetch", policy="meta_graph", subject_type="lead", subject_id=LEAD_ID, deadline=NOW
+        kind="source_fetch", policy="meta_graph", subject_type="lead", subject_id=LEAD_ID, deadline=NOW, rep="maria"
     )
     assert len(await store.read("lead", LEAD_ID)) == 1  # no details recorded
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
+from events.types import AlertRaised
+from projections.notify import NotifyRules, Recipient, Smtp, deliveries
 from services.providers.meta_graph import details_of, graph_error
+from tests.builders import envelope
 from workers.settings import Settings
 
 GRAPH = Path(__file__).resolve().parents[1] / "fixtures" / "graph"
+T = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 WEBHOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 
 
@@ -61,3 +66,15 @@ def test_page_tokens_come_from_the_environment_and_never_show() -> None:
     with pytest.raises(ValueError, match="DEALSTREAM_META_PAGE_TOKENS") as bad:
         Settings.from_env({"DEALSTREAM_META_PAGE_TOKENS": "EAApagetoken"})
     assert "EAApagetoken" not in str(bad.value)
+
+
+def test_a_lead_whose_fields_cannot_be_had_is_announced_to_the_admin() -> None:
+    alert = AlertRaised(
+        kind="source_fetch", policy="meta_graph", subject_type="lead", subject_id="l1", deadline=T, rep="maria"
+    )
+    [delivery] = deliveries(
+        NotifyRules(recipients={"maria": Recipient(email="maria@example.com")}, smtp=Smtp()),
+        envelope(alert, aggregate_type="alert", aggregate_id="a1"),
+    )
+    assert delivery.target == "maria@example.com"
+    assert "access token" in delivery.message.text and delivery.message.subject_id == "l1"
