@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from typing import Literal
 
 import httpx
@@ -34,6 +35,10 @@ from services.providers.meta import parse_graph_lead
 from workers.settings import GraphSettings, Settings
 
 log = structlog.get_logger("dealstream.meta")
+# httpx and httpcore log every request's URL, and a Graph URL names Meta's lead id, which the log seals like the
+# capture's source ids: their request lines are kept out. Our own lines name the lead by its Dealstream id only.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 ErrorKind = Literal["expired_token", "rate_limit", "unavailable", "refused", "no_token"]
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
@@ -64,18 +69,21 @@ class GraphError(Exception):
         self.status = status
 
 
-def _scrubbed(text: str, token: str) -> str:
-    return text.replace(token, "[token]") if token else text
+def _scrubbed(text: str, token: str, leadgen_id: str = "") -> str:
+    # Meta quotes back what it was asked about: the token is a credential, the lead's id is sealed like a capture's.
+    for value, shown in ((token, "[token]"), (leadgen_id, "[leadgen_id]")):
+        text = text.replace(value, shown) if value else text
+    return text
 
 
-def graph_error(status: int, body: bytes, token: str) -> GraphError:
+def graph_error(status: int, body: bytes, token: str, leadgen_id: str = "") -> GraphError:
     """The failure an HTTP answer other than 200 means, from Meta's ``{"error": {...}}`` body when it has one."""
     try:
         error = msgspec.json.decode(body, type=_GraphErrorAnswer).error
     except msgspec.DecodeError:
         kind: ErrorKind = "unavailable" if status >= 500 or status == 429 else "refused"
         return GraphError(kind, f"HTTP {status} without a Graph error body", None, status)
-    message = _scrubbed(error.message, token)[:500]
+    message = _scrubbed(error.message, token, leadgen_id)[:500]
     if error.code == EXPIRED_TOKEN_CODE:
         return GraphError("expired_token", message, error.code, status)
     if error.code in RATE_LIMIT_CODES or status == 429:
@@ -86,7 +94,7 @@ def graph_error(status: int, body: bytes, token: str) -> GraphError:
 
 
 async def fetch_graph_lead(
-    client: httpx.AsyncClient, settings: GraphSettings, leadgen_id: str, page_id: str | None
+    client: httpx.AsyncClient, settings: GraphSettings, leadgen_id: str, page_id: str | None, lead_id: str
 ) -> bytes:
     """The Graph API's answer for one lead, retried with exponential backoff; ``GraphError`` past the attempts.
 
@@ -94,7 +102,7 @@ async def fetch_graph_lead(
     code and message, the token scrubbed."""
     token = settings.page_tokens.get(page_id)
     if not token:
-        raise GraphError("no_token", f"no access token is configured for the page {page_id!r}")
+        raise GraphError("no_token", "no access token is configured for the lead's page")
     url = f"{settings.base_url.rstrip('/')}/{settings.version}/{leadgen_id}"
     backoff = settings.backoff
     error = GraphError("unavailable", "not tried")
@@ -102,16 +110,15 @@ async def fetch_graph_lead(
         try:
             answer = await client.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=settings.timeout)
         except httpx.HTTPError as exc:
-            error = GraphError("unavailable", _scrubbed(f"{type(exc).__name__}: {exc}", token))
+            error = GraphError("unavailable", _scrubbed(f"{type(exc).__name__}: {exc}", token, leadgen_id))
         else:
             if answer.status_code == 200:
                 return answer.content
-            error = graph_error(answer.status_code, answer.content, token)
+            error = graph_error(answer.status_code, answer.content, token, leadgen_id)
         last = attempt == settings.attempts
         log.warning(
             "meta.fetch_failed",
-            leadgen_id=leadgen_id,
-            page_id=page_id,
+            lead_id=lead_id,
             kind=error.kind,
             code=error.code,
             status=error.status,
@@ -169,10 +176,10 @@ async def fetch_details(
     leadgen_id = data.source_ref or ""
     page_id = data.campaign.get("page_id")
     try:
-        details = details_of(await fetch_graph_lead(client, settings, leadgen_id, page_id))
+        details = details_of(await fetch_graph_lead(client, settings, leadgen_id, page_id, lead_id))
     except (GraphError, InputError) as exc:
         kind = exc.kind if isinstance(exc, GraphError) else "refused"
-        log.error("meta.fetch_gave_up", lead_id=lead_id, leadgen_id=leadgen_id, page_id=page_id, kind=kind)
+        log.error("meta.fetch_gave_up", lead_id=lead_id, kind=kind)
         alert = AlertRaised(
             kind="source_fetch",
             policy=ALERT_POLICY,

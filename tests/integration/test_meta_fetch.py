@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import http.server
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,6 +27,7 @@ from services.providers import meta
 from services.providers.meta_graph import fetch_details, run_fetcher
 from tests.builders import T0
 from tests.conftest import FIXTURES, read_opened
+from tests.graph_api import GraphApi, graph_api
 from tests.projection_fixtures import FAST
 from tests.waiting import eventually
 from workers.engine import ProjectionEngine
@@ -38,7 +36,6 @@ from workers.settings import GraphSettings, Secrets, Settings
 
 pytestmark = pytest.mark.integration
 
-GRAPH_ERRORS = Path(__file__).resolve().parents[1] / "fixtures" / "graph"
 PAGE_ID = "516540199134611"
 TOKEN = "EAAGm0PX4ZCpsBAPAGE-TOKEN-s3cr3t"
 LEADGEN_ID = "5545971704561545"
@@ -53,48 +50,10 @@ SCORING = ScoringRules(
 ROUTING = RoutingRules(rules=[RoutingRule(name="fit", min_score=50, owner="chen")], fallback="sales-lead")
 
 
-class GraphApi:
-    """A local HTTP server answering ``GET /{version}/{leadgen_id}`` with the queued answers, then the lead."""
-
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, bytes]] = []
-        self.requests: list[tuple[str, str | None]] = []
-        graph = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                graph.requests.append((self.path, self.headers.get("Authorization")))
-                status, body = (
-                    graph.answers.pop(0)
-                    if graph.answers
-                    else (200, (FIXTURES / "meta_lead_graph_response.json").read_bytes())
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def error(self, name: str, times: int = 1) -> None:
-        self.answers += [(400, (GRAPH_ERRORS / f"{name}.json").read_bytes())] * times
-
-
 @pytest.fixture
 def graph() -> Iterator[GraphApi]:
-    api = GraphApi()
-    thread = threading.Thread(target=api.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with graph_api((FIXTURES / "meta_lead_graph_response.json").read_bytes()) as api:
         yield api
-    finally:
-        api.server.shutdown()
-        api.server.server_close()
 
 
 def settings_for(graph: GraphApi, attempts: int = 4) -> GraphSettings:

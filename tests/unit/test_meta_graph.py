@@ -36,10 +36,13 @@ def test_an_answer_without_a_graph_body_is_unavailable_on_5xx_and_refused_on_4xx
     assert graph_error(404, b"not json", "").kind == "refused"
 
 
-def test_a_token_meta_quotes_back_is_scrubbed_from_the_message() -> None:
+def test_a_token_or_lead_id_meta_quotes_back_is_scrubbed_from_the_message() -> None:
     body = b'{"error": {"message": "Invalid OAuth access token - Cannot parse access token EAAsecret", "code": 190}}'
     error = graph_error(400, body, "EAAsecret")
     assert "EAAsecret" not in str(error) and error.kind == "expired_token"
+    missing = b'{"error": {"message": "Object with ID \'5545971704561545\' does not exist", "code": 100}}'
+    error = graph_error(400, missing, "EAAsecret", "5545971704561545")
+    assert "5545971704561545" not in str(error) and error.kind == "refused"
 
 
 def test_the_graph_lead_maps_to_details_with_the_providers_aliases() -> None:
