@@ -23,6 +23,7 @@ from events.types import (
     DealWon,
     LeadAssigned,
     LeadCaptured,
+    LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
     LeadQualified,
@@ -71,6 +72,7 @@ class LeadState(Activity):
     owner: str | None = None
     source: str | None = None
     erased: bool = False
+    details_fetched: bool = False
 
 
 @dataclass(slots=True)
@@ -108,6 +110,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.source = lead_source(envelope.data, envelope.source)
             case LeadAssigned(owner=owner):
                 state.owner = owner
+            case LeadDetailsFetched():
+                state.details_fetched = True
             case LeadQualified():
                 state.status = "qualified"
             case LeadDisqualified():
@@ -182,6 +186,16 @@ def route_lead(state: LeadState, owner: str) -> LeadAssigned:
     if state.owner is not None:
         raise Rejected("owner", f"the lead is already assigned to {state.owner!r}")
     return LeadAssigned(owner=owner, reason="rule")
+
+
+def record_details(state: LeadState, event: LeadDetailsFetched) -> LeadDetailsFetched:
+    """A source's answer for a lead it announced with ids only: once, and never for an erased lead."""
+    _require_lead(state)
+    if state.erased:
+        raise Rejected("lead_id", "the lead's personal data is erased: nothing about them can be kept", 409)
+    if state.details_fetched:
+        raise Rejected("lead_id", "the lead's details are already fetched")
+    return event
 
 
 def qualify_lead(state: LeadState, event: LeadQualified) -> LeadQualified:

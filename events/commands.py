@@ -14,7 +14,7 @@ from typing import Literal
 import msgspec
 
 from events.envelope import RawPayload
-from events.types import AlertRaised, LeadCaptured, StageDefinition, TaskScheduled, TouchpointLogged
+from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched, StageDefinition, TaskScheduled, TouchpointLogged
 
 Target = Literal["lead", "deal"]
 """What touchpoints and tasks are logged on."""
@@ -50,6 +50,13 @@ class RouteLead(Command, frozen=True, kw_only=True):
 
     lead_id: str
     owner: str
+
+
+class RecordLeadDetails(Command, frozen=True, kw_only=True):
+    """What a source's API answered for a lead it announced with ids only (the Meta fetcher): recorded once."""
+
+    lead_id: str
+    details: LeadDetailsFetched
 
 
 class QualifyLead(Command, frozen=True, kw_only=True):

@@ -76,6 +76,16 @@ async def route_lead(ledger: Ledger, ctx: Context, command: cmd.RouteLead) -> Ac
     )
 
 
+async def record_lead_details(ledger: Ledger, ctx: Context, command: cmd.RecordLeadDetails) -> Accepted:
+    captured, ctx = await _first_of_lead(ledger, ctx, command.lead_id)
+    ctx = dataclasses.replace(ctx, causation_id=captured.event_id)
+    decide = _on_lead(lambda s: agg.record_details(s, command.details))
+    # Derived from the lead: a redelivery or a second fetcher appends nothing twice. The details are what the
+    # person gave at capture, so their business time is the capture's.
+    event_id = derived_id("details", command.lead_id)
+    return await ledger.execute(ctx, "lead", command.lead_id, decide, captured.occurred_at, event_id=event_id)
+
+
 async def qualify_lead(ledger: Ledger, ctx: Context, command: cmd.QualifyLead) -> Accepted:
     event = LeadQualified(reason=command.reason, score=command.score)
     return await _execute(ledger, ctx, command, "lead", command.lead_id, _on_lead(lambda s: agg.qualify_lead(s, event)))
@@ -209,6 +219,7 @@ async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAler
 HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Accepted]]] = {
     cmd.AssignLead: assign_lead,
     cmd.RouteLead: route_lead,
+    cmd.RecordLeadDetails: record_lead_details,
     cmd.QualifyLead: qualify_lead,
     cmd.QualifyOnScore: qualify_on_score,
     cmd.DisqualifyLead: disqualify_lead,

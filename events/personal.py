@@ -44,6 +44,7 @@ from events.types import (
     DealOpened,
     Event,
     LeadCaptured,
+    LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
     LeadQualified,
@@ -75,10 +76,12 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
     DealOpened: ("name",),
     LeadQualified: ("reason",),
     LeadDisqualified: ("reason",),
+    LeadDetailsFetched: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "answers"),
 }
 """Free text people (or the scores worker's explanation, which quotes the lead's answers) write about a person.
 A deal's lost reason stays in clear: it is the category ``lost_by_reason`` counts, not a note about anyone; so
-does an erasure's reason, which is read after the key is gone."""
+does an erasure's reason, which is read after the key is gone. A source's fetched details (``LeadDetailsFetched``)
+are sealed this way with the lead's key: everything it sent about the person."""
 ERASED = "[erased]"
 _CONCURRENT_READS = 256
 _T = TypeVar("_T")
@@ -173,7 +176,8 @@ def seal_text(envelope: Envelope, key: bytes, key_id: str, key_ref: str | None =
     text = {f: value for f in TEXT_FIELDS[type(data)] if (value := getattr(data, f)) is not None}
     box = _encrypt(key, _text_aad(envelope, key_id), msgspec.json.encode(text))
     sealed = SealedText(key_id=key_id, key_ref=key_ref, fields=tuple(text), box=box)
-    return msgspec.structs.replace(envelope, data=msgspec.structs.replace(data, **dict.fromkeys(text), sealed=sealed))
+    cleared: dict[str, Any] = {f: {} if f in _MAPS else None for f in text}
+    return msgspec.structs.replace(envelope, data=msgspec.structs.replace(data, **cleared, sealed=sealed))
 
 
 def unseal_text(envelope: Envelope, key: bytes | None) -> Envelope:
@@ -182,7 +186,7 @@ def unseal_text(envelope: Envelope, key: bytes | None) -> Envelope:
     sealed: SealedText | None = getattr(data, "sealed", None)
     if not isinstance(sealed, SealedText):
         return envelope
-    text: dict[str, Any] = dict.fromkeys(sealed.fields, ERASED)
+    text: dict[str, Any] = {f: {} if f in _MAPS else ERASED for f in sealed.fields}
     if key is not None:
         with contextlib.suppress(InvalidTag):  # a key made after the erasure opens nothing
             text = msgspec.json.decode(_decrypt(key, _text_aad(envelope, sealed.key_id), sealed.box))

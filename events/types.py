@@ -134,6 +134,24 @@ def lead_source(captured: LeadCaptured, channel: str) -> str:
     return captured.source or channel
 
 
+class LeadDetailsFetched(_Event, frozen=True, tag="lead.details_fetched.v1"):
+    """What a source's API answered for a lead it announced with ids only (Meta Lead Ads' ``GET /{leadgen_id}``).
+
+    The personal fields are sealed with the lead's key like a capture's (``sealed``; they read None in the log)
+    and read ``[erased]`` once the key is gone; folds take them as if the capture had carried them."""
+
+    provider: ShortText
+    email: Email | None = None
+    phone: Phone | None = None
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    full_name: ShortText | None = None
+    company: ShortText | None = None
+    job_title: ShortText | None = None
+    answers: Attributes = {}
+    sealed: SealedText | None = None
+
+
 class LeadAssigned(_Event, frozen=True, tag="lead.assigned.v1"):
     owner: ShortText
     previous_owner: ShortText | None = None
@@ -243,6 +261,8 @@ class PipelineDefined(_Event, frozen=True, tag="pipeline.defined.v1"):
 
 
 SlaKind = Literal["first_touch", "next_touch", "task_due", "deal_rotting"]
+AlertKind = SlaKind | Literal["source_fetch"]
+"""What an alert is about: a breached SLA, or (``source_fetch``) a lead whose fields a source would not give."""
 
 
 class AlertRaised(_Event, frozen=True, tag="alert.raised.v1"):
@@ -251,7 +271,7 @@ class AlertRaised(_Event, frozen=True, tag="alert.raised.v1"):
     The alert's aggregate id derives from the SLA timer, and it is appended only to an alert with no events
     yet, so one breach raises one alert however often the worker retries or replays."""
 
-    kind: SlaKind
+    kind: AlertKind
     policy: ShortText
     subject_type: Literal["lead", "deal"]
     subject_id: Ref
@@ -270,6 +290,7 @@ class AlertEscalated(_Event, frozen=True, tag="alert.escalated.v1"):
 
 Event = (
     LeadCaptured
+    | LeadDetailsFetched
     | LeadAssigned
     | TouchpointLogged
     | LeadQualified
@@ -289,6 +310,7 @@ Event = (
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
     LeadCaptured,
+    LeadDetailsFetched,
     LeadAssigned,
     TouchpointLogged,
     LeadQualified,

@@ -113,6 +113,7 @@ def _message(envelope: Envelope, recipient: str) -> Message | None:
             "next_touch": "has had no follow-up in time",
             "task_due": f"has an overdue task {data.task_id}",
             "deal_rotting": f"has not moved out of stage {data.stage}",
+            "source_fetch": "has no fields: the source's API would not give them (check the page's access token)",
         }[data.kind]
         text = (
             f":rotating_light: {data.subject_type.capitalize()} `{data.subject_id}` {what} "

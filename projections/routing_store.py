@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import Event, LeadCaptured
+from events.types import Event, LeadCaptured, LeadDetailsFetched
 from projections.batch import BatchProjection, changed
 from projections.routes import FitScore, LeadRoute, RoutingTable, apply
 from projections.routing import RoutingRules
@@ -54,7 +54,7 @@ class RoutingProjection(BatchProjection[RoutingTable]):
     partitioned: tuple[AggregateType, ...] = ()
     broadcast: tuple[AggregateType, ...] = ("lead",)
     # The fit score at capture reads what the lead told us, sealed in the log: the engine opens captures.
-    reads_personal: tuple[type[Event], ...] = (LeadCaptured,)
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured, LeadDetailsFetched)
 
     def __init__(
         self, rules: RoutingRules, fit_score: FitScore | None = None, rules_version: int = 1, instance: str = ""
@@ -91,6 +91,15 @@ async def pending_routes(conn: AsyncConnection[Any], build: str, limit: int = 20
         (limit,),
     )
     return [_lead(r) for r in await cur.fetchall()]
+
+
+async def awaiting_details(conn: AsyncConnection[Any], build: str, limit: int = 200) -> list[str]:
+    """Leads whose source announced them with ids only (Meta Lead Ads), oldest first: the Meta fetcher's work."""
+    cur = await conn.execute(
+        f"SELECT lead_id FROM {RoutingSql(build).leads} WHERE state = 'awaiting_details' ORDER BY version LIMIT %s",  # noqa: S608
+        (limit,),
+    )
+    return [r[0] for r in await cur.fetchall()]
 
 
 async def load_state(conn: AsyncConnection[Any], sql: RoutingSql, lead_ids: Sequence[str]) -> RoutingTable:

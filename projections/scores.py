@@ -15,7 +15,15 @@ from typing import Literal
 import msgspec
 
 from events.envelope import StoredEvent
-from events.types import LeadAssigned, LeadCaptured, LeadDisqualified, LeadErased, LeadQualified, TouchpointLogged
+from events.types import (
+    LeadAssigned,
+    LeadCaptured,
+    LeadDetailsFetched,
+    LeadDisqualified,
+    LeadErased,
+    LeadQualified,
+    TouchpointLogged,
+)
 from projections.folding import fold_into
 from projections.scoring import (
     ERASED,
@@ -26,6 +34,7 @@ from projections.scoring import (
     profile_from,
     score,
     scrubbed,
+    with_details,
 )
 
 LeadStatus = Literal["open", "qualified", "disqualified"]
@@ -72,6 +81,8 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
         outcome = None if data.outcome == ERASED else data.outcome
         touch = Touch(at=at, kind=data.kind, direction=data.direction, outcome=outcome)
         row = msgspec.structs.replace(row, touches=(*row.touches, touch))
+    elif isinstance(data, LeadDetailsFetched):
+        row = msgspec.structs.replace(row, profile=with_details(row.profile, data))
     elif isinstance(data, LeadAssigned):
         row = msgspec.structs.replace(row, owner=data.owner)
     elif isinstance(data, LeadQualified):

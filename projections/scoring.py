@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from events.types import Direction, LeadCaptured, TouchpointKind, lead_source
+from events.types import Direction, LeadCaptured, LeadDetailsFetched, TouchpointKind, lead_source
 from events.types import ShortText as Name
 
 FIELDS = (
@@ -270,6 +270,21 @@ def profile_from(captured: LeadCaptured, channel: str) -> LeadProfile:
         form_id=_given(captured.form_id),
         campaign=dict(captured.campaign),
         answers=dict(captured.answers),
+    )
+
+
+def with_details(profile: LeadProfile, details: LeadDetailsFetched) -> LeadProfile:
+    """The profile completed with what a source's API answered for the lead (Meta's Graph API): given fields win."""
+    given = {
+        "email": _given(details.email),
+        "phone": _given(details.phone),
+        "company": _given(details.company),
+        "job_title": _given(details.job_title),
+    }
+    return msgspec.structs.replace(
+        profile,
+        **{k: v for k, v in given.items() if v is not None},
+        answers=profile.answers | dict(details.answers),
     )
 
 

@@ -86,9 +86,33 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             log.error("worker.refused", worker="intake", error=str(exc))
             return 3
         return 0
+    if args.name == "meta":
+        return _meta_fetcher(args.settings)
     from workers.registry import run_worker
 
     return run_worker(args.name, args.partition, config=args.settings)
+
+
+def _meta_fetcher(settings: Settings) -> int:
+    """``dealstream worker meta``: the Meta Lead Ads fetcher, until SIGTERM or SIGINT."""
+    from services.providers.meta_graph import run_fetcher
+
+    try:
+        settings.require_database_url()
+    except MissingSetting as exc:
+        log.error("worker.invalid", worker="meta", error=str(exc))
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker.start", worker="meta")
+        await run_fetcher(settings, stop)
+
+    asyncio.run(main())
+    return 0
 
 
 async def _streams(settings: NatsSettings, check_only: bool, allow_weaker: bool) -> int:

@@ -54,6 +54,44 @@ class MissingSetting(ValueError):
     """A setting the command needs is not set."""
 
 
+class GraphSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Meta's Graph API, for the fields of Meta Lead Ads leads: where it is, which version, each page's access
+    token (a credential: held like the secrets, never shown), and how hard to try. Variables:
+    ``DEALSTREAM_META_GRAPH_URL``, ``DEALSTREAM_META_GRAPH_VERSION``, ``DEALSTREAM_META_PAGE_TOKENS`` (a JSON object
+    of page id -> page access token), ``DEALSTREAM_META_FETCH_ATTEMPTS``, ``DEALSTREAM_META_FETCH_BACKOFF``,
+    ``DEALSTREAM_META_ADMIN`` (the notify recipient told when a lead's fields cannot be had)."""
+
+    base_url: str = "https://graph.facebook.com"
+    version: str = "v21.0"
+    page_tokens: Secrets = msgspec.field(default_factory=lambda: Secrets({}))
+    attempts: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: float = 10.0
+    admin: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GraphSettings:
+        tokens = env.get("DEALSTREAM_META_PAGE_TOKENS", "").strip() or "{}"
+        try:
+            pages = msgspec.json.decode(tokens.encode(), type=dict[str, str])
+        except msgspec.DecodeError:
+            # The value is a credential: the message names the variable, never its text.
+            raise ValueError("DEALSTREAM_META_PAGE_TOKENS must be a JSON object of page id -> access token") from None
+        attempts = int(env.get("DEALSTREAM_META_FETCH_ATTEMPTS", "5"))
+        backoff = float(env.get("DEALSTREAM_META_FETCH_BACKOFF", "1.0"))
+        if attempts < 1 or not backoff > 0:
+            raise ValueError("DEALSTREAM_META_FETCH_ATTEMPTS must be at least 1 and DEALSTREAM_META_FETCH_BACKOFF > 0")
+        return cls(
+            base_url=env.get("DEALSTREAM_META_GRAPH_URL", "https://graph.facebook.com"),
+            version=env.get("DEALSTREAM_META_GRAPH_VERSION", "v21.0"),
+            page_tokens=Secrets(pages),
+            attempts=attempts,
+            backoff=backoff,
+            admin=env.get("DEALSTREAM_META_ADMIN") or None,
+        )
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The process's settings. Variables: ``DEALSTREAM_NATS_*``, ``DEALSTREAM_PREFIX`` and the others of
     :class:`NatsSettings`; ``DEALSTREAM_ENGINE_*`` (:class:`EngineSettings`); ``DATABASE_URL``;
@@ -73,6 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str | None = None
     log_level: str | None = None
     secrets: Secrets = msgspec.field(default_factory=lambda: Secrets({}))
+    meta_graph: GraphSettings = msgspec.field(default_factory=GraphSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +133,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_format=env.get("DEALSTREAM_LOG_FORMAT") or None,
             log_level=env.get("DEALSTREAM_LOG_LEVEL"),
             secrets=Secrets(env),
+            meta_graph=GraphSettings.from_env(env),
         )
 
     def configure_logging(self, level: str | None = None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import psycopg
 import pytest
 import structlog
@@ -40,11 +41,14 @@ from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from services.config import Settings
 from services.providers import hubspot, meta
+from services.providers.meta_graph import fetch_details
 from tests.conftest import ADMIN_KEY, FORM_KEY, META_SECRET, TYPEFORM_SECRET, WEBFLOW_SECRET, api_config, wait_healthy
+from tests.graph_api import graph_api
 from tests.projection_fixtures import wait_caught_up
 from tests.waiting import eventually
 from workers.intake import Intake
 from workers.registry import serve_worker
+from workers.settings import GraphSettings, Secrets
 
 pytestmark = pytest.mark.integration
 
@@ -321,6 +325,12 @@ async def capture_every_way(s: Stack) -> list[str]:
     r = await c.post("/v1/webhooks/meta", content=body, headers={"X-Hub-Signature-256": signature})
     assert r.status_code == 200, r.text
     ids += [a["aggregate_id"] for a in r.json()]
+    # The webhook named the lead by ids only: its fields come from the Graph API (a local server answering like it).
+    with graph_api(_meta_graph_lead()) as graph:
+        settings = GraphSettings(base_url=graph.url, page_tokens=Secrets({f"{MARK}-page": "page-token"}))
+        async with httpx.AsyncClient() as http:
+            ledger = Ledger(s.store, Vault(s.js, s.settings.naming))
+            assert await fetch_details(ledger, http, settings, ids[-1], NOW) is not None
     body = _typeform()
     signature = "sha256=" + base64.b64encode(hmac.new(TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()).decode()
     r = await c.post("/v1/webhooks/typeform", content=body, headers={"Typeform-Signature": signature})
