@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, Router, delete, get, post
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from events.aggregates import Rejected
 from events.ids import check_id, uuid7
@@ -29,6 +29,7 @@ from projections.subscriptions_store import (
 from services.api.common import AnyRequest, caller_of, requires, runtime
 from services.errors import InputError
 
+IdParam = Annotated[str, PathParameter(description="Subscription id")]
 READ = [requires("subscriptions:read")]
 WRITE = [requires("subscriptions:write")]
 
@@ -54,7 +55,7 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class ReplayAccepted(msgspec.Struct, frozen=True, kw_only=True):
     replay_id: str
-    subscription_id: str
+    subscription_id: IdParam
     from_sequence: int
 
 
@@ -127,7 +128,7 @@ async def list_all(request: AnyRequest) -> list[Subscription]:
         return await list_subscriptions(conn)
 
 
-async def _one(conn: Any, subscription_id: str) -> Subscription:
+async def _one(conn: Any, subscription_id: IdParam) -> Subscription:
     found = await list_subscriptions(conn, subscription_id)
     if not found:
         raise Rejected("subscription_id", "no such subscription", 404)
@@ -135,14 +136,14 @@ async def _one(conn: Any, subscription_id: str) -> Subscription:
 
 
 @get("/subscriptions/{subscription_id:str}", tags=["subscriptions"], guards=READ)
-async def get_one(request: AnyRequest, subscription_id: str) -> Subscription:
+async def get_one(request: AnyRequest, subscription_id: IdParam) -> Subscription:
     async with runtime(request).read_connection() as conn:
         await ensure_tables(conn)
         return await _one(conn, subscription_id)
 
 
 @delete("/subscriptions/{subscription_id:str}", status_code=204, tags=["subscriptions"], guards=WRITE)
-async def remove(request: AnyRequest, subscription_id: str) -> None:
+async def remove(request: AnyRequest, subscription_id: IdParam) -> None:
     """Stop the subscription: its secret is wiped and its pending deliveries cancelled."""
     async with runtime(request).read_connection() as conn:
         await ensure_tables(conn)
@@ -152,7 +153,7 @@ async def remove(request: AnyRequest, subscription_id: str) -> None:
 
 @get("/subscriptions/{subscription_id:str}/deliveries", tags=["subscriptions"], guards=READ)
 async def deliveries(
-    request: AnyRequest, subscription_id: str, limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100
+    request: AnyRequest, subscription_id: IdParam, limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100
 ) -> list[WebhookDelivery]:
     """The subscription's deliveries in log order (replays after), each with every attempt."""
     async with runtime(request).read_connection() as conn:
@@ -162,7 +163,9 @@ async def deliveries(
 
 
 @post("/subscriptions/{subscription_id:str}/replay", status_code=202, tags=["subscriptions"], guards=WRITE)
-async def replay(request: AnyRequest, subscription_id: str, data: JSONBody[ReplayRequest]) -> Response[ReplayAccepted]:
+async def replay(
+    request: AnyRequest, subscription_id: IdParam, data: JSONBody[ReplayRequest]
+) -> Response[ReplayAccepted]:
     """Send the subscription's events again from a stream sequence to the end of the log (as new deliveries)."""
     async with runtime(request).read_connection() as conn:
         await ensure_tables(conn)
