@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import ipaddress
 from typing import Annotated
 
 import msgspec
@@ -57,6 +58,24 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None
     created_at: dt.datetime
     created_by: str
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""IPv6 addresses that a NAT64 gateway turns into the IPv4 address in their last 32 bits."""
+
+
+def target_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allowed_networks: list[str]) -> bool:
+    """True if a webhook may be sent to ``address``: it is in an allowed network, or public (not private, loopback,
+    link-local, reserved, nor an IPv6 form of such an IPv4 address)."""
+    if any(address in ipaddress.ip_network(n, strict=False) for n in allowed_networks):
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or (
+            ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in NAT64 else None
+        )
+        if embedded is not None:
+            return target_allowed(embedded, allowed_networks)
+    return address.is_global
 
 
 def type_matches(patterns: list[str], event_type: str) -> bool:

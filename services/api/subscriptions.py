@@ -16,7 +16,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from events.aggregates import Rejected
 from events.ids import check_id, uuid7
-from projections.subscriptions import FILTER_FIELDS, EventPattern, Subscription
+from projections.subscriptions import FILTER_FIELDS, EventPattern, Subscription, target_allowed
 from projections.subscriptions_store import (
     WebhookDelivery,
     create_subscription,
@@ -59,12 +59,6 @@ class ReplayAccepted(msgspec.Struct, frozen=True, kw_only=True):
     from_sequence: int
 
 
-def _allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: list[str]) -> bool:
-    if any(address in ipaddress.ip_network(n, strict=False) for n in networks):
-        return True
-    return address.is_global
-
-
 async def check_target(url: str, allowed_networks: list[str]) -> None:
     """422 on ``url`` unless it is http(s) with a host every address of which is public or allow-listed: a
     subscription must not make the worker call into the private network (SSRF)."""
@@ -83,7 +77,7 @@ async def check_target(url: str, allowed_networks: list[str]) -> None:
         raise InputError.one("url", f"host {parts.hostname!r} does not resolve") from None
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not _allowed(address, allowed_networks):
+        if not target_allowed(address, allowed_networks):
             raise InputError.one(
                 "url", f"resolves to {address}, a private, loopback or reserved address that is not allowed"
             )
