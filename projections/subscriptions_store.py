@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 
 from events.codec import encode
 from events.envelope import AGGREGATE_TYPES, AggregateType, StoredEvent
@@ -153,8 +154,15 @@ def _subscription(r: Sequence[Any]) -> Subscription:
 
 async def ensure_tables(conn: AsyncConnection[Any]) -> None:
     """Create the tables if they are not there yet (the API may be asked before any worker ran)."""
-    for statement in DDL:
-        await conn.execute(statement)
+    for attempt in (1, 2):
+        try:
+            for statement in DDL:
+                await conn.execute(statement)
+            return
+        except UniqueViolation:
+            # Two sessions creating the same table at once: one loses with this; the table is there now.
+            if attempt == 2:
+                raise
 
 
 async def _audit(

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -44,6 +45,7 @@ class Receiver(http.server.ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.fail_once: set[str] = set()
+        self.fail_always: set[str] = set()
         self.requests: list[tuple[str, dict[str, str], bytes, int]] = []
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -61,7 +63,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         event_id = self.headers["Dealstream-Event-Id"]
         status = 200
-        if event_id in self.server.fail_once:
+        if self.path in self.server.fail_always:
+            status = 500
+        elif event_id in self.server.fail_once:
             self.server.fail_once.discard(event_id)
             status = 500
         self.server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body, status))
@@ -207,6 +211,13 @@ async def test_a_subscription_gets_exactly_its_events_signed_retried_recorded_an
         recorded = (await api.get(f"/v1/subscriptions/{sid}/deliveries")).json()
         assert recorded[-1]["replay_id"] == replayed.json()["replay_id"]
 
+        # Every change to a subscription is in its audit trail, with who made it.
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            cur = await conn.execute(
+                "SELECT action, actor FROM webhook_subscription_audit WHERE subscription_id = %s ORDER BY n", (sid,)
+            )
+            assert await cur.fetchall() == [("created", "admin"), ("replay", "admin")]
+
         # Deleted: gone from the list; what it would have received is not sent.
         assert (await api.delete(f"/v1/subscriptions/{sid}")).status_code == 204
         assert (await api.get(f"/v1/subscriptions/{sid}")).status_code == 404
@@ -214,6 +225,30 @@ async def test_a_subscription_gets_exactly_its_events_signed_retried_recorded_an
         await store.append([later], None)
         await wait_caught_up(js, pg_dsn, naming, actor.engine.projection)
         assert actor.sent == 5 and len(receiver.received("stages")) == 3
+
+
+async def test_a_receiver_that_keeps_failing_gets_max_attempts_then_the_delivery_is_failed(
+    api: Client,
+    store: EventStore,
+    nats_settings: NatsSettings,
+    pg_dsn: str,
+    receiver: Receiver,
+) -> None:
+    receiver.fail_always.add("/down")
+    made = (await api.post("/v1/subscriptions", json={"url": receiver.url("down"), "event_types": ["lead.*"]})).json()
+    lead = uuid7()
+    await store.append([envelope(LeadCaptured(email="x@example.com"), "lead", lead, dt.datetime.now(dt.UTC))], 0)
+    async with subscriptions_worker(nats_settings, pg_dsn) as actor:
+
+        async def gave_up() -> bool:
+            return actor.failed == 1
+
+        await eventually(gave_up)
+    sid = made["subscription"]["subscription_id"]
+    [delivery] = (await api.get(f"/v1/subscriptions/{sid}/deliveries")).json()
+    assert delivery["state"] == "failed" and delivery["attempts"] == 3
+    assert [a["status"] for a in delivery["history"]] == [500, 500, 500]
+    assert len(receiver.received("down", 500)) == 3
 
 
 @pytest.mark.parametrize(
