@@ -79,7 +79,12 @@ class NotifyRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     def backoff(self, attempts: int) -> dt.timedelta:
         """The wait after the ``attempts``-th failed attempt: doubling from the initial wait, capped."""
-        return dt.timedelta(seconds=min(self.backoff_max_seconds, self.backoff_initial_seconds * 2 ** (attempts - 1)))
+        return backoff(self.backoff_initial_seconds, self.backoff_max_seconds, attempts)
+
+
+def backoff(initial_seconds: float, max_seconds: float, attempts: int) -> dt.timedelta:
+    """The wait after the ``attempts``-th failed attempt of a delivery: doubling from ``initial_seconds``, capped."""
+    return dt.timedelta(seconds=min(max_seconds, initial_seconds * 2 ** (attempts - 1)))
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,6 +25,8 @@ SCOPES: tuple[Scope, ...] = (
     "pipelines:write",
     "history:read",
     "read",
+    "subscriptions:read",
+    "subscriptions:write",
 )
 
 
@@ -82,13 +84,19 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trusted_proxies: list[str] = []
     # A connection whose request line and headers have not all arrived within this is closed.
     header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # Webhook subscriptions may not target private, loopback or link-local addresses (SSRF) unless listed here.
+    subscription_allowed_networks: list[str] = []
 
     def __post_init__(self) -> None:
-        for proxy in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
+        for name, networks in (
+            ("trusted_proxies", self.trusted_proxies),
+            ("subscription_allowed_networks", self.subscription_allowed_networks),
+        ):
+            for network in networks:
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise ValueError(f"{name}: {network!r} is not an IP address or network") from None
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -22,6 +22,7 @@ from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_fr
 from projections.scores_store import ScoresProjection
 from projections.scoring import fit_score, profile_from
 from projections.sla_store import SlaProjection
+from projections.subscriptions_store import SubscriptionsProjection
 from projections.velocity_store import VelocityProjection
 from projections.versions import BuildConflict, BuildRules, label_of, recorded_rules, serving_build
 from workers.actor import Actor
@@ -32,6 +33,7 @@ from workers.routing import RoutingActor
 from workers.scores import QualificationActor
 from workers.settings import Settings
 from workers.sla import AlertScheduler
+from workers.subscriptions import SubscriptionsActor
 
 log = structlog.get_logger("dealstream.worker")
 
@@ -65,6 +67,10 @@ def notify_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) ->
     return NotifyProjection(rules.notify, instance)
 
 
+def subscriptions_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> SubscriptionsProjection:
+    return SubscriptionsProjection(instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -72,6 +78,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "routing": routing_projection,
     "scores": scores_projection,
     "notify": notify_projection,
+    "subscriptions": subscriptions_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 
@@ -90,6 +97,7 @@ ACTORS: dict[type[Any], Callable[[ProjectionEngine, Settings, str], Actor]] = {
     RoutingProjection: lambda engine, settings, url: RoutingActor(engine, settings.nats, url),
     NotifyProjection: lambda engine, settings, url: NotifyActor(engine, settings.nats, url, secrets=settings.secrets),
     ScoresProjection: lambda engine, settings, url: QualificationActor(engine, settings.nats, url),
+    SubscriptionsProjection: lambda engine, settings, url: SubscriptionsActor(engine, settings.nats, url),
 }
 """Projection type -> the actor that runs beside its engine and acts on its tables."""
 

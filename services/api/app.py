@@ -22,7 +22,7 @@ from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
 from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
-from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores
+from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -268,6 +268,7 @@ def create_app(settings: Settings) -> Litestar:
             reads.router,
             alerts.router,
             scores.router,
+            subscriptions.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
