@@ -253,6 +253,9 @@ async def velocity_metrics(
             )
     except ValueError as exc:
         raise InputError.one("tz" if "time zone" in str(exc) else "period", str(exc)) from exc
+    except OverflowError as exc:
+        # A period, or the one of equal length before it, that reaches past year 1 or 9999.
+        raise InputError.one("period", "the period or the one before it reaches past the years 1 to 9999") from exc
 
 
 @get("/metrics/weighted-pipeline", tags=["metrics"], guards=READ)
