@@ -23,6 +23,23 @@ from projections.versions import build_name
 VERSION = 1
 DeliveryState = Literal["pending", "delivered", "failed"]
 
+
+def attempts_table(table: str, deliveries: str) -> str:
+    """The attempts of a deliveries table, one row per try: notices' and subscriptions' alike."""
+    return f"""
+    CREATE TABLE IF NOT EXISTS {table} (
+        delivery_id text NOT NULL REFERENCES {deliveries},
+        n integer NOT NULL,
+        at timestamptz NOT NULL,
+        ok boolean NOT NULL,
+        status integer,
+        error text,
+        duration_ms double precision NOT NULL,
+        PRIMARY KEY (delivery_id, n)
+    )
+    """
+
+
 DDL = (
     """
     CREATE TABLE IF NOT EXISTS notify_deliveries (
@@ -42,18 +59,7 @@ DDL = (
     """,
     "CREATE INDEX IF NOT EXISTS notify_deliveries_due ON notify_deliveries (next_attempt_at) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS notify_deliveries_recipient ON notify_deliveries (recipient, created_at DESC)",
-    """
-    CREATE TABLE IF NOT EXISTS notify_attempts (
-        delivery_id text NOT NULL REFERENCES notify_deliveries,
-        n integer NOT NULL,
-        at timestamptz NOT NULL,
-        ok boolean NOT NULL,
-        status integer,
-        error text,
-        duration_ms double precision NOT NULL,
-        PRIMARY KEY (delivery_id, n)
-    )
-    """,
+    attempts_table("notify_attempts", "notify_deliveries"),
 )
 
 
@@ -232,12 +238,20 @@ async def list_deliveries(
     rows = [_row(r) for r in await cur.fetchall()]
     if not rows:
         return rows
+    attempts = await attempts_of(conn, "notify_attempts", [r.delivery_id for r in rows])
+    return [msgspec.structs.replace(r, history=attempts.get(r.delivery_id, [])) for r in rows]
+
+
+async def attempts_of(
+    conn: AsyncConnection[Any], table: Literal["notify_attempts", "webhook_attempts"], delivery_ids: list[str]
+) -> dict[str, list[Attempt]]:
+    """Every attempt of the given deliveries, in order, by delivery: notices' and subscriptions' alike."""
     cur = await conn.execute(
-        "SELECT delivery_id, n, at, ok, status, error, duration_ms FROM notify_attempts "
+        f"SELECT delivery_id, n, at, ok, status, error, duration_ms FROM {table} "  # noqa: S608 - one of two names
         "WHERE delivery_id = ANY(%s) ORDER BY delivery_id, n",
-        ([r.delivery_id for r in rows],),
+        (delivery_ids,),
     )
     attempts: dict[str, list[Attempt]] = {}
     for d, n, at, ok, status, error, ms in await cur.fetchall():
         attempts.setdefault(d, []).append(Attempt(n=n, at=at, ok=ok, status=status, error=error, duration_ms=ms))
-    return [msgspec.structs.replace(r, history=attempts.get(r.delivery_id, [])) for r in rows]
+    return attempts

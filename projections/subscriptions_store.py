@@ -22,7 +22,7 @@ from psycopg.errors import UniqueViolation
 from events.codec import encode
 from events.envelope import AGGREGATE_TYPES, AggregateType, StoredEvent
 from events.ids import derived_id
-from projections.notify_store import Attempt
+from projections.notify_store import Attempt, attempts_of, attempts_table
 from projections.subscriptions import DeliveryPolicy, Subscription, matches
 from projections.versions import build_name
 
@@ -73,18 +73,7 @@ DDL = (
     """,
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_of ON webhook_deliveries (subscription_id, created_at DESC)",
-    """
-    CREATE TABLE IF NOT EXISTS webhook_attempts (
-        delivery_id text NOT NULL REFERENCES webhook_deliveries,
-        n integer NOT NULL,
-        at timestamptz NOT NULL,
-        ok boolean NOT NULL,
-        status integer,
-        error text,
-        duration_ms double precision NOT NULL,
-        PRIMARY KEY (delivery_id, n)
-    )
-    """,
+    attempts_table("webhook_attempts", "webhook_deliveries"),
     """
     CREATE TABLE IF NOT EXISTS webhook_replays (
         replay_id text PRIMARY KEY,
@@ -396,12 +385,5 @@ async def list_deliveries(conn: AsyncConnection[Any], subscription_id: str, limi
     ]
     if not rows:
         return rows
-    cur = await conn.execute(
-        "SELECT delivery_id, n, at, ok, status, error, duration_ms FROM webhook_attempts "
-        "WHERE delivery_id = ANY(%s) ORDER BY delivery_id, n",
-        ([r.delivery_id for r in rows],),
-    )
-    attempts: dict[str, list[Attempt]] = {}
-    for d, n, at, ok, status, error, ms in await cur.fetchall():
-        attempts.setdefault(d, []).append(Attempt(n=n, at=at, ok=ok, status=status, error=error, duration_ms=ms))
+    attempts = await attempts_of(conn, "webhook_attempts", [r.delivery_id for r in rows])
     return [msgspec.structs.replace(r, history=attempts.get(r.delivery_id, [])) for r in rows]
