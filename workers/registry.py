@@ -15,6 +15,7 @@ from events.config import NatsSettings
 from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
+from projections.compliance_store import ComplianceProjection
 from projections.contract import Projection, Shard
 from projections.notify_store import NotifyProjection
 from projections.routing_store import RoutingProjection
@@ -71,6 +72,10 @@ def subscriptions_projection(instance: str = "", rules: SalesRules = NO_SALES_RU
     return SubscriptionsProjection(instance)
 
 
+def compliance_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> ComplianceProjection:
+    return ComplianceProjection(rules.sla, instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -79,6 +84,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "scores": scores_projection,
     "notify": notify_projection,
     "subscriptions": subscriptions_projection,
+    "compliance": compliance_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 
@@ -87,6 +93,7 @@ _USES: dict[str, Callable[[SalesRules], object]] = {
     "routing": lambda rules: (rules.routing, rules.scoring),
     "scores": lambda rules: rules.scoring,
     "notify": lambda rules: rules.notify,
+    "compliance": lambda rules: rules.sla,
 }
 """The workers whose projection is made from the sales rules: what of the rules each one's build is made from."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -217,14 +218,45 @@ async def board_feed(
     return ServerSentEvent(stream())
 
 
+PeriodKind = Literal["day", "week", "month", "quarter"]
+DateParam = Annotated[dt.date | None, QueryParameter(description="a local date inside the period; default today")]
+TzParam = Annotated[str, QueryParameter(description="IANA time zone of the period")]
+FromParam = Annotated[dt.datetime | None, QueryParameter(name="from", description="explicit range start")]
+ToParam = Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")]
+
+
+def chosen_period(
+    period: PeriodKind | None, date: dt.date | None, tz: str, start: dt.datetime | None, end: dt.datetime | None
+) -> velocity_periods.Period:
+    """The calendar period in ``tz`` containing ``date`` (default today there), or the explicit ``from``/``to``."""
+    if start is not None or end is not None:
+        if start is None or end is None:
+            raise InputError.one("from" if start is None else "to", "give both from and to, or neither")
+        return velocity_periods.explicit_period(start, end)
+    day = date or dt.datetime.now(velocity_periods.zone(tz)).date()
+    return velocity_periods.period(period or "month", day, tz)
+
+
+@contextlib.contextmanager
+def period_errors() -> Iterator[None]:
+    """A bad period or time zone is a 422 naming ``period`` or ``tz``, not a 500."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InputError.one("tz" if "time zone" in str(exc) else "period", str(exc)) from exc
+    except OverflowError as exc:
+        # A period, or the one of equal length before it, that reaches past year 1 or 9999.
+        raise InputError.one("period", "the period or the one before it reaches past the years 1 to 9999") from exc
+
+
 @get("/metrics/velocity", tags=["metrics"], guards=READ)
 async def velocity_metrics(
     request: AnyRequest,
-    period: FromQuery[Literal["day", "week", "month", "quarter"] | None] = "month",
-    date: Annotated[dt.date | None, QueryParameter(description="a local date inside the period; default today")] = None,
-    tz: Annotated[str, QueryParameter(description="IANA time zone of the period")] = "UTC",
-    start: Annotated[dt.datetime | None, QueryParameter(name="from", description="explicit range start")] = None,
-    end: Annotated[dt.datetime | None, QueryParameter(name="to", description="explicit range end")] = None,
+    period: FromQuery[PeriodKind | None] = "month",
+    date: DateParam = None,
+    tz: TzParam = "UTC",
+    start: FromParam = None,
+    end: ToParam = None,
     group_by: FromQuery[Literal["overall", "owner", "source", "campaign", "pipeline"]] = "overall",
     as_of: AsOf = None,
 ) -> velocity_report.VelocityReport:
@@ -232,14 +264,8 @@ async def velocity_metrics(
     velocity rate, lead-to-qualified conversion and volume by source, lost deals by reason: for a calendar
     period in ``tz`` (or an explicit ``from``/``to`` range), overall or by owner, source or pipeline, counting
     only what was known at ``as_of``. Every formula is stated in docs/read-models.md and on ``GroupMetrics``."""
-    try:
-        if start is not None or end is not None:
-            if start is None or end is None:
-                raise InputError.one("from" if start is None else "to", "give both from and to, or neither")
-            chosen = velocity_periods.explicit_period(start, end)
-        else:
-            day = date or dt.datetime.now(velocity_periods.zone(tz)).date()
-            chosen = velocity_periods.period(period or "month", day, tz)
+    with period_errors():
+        chosen = chosen_period(period, date, tz, start, end)
         async with runtime(request).read_connection() as conn:
             build = await serving_build_name(conn, "velocity", velocity_store.BUILD)
             return await velocity_queries.metrics(
@@ -251,11 +277,6 @@ async def velocity_metrics(
                 previous_start=chosen.previous_start,
                 build=build,
             )
-    except ValueError as exc:
-        raise InputError.one("tz" if "time zone" in str(exc) else "period", str(exc)) from exc
-    except OverflowError as exc:
-        # A period, or the one of equal length before it, that reaches past year 1 or 9999.
-        raise InputError.one("period", "the period or the one before it reaches past the years 1 to 9999") from exc
 
 
 @get("/metrics/weighted-pipeline", tags=["metrics"], guards=READ)

@@ -1,5 +1,5 @@
 """The laws every projection fold obeys, one suite parametrised over every fold (board, velocity, scores,
-routing, SLA).
+routing, SLA, compliance).
 
 What the engine and the batch template (:mod:`projections.batch`) rely on:
 
@@ -45,8 +45,9 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
-from projections import board, routes, scores, sla, velocity
+from projections import board, compliance, routes, scores, sla, velocity
 from projections.board_store import BoardProjection
+from projections.compliance_store import ComplianceProjection
 from projections.contract import Projection, Selector, Shard
 from projections.routing_store import RoutingProjection
 from projections.scores_store import ScoresProjection
@@ -54,6 +55,7 @@ from projections.sla_store import SlaProjection
 from projections.velocity_store import VelocityProjection
 from tests.builders import envelope
 from tests.unit.test_board_properties import logs as board_logs
+from tests.unit.test_compliance_fold import RULES as COMPLIANCE_RULES
 from tests.unit.test_routing import RULES as ROUTING_RULES
 from tests.unit.test_scores import RULES as SCORING_RULES
 from tests.unit.test_sla import RULES as SLA_RULES
@@ -256,6 +258,11 @@ def sla_touched(store: sla.SlaState, events: Sequence[StoredEvent]) -> sla.SlaSt
     )
 
 
+def compliance_touched(store: compliance.ComplianceState, events: Sequence[StoredEvent]) -> compliance.ComplianceState:
+    leads = ids_of(events, "lead")
+    return compliance.ComplianceState({k: v for k, v in store.leads.items() if k in leads})
+
+
 CASES = [
     FoldCase(
         name="board",
@@ -306,6 +313,15 @@ CASES = [
             "pipeline_versions": s.pipeline_versions,
         },
         touched=sla_touched,
+    ),
+    FoldCase(
+        name="compliance",
+        projection=ComplianceProjection(COMPLIANCE_RULES),
+        logs=lead_logs(),
+        new=compliance.ComplianceState,
+        apply=lambda state, event: compliance.apply(state, event, COMPLIANCE_RULES),
+        tables=lambda s: {"leads": s.leads},
+        touched=compliance_touched,
     ),
 ]
 EVERY_FOLD = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
