@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
-from psycopg.errors import UndefinedTable
 
 from events.envelope import AggregateType, StoredEvent
 from projections.batch import BatchProjection, changed
@@ -139,18 +138,13 @@ async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> Complian
 async def report(
     conn: AsyncConnection[Any], p: Period, group: Group, as_of: dt.datetime, build: str = BUILD
 ) -> ComplianceReport:
-    """The compliance report of the leads captured in ``p`` as known at ``as_of`` (an aware instant); no leads
-    before the compliance worker has created its tables."""
-    try:
-        async with conn.transaction():
-            leads = await select_leads(
-                conn,
-                build,
-                "l.captured_at >= %s AND l.captured_at < %s AND l.captured_at <= %s",
-                (p.start, p.end, as_of),
-            )
-    except UndefinedTable:
-        leads = []
+    """The compliance report of the leads captured in ``p`` as known at ``as_of`` (an aware instant)."""
+    leads = await select_leads(
+        conn,
+        build,
+        "l.captured_at >= %s AND l.captured_at < %s AND l.captured_at <= %s",
+        (p.start, p.end, as_of),
+    )
     return compliance_report(leads, p, group, as_of)
 
 
