@@ -70,7 +70,8 @@ class FirstTouchFacts(msgspec.Struct, frozen=True, kw_only=True):
         return self.touched_at is not None or self.disqualified_at is not None
 
     @property
-    def owner(self) -> OwnerSpan | None:
+    def assignment(self) -> OwnerSpan | None:
+        """The latest assignment (None while unassigned)."""
         return self.owners[-1] if self.owners else None
 
     @property
@@ -140,7 +141,7 @@ def apply(state: ComplianceState, event: StoredEvent, rules: SlaRules) -> Compli
         )
         lead = replace(lead, owners=(*lead.owners, span))
     elif isinstance(data, TouchpointLogged) and is_touch(data):
-        rep = lead.owner.owner if lead.owner else None
+        rep = lead.assignment.owner if lead.assignment else None
         worked = business_duration(lead.captured_at, at, rules.calendar_of(rep))
         lead = replace(lead, touched_at=at, business_seconds=worked.total_seconds())
     elif isinstance(data, LeadDisqualified):

@@ -79,9 +79,9 @@ def group_figures(key: str | None, leads: list[FirstTouchFacts], as_of: dt.datet
 
 def _key(group: Group) -> Callable[[FirstTouchFacts], str | None]:
     if group == "rep":
-        return lambda lead: lead.owner.owner if lead.owner else None
+        return lambda lead: lead.assignment.owner if lead.assignment else None
     if group == "team":
-        return lambda lead: lead.owner.team if lead.owner else None
+        return lambda lead: lead.assignment.team if lead.assignment else None
     if group == "source":
         return lambda lead: lead.source
     if group == "channel":
