@@ -23,9 +23,11 @@ from events.types import (
     DealWon,
     LeadAssigned,
     LeadCaptured,
+    LeadCorrected,
     LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
+    LeadMerged,
     LeadQualified,
     PipelineDefined,
     StageDefinition,
@@ -73,6 +75,7 @@ class LeadState(Activity):
     source: str | None = None
     erased: bool = False
     details_fetched: bool = False
+    merged_into: str | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +121,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.status = "disqualified"
             case LeadErased():
                 state.erased = True
+            case LeadMerged(into=into):
+                state.merged_into = into
             case other:
                 state.apply_activity(other)
     return state
@@ -302,3 +307,28 @@ def escalate_alert(state: AlertState, manager: str, rep: str | None) -> AlertEsc
     if state.escalated:
         raise Rejected("alert_id", "the alert is already escalated")
     return AlertEscalated(manager=manager, rep=rep)
+
+
+def _require_live_lead(state: LeadState, field: str = "lead_id") -> None:
+    """A lead that exists, is not erased and was not merged into another."""
+    if not state.exists:
+        raise Rejected(field, "no such lead", 404)
+    if state.erased:
+        raise Rejected(field, "the lead's personal data is erased", 409)
+    if state.merged_into is not None:
+        raise Rejected(field, f"the lead was merged into {state.merged_into!r}", 409)
+
+
+def correct_lead(state: LeadState, event: LeadCorrected) -> LeadCorrected:
+    """A correction of a live lead's profile (an erased lead has nothing left to correct)."""
+    _require_live_lead(state)
+    return event
+
+
+def merge_leads(absorbed: LeadState, survivor: LeadState, absorbed_id: str, into: str) -> LeadMerged:
+    """Merge a duplicate into the lead that survives: two distinct live leads."""
+    if absorbed_id == into:
+        raise Rejected("into", "a lead cannot be merged into itself", 422)
+    _require_live_lead(absorbed)
+    _require_live_lead(survivor, "into")
+    return LeadMerged(into=into)

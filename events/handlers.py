@@ -216,6 +216,19 @@ async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAler
     return await ledger.execute(ctx, "alert", command.alert_id, decide, command.occurred_at, event_id=event_id)
 
 
+async def correct_lead(ledger: Ledger, ctx: Context, command: cmd.CorrectLead) -> Accepted:
+    """The ledger seals the corrected values with the lead's key, as it seals any text about the lead."""
+    decide = _on_lead(lambda s: agg.correct_lead(s, command.correction))
+    return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
+
+
+async def merge_leads(ledger: Ledger, ctx: Context, command: cmd.MergeLeads) -> Accepted:
+    """One event, on the absorbed lead; the survivor is read to check it is live (its own history is untouched)."""
+    survivor = agg.fold_lead(h.envelope for h in await ledger.history("lead", command.into))
+    decide = _on_lead(lambda s: agg.merge_leads(s, survivor, command.lead_id, command.into))
+    return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
+
+
 HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Accepted]]] = {
     cmd.AssignLead: assign_lead,
     cmd.RouteLead: route_lead,
@@ -235,6 +248,8 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.DefinePipeline: define_pipeline,
     cmd.RaiseAlert: raise_alert,
     cmd.EscalateAlert: escalate_alert,
+    cmd.CorrectLead: correct_lead,
+    cmd.MergeLeads: merge_leads,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

@@ -16,6 +16,7 @@ from events.streams import StreamsNotReady
 from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.contract import Projection, Shard
+from projections.lead_records_store import LeadRecordsProjection
 from projections.notify_store import NotifyProjection
 from projections.routing_store import RoutingProjection
 from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
@@ -71,6 +72,10 @@ def subscriptions_projection(instance: str = "", rules: SalesRules = NO_SALES_RU
     return SubscriptionsProjection(instance)
 
 
+def lead_records_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> LeadRecordsProjection:
+    return LeadRecordsProjection(rules.scoring, instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -79,6 +84,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "scores": scores_projection,
     "notify": notify_projection,
     "subscriptions": subscriptions_projection,
+    "lead_records": lead_records_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 
@@ -87,6 +93,7 @@ _USES: dict[str, Callable[[SalesRules], object]] = {
     "routing": lambda rules: (rules.routing, rules.scoring),
     "scores": lambda rules: rules.scoring,
     "notify": lambda rules: rules.notify,
+    "lead_records": lambda rules: rules.scoring,
 }
 """The workers whose projection is made from the sales rules: what of the rules each one's build is made from."""
 

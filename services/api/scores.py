@@ -4,11 +4,11 @@ new rules version would score them differently."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Router, get
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import QueryParameter
 from psycopg import AsyncConnection
 
 from events.aggregates import Rejected
@@ -92,17 +92,16 @@ async def lead_score(
     )
 
 
-@get("/leads", tags=["leads"], guards=READ)
-async def leads_by_score(
-    request: AnyRequest,
-    order: FromQuery[Literal["score"]] = "score",
-    owner: FromQuery[str | None] = None,
-    status: FromQuery[Literal["open", "qualified", "disqualified", "all"]] = "open",
-    cursor: FromQuery[str | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+LEGACY_STATUSES = ("open", "qualified", "disqualified", "all")
+
+
+async def ranked_page(
+    request: AnyRequest, owner: str | None, status: str, cursor: str | None, limit: int
 ) -> RankedPage:
-    """The leads a rep should call first: highest score now first (engagement fades, so the order is computed
-    at read time), by ``owner`` and ``status`` (open by default)."""
+    """The leads a rep should call first (``GET /v1/leads?order=score``): highest score now first (engagement
+    fades, so the order is computed at read time), by ``owner`` and ``status`` (open by default, or all)."""
+    if status not in LEGACY_STATUSES:
+        raise InputError.one("status", f"must be one of {', '.join(LEGACY_STATUSES)} with order=score")
     offset = 0
     if cursor is not None:
         if not cursor.isdigit() or len(cursor) > 9:
