@@ -73,8 +73,11 @@ class LeadSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LeadPage(msgspec.Struct, frozen=True):
+    """``sort``: the order applied (``-captured_at`` unless asked otherwise)."""
+
     leads: list[LeadSummary]
     next_cursor: str | None
+    sort: str
 
 
 class LeadView(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,7 +213,8 @@ async def list_leads(
     async with runtime(request).read_connection() as conn:
         page = await list_records(conn, await records_build(conn), filters, order_by, after, size)
         counts = await _open_alerts(conn, [r.lead_id for r in page.rows])
-    return LeadPage([_summary(r, counts.get(r.lead_id, 0)) for r in page.rows], page.next_cursor)
+    summaries = [_summary(r, counts.get(r.lead_id, 0)) for r in page.rows]
+    return LeadPage(summaries, page.next_cursor, order_by.token)
 
 
 @get("/leads/{lead_id:str}", tags=["leads"], guards=READ)

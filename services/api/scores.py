@@ -4,7 +4,7 @@ new rules version would score them differently."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, get
@@ -43,8 +43,11 @@ class LeadScoreView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RankedPage(msgspec.Struct, frozen=True):
+    """``order``: always ``score``, telling this answer from the lead list's (``GET /v1/leads`` answers either)."""
+
     leads: list[RankedLead]
     next_cursor: str | None
+    order: Literal["score"]
 
 
 async def scores_build(conn: AsyncConnection[Any]) -> str:
@@ -117,7 +120,7 @@ async def ranked_page(
             offset,
             limit,
         )
-    return RankedPage(page, str(offset + limit) if more else None)
+    return RankedPage(page, str(offset + limit) if more else None, "score")
 
 
 @get("/scores/diff", tags=["leads"], guards=READ)
