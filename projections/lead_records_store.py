@@ -60,6 +60,7 @@ class LeadRecordsSql:
     def __init__(self, build: str) -> None:
         t = self.leads = f"{build}_leads"
         self.contacts, self.key = f"{build}_contacts", f"{build}_key"
+        self.columns = _COLUMNS
         self.ddl = (
             f"CREATE TABLE IF NOT EXISTS {t} (lead_id text PRIMARY KEY, captured_at timestamptz NOT NULL, owner text, "
             "status text NOT NULL, source text NOT NULL, channel text NOT NULL, score double precision NOT NULL, "
@@ -70,6 +71,7 @@ class LeadRecordsSql:
             f"CREATE INDEX IF NOT EXISTS {t}_score ON {t} (score, lead_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_activity ON {t} (last_activity_at, lead_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (owner, captured_at, lead_id)",
+            f"CREATE INDEX IF NOT EXISTS {t}_owner_score ON {t} (owner, score, lead_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_status ON {t} (status, captured_at, lead_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_duplicate ON {t} (duplicate_of) WHERE duplicate_of IS NOT NULL",
             f"CREATE INDEX IF NOT EXISTS {t}_merged ON {t} (merged_into) WHERE merged_into IS NOT NULL",
@@ -118,7 +120,8 @@ def _search_index(table: str) -> str:
     return _SEARCH_INDEX.replace("{table}", table)
 
 
-def _values(r: LeadRecord) -> tuple[Any, ...]:
+def values_of(r: LeadRecord) -> tuple[Any, ...]:
+    """A record's row, in the order of :attr:`LeadRecordsSql.columns`."""
     return (
         r.lead_id,
         r.captured_at,
@@ -176,7 +179,7 @@ class LeadRecordsProjection(BatchProjection[LeadTable]):
     ) -> None:
         rows = changed(after.leads, before.leads)
         if rows:
-            await cur.executemany(self.sql.upsert, [_values(r) for r in rows])
+            await cur.executemany(self.sql.upsert, [values_of(r) for r in rows])
         gone = sorted(k for k in before.contacts if k not in after.contacts)
         if gone:
             await cur.execute(f"DELETE FROM {self.sql.contacts} WHERE key = ANY(%s)", (gone,))  # noqa: S608
