@@ -8,7 +8,8 @@ same rules), as of the lead's last event: one number, computed one way, for the 
 Duplicates: each live lead claims the keyed hashes of its normalised e-mail and phone (:func:`contact_keys`); a
 lead whose capture (or fetched details, or correction) carries a hash another live lead holds is flagged
 ``duplicate_of`` that lead. A lead that is disqualified, erased or merged releases its hashes. The key of the hashes
-belongs to the build (made at random with its tables), so the hashes mean nothing outside it. Erasure scrubs
+is made at random once per database (every build folds with it, so a rebuild equals the live rows), so the
+hashes mean nothing outside it. Erasure scrubs
 every clear field, the hashes included.
 """
 

@@ -54,12 +54,14 @@ _COLUMNS = (
     "version",
 )
 _PHONE_LIKE = re.compile(r"[0-9+()./ -]+")
+KEY_TABLE = "lead_records_contact_key"
+"""The one table of the projection outside its builds: the hash key, never changed once made."""
 
 
 class LeadRecordsSql:
     def __init__(self, build: str) -> None:
         t = self.leads = f"{build}_leads"
-        self.contacts, self.key = f"{build}_contacts", f"{build}_key"
+        self.contacts, self.key = f"{build}_contacts", KEY_TABLE
         self.columns = _COLUMNS
         self.ddl = (
             f"CREATE TABLE IF NOT EXISTS {t} (lead_id text PRIMARY KEY, captured_at timestamptz NOT NULL, owner text, "
@@ -78,7 +80,8 @@ class LeadRecordsSql:
             _search_index(t),
             f"CREATE TABLE IF NOT EXISTS {self.contacts} (key text PRIMARY KEY, lead_id text NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {self.contacts}_lead ON {self.contacts} (lead_id)",
-            # The build's own key for the contact hashes, made once at random (gen_random_uuid: a strong source).
+            # The key of the contact hashes, made once at random (gen_random_uuid: a strong source) and shared by
+            # every build of the projection in this database, so that a rebuild folds the very rows it verifies.
             f"CREATE TABLE IF NOT EXISTS {self.key} (id boolean PRIMARY KEY DEFAULT true, key text NOT NULL)",
             f"INSERT INTO {self.key} (key) VALUES (gen_random_uuid()::text || gen_random_uuid()::text) "  # noqa: S608
             "ON CONFLICT (id) DO NOTHING",
