@@ -7,13 +7,16 @@ state never lands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
+
 from events.envelope import Envelope
 from events.types import (
+    CORRECTABLE,
     AlertEscalated,
     AlertRaised,
     DealAmountChanged,
@@ -319,10 +322,32 @@ def _require_live_lead(state: LeadState, field: str = "lead_id") -> None:
         raise Rejected(field, f"the lead was merged into {state.merged_into!r}", 409)
 
 
-def correct_lead(state: LeadState, event: LeadCorrected) -> LeadCorrected:
-    """A correction of a live lead's profile (an erased lead has nothing left to correct)."""
+def lead_profile(history: Iterable[Envelope]) -> dict[str, object]:
+    """The correctable fields of a lead as its history, opened with the lead's key, gives them: the capture, the
+    fields a source's API answered, then each correction."""
+    profile: dict[str, object] = {}
+    for envelope in history:
+        data = envelope.data
+        if isinstance(data, LeadCaptured):
+            profile = {f: getattr(data, f) for f in CORRECTABLE}
+        elif isinstance(data, LeadDetailsFetched):
+            profile |= {f: v for f in CORRECTABLE if (v := getattr(data, f, None)) is not None}
+        elif isinstance(data, LeadCorrected):
+            profile |= {f: getattr(data, f) for f in data.fields}
+    return profile
+
+
+def correct_lead(state: LeadState, event: LeadCorrected, current: Mapping[str, object] | None = None) -> LeadCorrected:
+    """A correction of a live lead's profile (an erased lead has nothing left to correct), listing only the fields
+    that change from ``current`` (the lead's profile, when the caller could open it)."""
     _require_live_lead(state)
-    return event
+    if current is None:
+        return event
+    changed = tuple(f for f in event.fields if getattr(event, f) != current.get(f))
+    if not changed:
+        raise Rejected("body", "every field given already holds that value: nothing to correct", 422)
+    kept = {f: None for f in event.fields if f not in changed}
+    return msgspec.structs.replace(event, fields=changed, **kept)
 
 
 def merge_leads(absorbed: LeadState, survivor: LeadState, absorbed_id: str, into: str) -> LeadMerged:

@@ -16,6 +16,8 @@ from events.types import (
     DealOpened,
     Event,
     LeadCaptured,
+    LeadCorrected,
+    LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
     LeadQualified,
@@ -217,8 +219,15 @@ async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAler
 
 
 async def correct_lead(ledger: Ledger, ctx: Context, command: cmd.CorrectLead) -> Accepted:
-    """The ledger seals the corrected values with the lead's key, as it seals any text about the lead."""
-    decide = _on_lead(lambda s: agg.correct_lead(s, command.correction))
+    """Only the fields that change are listed: the lead's current values are opened with its key to compare. The
+    ledger seals the new values with that key, as it seals any text about the lead."""
+    current = None
+    if ledger.vault is not None:
+        history = [h.envelope for h in await ledger.history("lead", command.lead_id)]
+        current = agg.lead_profile(
+            await ledger.vault.unsealed(history, (LeadCaptured, LeadDetailsFetched, LeadCorrected))
+        )
+    decide = _on_lead(lambda s: agg.correct_lead(s, command.correction, current))
     return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
 
 

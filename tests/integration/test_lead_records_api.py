@@ -199,18 +199,19 @@ async def test_a_correction_is_sealed_in_the_log_and_the_record_follows(
     async with records(nats_settings, pg_dsn, js, naming) as caught_up:
         await caught_up()
         version = (await c.get(f"/v1/leads/{marta}")).headers["etag"]
-        change = {"company": "Kowalska Consulting", "job_title": None, "last_name": "Nowak"}
+        change = {"company": "Kowalska Consulting", "job_title": None, "last_name": "Nowak", "first_name": "Marta"}
         assert (await c.patch(f"/v1/leads/{marta}", json=change)).status_code == 428
         r = await c.patch(f"/v1/leads/{marta}", json=change, headers={"If-Match": '"12345"'})
         assert r.status_code == 409, r.text
-        for bad, field in (({}, "body"), ({"email": "not an e-mail"}, "email"), ({"colour": "red"}, "colour")):
+        same = {"email": "marta@kowalski.pl", "country": "PL"}  # changes nothing
+        for bad, field in (({}, "body"), ({"email": "x"}, "email"), ({"colour": "red"}, "colour"), (same, "body")):
             r = await c.patch(f"/v1/leads/{marta}", json=bad, headers={"If-Match": version})
             assert r.status_code in (400, 422) and field in r.text, r.text
         r = await c.patch(f"/v1/leads/{marta}", json=change, headers={"If-Match": version})
         assert r.status_code == 202, r.text
         assert r.json()["type"] == "lead.corrected.v1"
 
-        # In the log: which fields changed, in clear; their values sealed with the lead's key.
+        # In the log: which fields changed (not the first name given unchanged), in clear; their values sealed.
         [stored] = [e.envelope.data for e in await store.read("lead", marta) if e.envelope.type == "lead.corrected.v1"]
         assert isinstance(stored, LeadCorrected) and stored.sealed is not None
         assert set(stored.fields) == {"company", "job_title", "last_name"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.aggregates import LeadState, Rejected, correct_lead, fold_lead, merge_leads
+from events.aggregates import LeadState, Rejected, correct_lead, fold_lead, lead_profile, merge_leads
 from events.types import Event, LeadCaptured, LeadCorrected, LeadErased, LeadMerged
 from tests.builders import envelope
 
@@ -35,3 +35,11 @@ def test_a_merge_joins_two_distinct_live_leads() -> None:
     assert refused(lambda: merge_leads(lead(), LeadState(), "l1", "l2")) == ("into", 404)
     assert refused(lambda: merge_leads(lead(), lead(LeadErased()), "l1", "l2")) == ("into", 409)
     assert refused(lambda: merge_leads(lead(LeadMerged(into="l3")), lead(), "l1", "l2")) == ("lead_id", 409)
+
+
+def test_a_correction_lists_only_the_fields_that_change_and_one_changing_nothing_is_refused() -> None:
+    current = {"company": "Acme", "job_title": "CEO", "email": "a@b.co"}
+    fix = LeadCorrected(fields=("company", "job_title"), company="Acme", job_title="CTO")
+    assert correct_lead(lead(), fix, current) == LeadCorrected(fields=("job_title",), job_title="CTO")
+    assert refused(lambda: correct_lead(lead(), FIX, current)) == ("body", 422)
+    assert lead_profile([envelope(LeadCaptured(company="X", country="PL"), "lead", "l1")])["company"] == "X"
