@@ -45,6 +45,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench import raw
 from bench.http import Answer, LeanClient
+from bench.lists import lead_list_figures
 from bench.report import Report, Row, machine, percentile, ratio_row, render
 from bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
 from devstack.servers import NatsServer, PostgresServer, free_port
@@ -710,6 +711,10 @@ async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Pa
     print("SLA alert lateness", flush=True)
     await sla_figures(report, nats_url, pg_url, folder, args.sla_leads)
 
+    if args.list_leads:
+        print(f"lead list over {args.list_leads:,} leads", flush=True)
+        await lead_list_figures(report, await _new_schema(pg_url), args.list_leads, args.list_rounds)
+
     if args.rebuild_events:
         print(f"rebuild over {args.rebuild_events:,} events", flush=True)
         naming = Naming(f"bre{uuid.uuid4().hex[:6]}")
@@ -767,6 +772,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--e2e-seconds", type=float, default=10.0, help="seconds of steady load (10)")
     parser.add_argument("--sla-leads", type=int, default=200, help="leads whose SLA deadline passes (200)")
     parser.add_argument("--rebuild-events", type=int, default=1_000_000, help="log size for rebuilds (0: skip)")
+    parser.add_argument("--list-leads", type=int, default=100_000, help="leads behind the lead list (0: skip)")
+    parser.add_argument("--list-rounds", type=int, default=2_000, help="lead list pages asked (2,000)")
     parser.add_argument("--skip-peer", action="store_true", help="do not run the eventsourcing peer")
     parser.add_argument("--pg-fsync-off", action="store_true", help="private PostgreSQL without fsync")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")

@@ -7,13 +7,16 @@ state never lands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
+
 from events.envelope import Envelope
 from events.types import (
+    CORRECTABLE,
     AlertEscalated,
     AlertRaised,
     DealAmountChanged,
@@ -23,9 +26,11 @@ from events.types import (
     DealWon,
     LeadAssigned,
     LeadCaptured,
+    LeadCorrected,
     LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
+    LeadMerged,
     LeadQualified,
     PipelineDefined,
     StageDefinition,
@@ -73,6 +78,7 @@ class LeadState(Activity):
     source: str | None = None
     erased: bool = False
     details_fetched: bool = False
+    merged_into: str | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +124,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.status = "disqualified"
             case LeadErased():
                 state.erased = True
+            case LeadMerged(into=into):
+                state.merged_into = into
             case other:
                 state.apply_activity(other)
     return state
@@ -302,3 +310,50 @@ def escalate_alert(state: AlertState, manager: str, rep: str | None) -> AlertEsc
     if state.escalated:
         raise Rejected("alert_id", "the alert is already escalated")
     return AlertEscalated(manager=manager, rep=rep)
+
+
+def _require_live_lead(state: LeadState, field: str = "lead_id") -> None:
+    """A lead that exists, is not erased and was not merged into another."""
+    if not state.exists:
+        raise Rejected(field, "no such lead", 404)
+    if state.erased:
+        raise Rejected(field, "the lead's personal data is erased", 409)
+    if state.merged_into is not None:
+        raise Rejected(field, f"the lead was merged into {state.merged_into!r}", 409)
+
+
+def lead_profile(history: Iterable[Envelope]) -> dict[str, object]:
+    """The correctable fields of a lead as its history, opened with the lead's key, gives them: the capture, the
+    fields a source's API answered, then each correction."""
+    profile: dict[str, object] = {}
+    for envelope in history:
+        data = envelope.data
+        if isinstance(data, LeadCaptured):
+            profile = {f: getattr(data, f) for f in CORRECTABLE}
+        elif isinstance(data, LeadDetailsFetched):
+            profile |= {f: v for f in CORRECTABLE if (v := getattr(data, f, None)) is not None}
+        elif isinstance(data, LeadCorrected):
+            profile |= {f: getattr(data, f) for f in data.fields}
+    return profile
+
+
+def correct_lead(state: LeadState, event: LeadCorrected, current: Mapping[str, object] | None = None) -> LeadCorrected:
+    """A correction of a live lead's profile (an erased lead has nothing left to correct), listing only the fields
+    that change from ``current`` (the lead's profile, when the caller could open it)."""
+    _require_live_lead(state)
+    if current is None:
+        return event
+    changed = tuple(f for f in event.fields if getattr(event, f) != current.get(f))
+    if not changed:
+        raise Rejected("body", "every field given already holds that value: nothing to correct", 422)
+    kept = {f: None for f in event.fields if f not in changed}
+    return msgspec.structs.replace(event, fields=changed, **kept)
+
+
+def merge_leads(absorbed: LeadState, survivor: LeadState, absorbed_id: str, into: str) -> LeadMerged:
+    """Merge a duplicate into the lead that survives: two distinct live leads."""
+    if absorbed_id == into:
+        raise Rejected("into", "a lead cannot be merged into itself", 422)
+    _require_live_lead(absorbed)
+    _require_live_lead(survivor, "into")
+    return LeadMerged(into=into)

@@ -14,7 +14,15 @@ from typing import Literal
 import msgspec
 
 from events.envelope import RawPayload
-from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched, StageDefinition, TaskScheduled, TouchpointLogged
+from events.types import (
+    AlertRaised,
+    LeadCaptured,
+    LeadCorrected,
+    LeadDetailsFetched,
+    StageDefinition,
+    TaskScheduled,
+    TouchpointLogged,
+)
 
 Target = Literal["lead", "deal"]
 """What touchpoints and tasks are logged on."""
@@ -157,3 +165,17 @@ class EscalateAlert(Command, frozen=True, kw_only=True):
     alert_id: str
     manager: str
     rep: str | None = None
+
+
+class CorrectLead(Command, frozen=True, kw_only=True):
+    """Correct a lead's profile: ``correction`` lists the changed fields and carries their new values."""
+
+    lead_id: str
+    correction: LeadCorrected
+
+
+class MergeLeads(Command, frozen=True, kw_only=True):
+    """Merge lead ``lead_id`` (a duplicate) into lead ``into``, which survives."""
+
+    lead_id: str
+    into: str

@@ -16,6 +16,8 @@ from events.types import (
     DealOpened,
     Event,
     LeadCaptured,
+    LeadCorrected,
+    LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
     LeadQualified,
@@ -216,6 +218,26 @@ async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAler
     return await ledger.execute(ctx, "alert", command.alert_id, decide, command.occurred_at, event_id=event_id)
 
 
+async def correct_lead(ledger: Ledger, ctx: Context, command: cmd.CorrectLead) -> Accepted:
+    """Only the fields that change are listed: the lead's current values are opened with its key to compare. The
+    ledger seals the new values with that key, as it seals any text about the lead."""
+    current = None
+    if ledger.vault is not None:
+        history = [h.envelope for h in await ledger.history("lead", command.lead_id)]
+        current = agg.lead_profile(
+            await ledger.vault.unsealed(history, (LeadCaptured, LeadDetailsFetched, LeadCorrected))
+        )
+    decide = _on_lead(lambda s: agg.correct_lead(s, command.correction, current))
+    return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
+
+
+async def merge_leads(ledger: Ledger, ctx: Context, command: cmd.MergeLeads) -> Accepted:
+    """One event, on the absorbed lead; the survivor is read to check it is live (its own history is untouched)."""
+    survivor = agg.fold_lead(h.envelope for h in await ledger.history("lead", command.into))
+    decide = _on_lead(lambda s: agg.merge_leads(s, survivor, command.lead_id, command.into))
+    return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
+
+
 HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Accepted]]] = {
     cmd.AssignLead: assign_lead,
     cmd.RouteLead: route_lead,
@@ -235,6 +257,8 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.DefinePipeline: define_pipeline,
     cmd.RaiseAlert: raise_alert,
     cmd.EscalateAlert: escalate_alert,
+    cmd.CorrectLead: correct_lead,
+    cmd.MergeLeads: merge_leads,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

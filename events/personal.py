@@ -44,6 +44,7 @@ from events.types import (
     DealOpened,
     Event,
     LeadCaptured,
+    LeadCorrected,
     LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
@@ -77,6 +78,7 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
     LeadQualified: ("reason",),
     LeadDisqualified: ("reason",),
     LeadDetailsFetched: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "answers"),
+    LeadCorrected: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title"),
 }
 """Free text people (or the scores worker's explanation, which quotes the lead's answers) write about a person.
 A deal's lost reason stays in clear: it is the category ``lost_by_reason`` counts, not a note about anyone; so

@@ -8,7 +8,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -288,6 +288,35 @@ class AlertEscalated(_Event, frozen=True, tag="alert.escalated.v1"):
     rep: ShortText | None = None
 
 
+CorrectableField = Literal["email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "country"]
+"""What a correction of a lead may change: the profile a capture gave (``country`` stays in clear, as in a capture)."""
+CORRECTABLE: tuple[str, ...] = get_args(CorrectableField)
+
+
+class LeadCorrected(_Event, frozen=True, tag="lead.corrected.v1"):
+    """Someone corrected what the lead's capture said. ``fields`` names, in clear, every field that changed; the new
+    values are sealed with the lead's key like the capture's (they read None in the log and ``[erased]`` once the key
+    is gone). A field listed without a value was cleared."""
+
+    fields: Annotated[tuple[CorrectableField, ...], msgspec.Meta(min_length=1, max_length=len(CORRECTABLE))]
+    email: Email | None = None
+    phone: Phone | None = None
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    full_name: ShortText | None = None
+    company: ShortText | None = None
+    job_title: ShortText | None = None
+    country: CountryCode | None = None
+    sealed: SealedText | None = None
+
+
+class LeadMerged(_Event, frozen=True, tag="lead.merged.v1"):
+    """This lead (a duplicate) was merged into ``into``, the lead that survives. Both histories stay in the log as
+    they were; reads show this one as merged, pointing at the survivor, which lists the leads merged into it."""
+
+    into: Ref
+
+
 Event = (
     LeadCaptured
     | LeadDetailsFetched
@@ -306,6 +335,8 @@ Event = (
     | PipelineDefined
     | AlertRaised
     | AlertEscalated
+    | LeadCorrected
+    | LeadMerged
 )
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -326,6 +357,8 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     PipelineDefined,
     AlertRaised,
     AlertEscalated,
+    LeadCorrected,
+    LeadMerged,
 )
 
 

@@ -18,6 +18,7 @@ from events.envelope import StoredEvent
 from events.types import (
     LeadAssigned,
     LeadCaptured,
+    LeadCorrected,
     LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
@@ -31,6 +32,7 @@ from projections.scoring import (
     LeadProfile,
     ScoringRules,
     Touch,
+    corrected,
     profile_from,
     score,
     scrubbed,
@@ -83,6 +85,9 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
         row = msgspec.structs.replace(row, touches=(*row.touches, touch))
     elif isinstance(data, LeadDetailsFetched):
         row = msgspec.structs.replace(row, profile=with_details(row.profile, data))
+    elif isinstance(data, LeadCorrected):
+        # A corrected company or title is scored from then on, as if the capture had said it.
+        row = msgspec.structs.replace(row, profile=corrected(row.profile, data))
     elif isinstance(data, LeadAssigned):
         row = msgspec.structs.replace(row, owner=data.owner)
     elif isinstance(data, LeadQualified):

@@ -11,7 +11,7 @@ import msgspec
 from psycopg import AsyncConnection, AsyncCursor
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import Event, LeadCaptured, LeadDetailsFetched, TouchpointLogged
+from events.types import Event, LeadCaptured, LeadCorrected, LeadDetailsFetched, TouchpointLogged
 from projections.batch import BatchProjection, changed
 from projections.scores import LeadScore, apply
 from projections.scoring import NO_RULES, ScoringRules, score
@@ -56,7 +56,7 @@ class ScoresProjection(BatchProjection[dict[str, LeadScore]]):
     auto_switch = False
     # Fit rules read what the lead told us, engagement rules a touch's outcome, both sealed in the log: the
     # engine opens them (and the fold scrubs them on the lead's erasure).
-    reads_personal: tuple[type[Event], ...] = (LeadCaptured, LeadDetailsFetched, TouchpointLogged)
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured, LeadDetailsFetched, TouchpointLogged, LeadCorrected)
 
     def __init__(self, rules: ScoringRules, instance: str = "") -> None:
         self.rules = rules

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from events.types import Direction, LeadCaptured, LeadDetailsFetched, TouchpointKind, lead_source
+from events.types import Direction, LeadCaptured, LeadCorrected, LeadDetailsFetched, TouchpointKind, lead_source
 from events.types import ShortText as Name
 
 FIELDS = (
@@ -286,6 +286,17 @@ def with_details(profile: LeadProfile, details: LeadDetailsFetched) -> LeadProfi
         **{k: v for k, v in given.items() if v is not None},
         answers=profile.answers | dict(details.answers),
     )
+
+
+CORRECTED_PROFILE = ("email", "phone", "company", "job_title", "country")
+"""The fields of a correction (``lead.corrected.v1``) a profile holds; names are not scored."""
+
+
+def corrected(profile: LeadProfile, correction: LeadCorrected) -> LeadProfile:
+    """The profile with a correction's listed fields taking their new values (a listed field without one is cleared;
+    one read ``[erased]`` is gone)."""
+    changes = {f: _given(getattr(correction, f)) for f in correction.fields if f in CORRECTED_PROFILE}
+    return msgspec.structs.replace(profile, **changes) if changes else profile
 
 
 def scrubbed(profile: LeadProfile) -> LeadProfile:

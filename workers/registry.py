@@ -17,6 +17,7 @@ from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.compliance_store import ComplianceProjection
 from projections.contract import Projection, Shard
+from projections.lead_records_store import LeadRecordsProjection
 from projections.notify_store import NotifyProjection
 from projections.routing_store import RoutingProjection
 from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
@@ -76,6 +77,10 @@ def compliance_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES
     return ComplianceProjection(rules.sla, instance)
 
 
+def lead_records_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> LeadRecordsProjection:
+    return LeadRecordsProjection(rules.scoring, instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -85,6 +90,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "notify": notify_projection,
     "subscriptions": subscriptions_projection,
     "compliance": compliance_projection,
+    "lead_records": lead_records_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 
@@ -94,6 +100,7 @@ _USES: dict[str, Callable[[SalesRules], object]] = {
     "scores": lambda rules: rules.scoring,
     "notify": lambda rules: rules.notify,
     "compliance": lambda rules: rules.sla,
+    "lead_records": lambda rules: rules.scoring,
 }
 """The workers whose projection is made from the sales rules: what of the rules each one's build is made from."""
 

@@ -22,7 +22,19 @@ from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
 from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
-from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
+from services.api import (
+    alerts,
+    asyncapi,
+    capture,
+    commands,
+    history,
+    leads,
+    openapi,
+    params,
+    reads,
+    scores,
+    subscriptions,
+)
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.api.sla_metrics import router as sla_metrics_router
 from services.config import Settings
@@ -271,6 +283,7 @@ def create_app(settings: Settings) -> Litestar:
             scores.router,
             subscriptions.router,
             sla_metrics_router,
+            leads.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],

@@ -20,8 +20,8 @@ from events.commands import CaptureLeads, NewLead
 from events.ids import derived_id, uuid7
 from events.ledger import Accepted, Context
 from services.api.common import AnyRequest, accepted, business_time, caller_of, context, requires, runtime
+from services.api.leads import list_leads
 from services.api.params import QUERY_OPT
-from services.api.scores import leads_by_score
 from services.errors import AuthError, FieldError, InputError
 from services.providers import html_form, meta, typeform, webflow
 from services.providers.base import InboundLead
@@ -209,13 +209,13 @@ async def webflow_webhook(request: AnyRequest) -> Response[Any]:
     return accepted(results[0] if len(results) == 1 else results)
 
 
-# GET /v1/leads (leads by score) shares its path with the capture: Litestar needs both in one router.
+# GET /v1/leads (the lead list) shares its path with the capture: Litestar needs both in one router.
 router = Router(
     path="/v1",
     route_handlers=[
         capture_lead,
         capture_leads,
-        leads_by_score,
+        list_leads,
         meta_handshake,
         meta_webhook,
         typeform_webhook,

@@ -240,6 +240,10 @@ async def define_pipeline(
     )
 
 
+run_command = _run
+"""For the route modules of other records (services/api/leads.py): a command run as these are."""
+
+
 router = Router(
     path="/v1",
     route_handlers=[

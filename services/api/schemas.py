@@ -12,9 +12,12 @@ import msgspec
 
 from events.ids import ID_MAX_LENGTH, check_id
 from events.types import (
+    CountryCode,
     CurrencyCode,
     Direction,
+    Email,
     LongText,
+    Phone,
     ShortText,
     Stages,
     TouchpointKind,
@@ -120,3 +123,20 @@ class DefinePipeline(Body, frozen=True):
         super().__post_init__()
         for n, stage in enumerate(self.stages):
             check_id(stage.id, f"stages.{n}.id")
+
+
+class CorrectLead(Body, frozen=True):
+    """The fields to correct: each one given (``null`` clears it) is listed as changed; those left out stay."""
+
+    email: Email | msgspec.UnsetType | None = msgspec.UNSET
+    phone: Phone | msgspec.UnsetType | None = msgspec.UNSET
+    first_name: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    last_name: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    full_name: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    company: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    job_title: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+    country: CountryCode | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class MergeLead(Body, frozen=True):
+    into: Id

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Router, get
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import QueryParameter
 from psycopg import AsyncConnection
 
 from events.aggregates import Rejected
@@ -43,8 +43,11 @@ class LeadScoreView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RankedPage(msgspec.Struct, frozen=True):
+    """``order``: always ``score``, telling this answer from the lead list's (``GET /v1/leads`` answers either)."""
+
     leads: list[RankedLead]
     next_cursor: str | None
+    order: Literal["score"]
 
 
 async def scores_build(conn: AsyncConnection[Any]) -> str:
@@ -92,17 +95,16 @@ async def lead_score(
     )
 
 
-@get("/leads", tags=["leads"], guards=READ)
-async def leads_by_score(
-    request: AnyRequest,
-    order: FromQuery[Literal["score"]] = "score",
-    owner: FromQuery[str | None] = None,
-    status: FromQuery[Literal["open", "qualified", "disqualified", "all"]] = "open",
-    cursor: FromQuery[str | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+LEGACY_STATUSES = ("open", "qualified", "disqualified", "all")
+
+
+async def ranked_page(
+    request: AnyRequest, owner: str | None, status: str, cursor: str | None, limit: int
 ) -> RankedPage:
-    """The leads a rep should call first: highest score now first (engagement fades, so the order is computed
-    at read time), by ``owner`` and ``status`` (open by default)."""
+    """The leads a rep should call first (``GET /v1/leads?order=score``): highest score now first (engagement
+    fades, so the order is computed at read time), by ``owner`` and ``status`` (open by default, or all)."""
+    if status not in LEGACY_STATUSES:
+        raise InputError.one("status", f"must be one of {', '.join(LEGACY_STATUSES)} with order=score")
     offset = 0
     if cursor is not None:
         if not cursor.isdigit() or len(cursor) > 9:
@@ -118,7 +120,7 @@ async def leads_by_score(
             offset,
             limit,
         )
-    return RankedPage(page, str(offset + limit) if more else None)
+    return RankedPage(page, str(offset + limit) if more else None, "score")
 
 
 @get("/scores/diff", tags=["leads"], guards=READ)

@@ -38,7 +38,7 @@ from tests.conftest import ADMIN_KEY, api_config
 
 pytestmark = pytest.mark.integration
 
-WORKERS = ("board", "velocity", "sla", "scores", "notify", "compliance")
+WORKERS = ("board", "velocity", "sla", "scores", "notify", "compliance", "lead_records")
 """Every worker whose tables a read endpoint serves: without them those reads are 503 (not built yet)."""
 
 READS = (
@@ -48,6 +48,7 @@ READS = (
     "/v1/notifications",
     "/v1/leads?order=score",
     "/v1/metrics/sla",
+    "/v1/leads",
 )
 
 FUZZ_CONFIG = {

@@ -37,6 +37,7 @@ from events.store import EventStore
 from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from projections.board_store import BoardProjection
+from projections.lead_records_store import LeadRecordsProjection
 from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from services.config import Settings
@@ -147,7 +148,7 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
             await ensure_streams(js, settings.naming, settings.streams)
             workers = [
                 asyncio.create_task(serve_worker(name, "0/1", settings, pg_dsn, stop=stop, instance=""))
-                for name in ("scores", "board", "velocity", "routing", "sla", "notify")
+                for name in ("scores", "board", "velocity", "routing", "sla", "notify", "lead_records")
             ]
             app = create_app(Settings(nats=settings, config=api_config(), database_url=pg_dsn))
             async with AsyncTestClient(app, raise_server_exceptions=False) as client:
@@ -389,6 +390,9 @@ async def work_on(s: Stack, lead_id: str) -> str:
     assert r.status_code == 202, r.text
     r = await c.post(f"/v1/leads/{lead_id}/tasks/t1/complete", json={"outcome": marked("done")})
     assert r.status_code == 202, r.text
+    correction = {"company": marked("corrected company"), "first_name": marked("corrected first")}
+    r = await c.patch(f"/v1/leads/{lead_id}", json=correction, headers={"If-Match": f'"{r.json()["version"]}"'})
+    assert r.status_code == 202, r.text
     r = await c.put(
         "/v1/pipelines/sales",
         json={"name": "Sales", "stages": [{"id": "new", "name": "New", "probability": 0.1}]},
@@ -421,9 +425,12 @@ async def answers(c: Client, lead_ids: list[str], deal_id: str) -> list[str]:
         ("/v1/alerts", {"status": "all"}),
         ("/v1/notifications", {}),
         ("/v1/projections", {}),
+        ("/v1/leads", {"limit": "200"}),
+        ("/v1/leads", {"status": "erased", "limit": "200"}),
     ]
     for lead_id in lead_ids:
         paths += [(f"/v1/leads/{lead_id}/events", {"include_raw": "true"}), (f"/v1/leads/{lead_id}/score", {})]
+        paths += [(f"/v1/leads/{lead_id}", {})]
     texts = []
     for path, params in paths:
         r = await c.get(path, params=params)
@@ -460,7 +467,9 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
         async def folded() -> bool:
             scores = [await c.get(f"/v1/leads/{lead_id}/score") for lead_id in lead_ids]
             board = (await c.get("/v1/board")).text
-            return all(r.status_code == 200 for r in scores) and marked("deal") in board
+            records = (await c.get("/v1/leads", params={"q": MARK.lower(), "limit": 200})).json()["leads"]
+            corrected = any(x["company"] == marked("corrected company") for x in records)
+            return all(r.status_code == 200 for r in scores) and marked("deal") in board and corrected
 
         await eventually(folded)
 
@@ -487,7 +496,12 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
 
         async def scrubbed() -> bool:
             scores = [(await c.get(f"/v1/leads/{lead_id}/score")).json() for lead_id in lead_ids]
-            return all(r["erased"] for r in scores) and not await tables_with_marks(s.pg_dsn, s.pg_schema)
+            records = [(await c.get(f"/v1/leads/{lead_id}")).json() for lead_id in lead_ids]
+            return (
+                all(r["erased"] for r in scores)
+                and all(r["status"] == "erased" for r in records)
+                and not await tables_with_marks(s.pg_dsn, s.pg_schema)
+            )
 
         await eventually(scrubbed)
 
@@ -511,11 +525,12 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
         stop = asyncio.Event()
         rebuilds = [
             asyncio.create_task(serve_worker(name, "0/1", s.settings, s.pg_dsn, stop=stop, instance="again"))
-            for name in ("scores", "board")
+            for name in ("scores", "board", "lead_records")
         ]
         try:
-            again = ScoresProjection(sales_rules_from_toml(RULES).scoring, "again")
-            for projection in (again, BoardProjection("again")):
+            scoring = sales_rules_from_toml(RULES).scoring
+            again = ScoresProjection(scoring, "again")
+            for projection in (again, BoardProjection("again"), LeadRecordsProjection(scoring, "again")):
                 await wait_caught_up(s.js, s.pg_dsn, s.settings.naming, projection)
         finally:
             stop.set()
@@ -525,6 +540,8 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             assert await cur.fetchall() == [("[erased]",)]
             cur = await conn.execute("SELECT count(*) FROM scores_v101_again_leads")
             assert await cur.fetchone() == (len(lead_ids),)
+            cur = await conn.execute("SELECT DISTINCT status, search FROM lead_records_v101_again_leads")
+            assert await cur.fetchall() == [("erased", "")]
         assert await tables_with_marks(s.pg_dsn, s.pg_schema) == {}
     logged = repr(logs) + caplog.text
     assert logs and [m for m in MARKS if m.decode() in logged] == []
