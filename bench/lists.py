@@ -13,8 +13,8 @@ import msgspec
 import psycopg
 
 from bench.report import Report, Row, percentile
-from events.envelope import Envelope, StoredEvent
-from events.ids import uuid7
+from events.envelope import StoredEvent
+from events.ledger import Context, new_envelope
 from events.types import Event, LeadAssigned, LeadCaptured, TouchpointLogged
 from projections.lead_records import LeadTable, apply
 from projections.lead_records_store import (
@@ -63,17 +63,8 @@ def _events(n: int, rng: random.Random) -> Iterator[StoredEvent]:
             (TouchpointLogged(touchpoint_id="c1", kind="call", direction="outbound"), at + dt.timedelta(days=2))
         )
     for seq, (event, when) in enumerate(data, start=3 * n + 1):
-        envelope = Envelope(
-            event_id=uuid7(),
-            aggregate_type="lead",
-            aggregate_id=lead_id,
-            occurred_at=when,
-            recorded_at=when,
-            actor="bench",
-            source="web_form",
-            correlation_id=lead_id,
-            data=event,
-        )
+        context = Context(actor="bench", source="web_form", correlation_id=lead_id, now=when)
+        envelope = new_envelope(context, "lead", lead_id, event)
         yield StoredEvent(sequence=seq, subject=f"b.evt.lead.0.{lead_id}", envelope=envelope)
 
 
