@@ -14,7 +14,15 @@ from typing import Literal
 import msgspec
 
 from events.envelope import RawPayload
-from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched, StageDefinition, TaskScheduled, TouchpointLogged
+from events.types import (
+    AlertRaised,
+    LeadCaptured,
+    LeadDetailsFetched,
+    StageDefinition,
+    TaskScheduled,
+    TouchpointLogged,
+    UserRole,
+)
 
 Target = Literal["lead", "deal"]
 """What touchpoints and tasks are logged on."""
@@ -157,3 +165,33 @@ class EscalateAlert(Command, frozen=True, kw_only=True):
     alert_id: str
     manager: str
     rep: str | None = None
+
+
+class CreateUser(Command, frozen=True, kw_only=True):
+    """A user named ``username`` (their aggregate id, and the name deals and leads are owned by)."""
+
+    username: str
+    role: UserRole
+    team: str | None = None
+
+
+class ChangeUserRole(Command, frozen=True, kw_only=True):
+    user_id: str
+    role: UserRole
+    team: str | None = None
+
+
+class DeactivateUser(Command, frozen=True, kw_only=True):
+    user_id: str
+    reason: str | None = None
+
+
+class ReactivateUser(Command, frozen=True, kw_only=True):
+    user_id: str
+
+
+class RecordPasswordSet(Command, frozen=True, kw_only=True):
+    """That a password was set: the hash itself is written by the caller beside the log, never into it."""
+
+    user_id: str
+    by: Literal["admin", "self"] = "admin"

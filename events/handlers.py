@@ -21,6 +21,7 @@ from events.types import (
     LeadQualified,
     PipelineDefined,
     TaskCompleted,
+    UserCreated,
 )
 
 
@@ -216,6 +217,34 @@ async def escalate_alert(ledger: Ledger, ctx: Context, command: cmd.EscalateAler
     return await ledger.execute(ctx, "alert", command.alert_id, decide, command.occurred_at, event_id=event_id)
 
 
+def _on_user(decide: Callable[[agg.UserState], Event]) -> Decide:
+    return lambda history: decide(agg.fold_user(history))
+
+
+async def create_user(ledger: Ledger, ctx: Context, command: cmd.CreateUser) -> Accepted:
+    decide = _on_user(lambda s: agg.create_user(s, UserCreated(role=command.role, team=command.team)))
+    return await _execute(ledger, ctx, command, "user", command.username, decide)
+
+
+async def change_user_role(ledger: Ledger, ctx: Context, command: cmd.ChangeUserRole) -> Accepted:
+    decide = _on_user(lambda s: agg.change_role(s, command.role, command.team))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
+async def deactivate_user(ledger: Ledger, ctx: Context, command: cmd.DeactivateUser) -> Accepted:
+    decide = _on_user(lambda s: agg.deactivate_user(s, command.reason))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
+async def reactivate_user(ledger: Ledger, ctx: Context, command: cmd.ReactivateUser) -> Accepted:
+    return await _execute(ledger, ctx, command, "user", command.user_id, _on_user(agg.reactivate_user))
+
+
+async def record_password_set(ledger: Ledger, ctx: Context, command: cmd.RecordPasswordSet) -> Accepted:
+    decide = _on_user(lambda s: agg.set_password(s, command.by))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
 HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Accepted]]] = {
     cmd.AssignLead: assign_lead,
     cmd.RouteLead: route_lead,
@@ -235,6 +264,11 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.DefinePipeline: define_pipeline,
     cmd.RaiseAlert: raise_alert,
     cmd.EscalateAlert: escalate_alert,
+    cmd.CreateUser: create_user,
+    cmd.ChangeUserRole: change_user_role,
+    cmd.DeactivateUser: deactivate_user,
+    cmd.ReactivateUser: reactivate_user,
+    cmd.RecordPasswordSet: record_password_set,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

@@ -23,6 +23,8 @@ from events.ids import InvalidId, uuid7
 from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
 from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
+from services.api import session as sessions
+from services.api import users as user_admin
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -269,6 +271,8 @@ def create_app(settings: Settings) -> Litestar:
             alerts.router,
             scores.router,
             subscriptions.router,
+            sessions.router,
+            user_admin.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
