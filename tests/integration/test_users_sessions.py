@@ -3,6 +3,10 @@ who may move and read which deal, the auditor, and that no password hash reaches
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -367,3 +371,30 @@ async def test_no_password_or_hash_reaches_the_log_or_the_logs(
     stream = b"".join([m.data async for m in scan(nats_conn[1], naming.events_stream)])
     assert b"user.password_set.v1" in stream
     assert not [s for s in secrets if s.encode() in stream]
+
+
+def _cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "services.cli", *args]
+    return subprocess.run(command, env={**os.environ, **env}, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+async def test_cli_adds_users_with_a_one_time_or_given_password(
+    make_client: MakeClient, nats_url: str, naming: Naming, pg_dsn: str
+) -> None:
+    env = {"DEALSTREAM_NATS_URL": nats_url, "DEALSTREAM_PREFIX": naming.prefix, "DATABASE_URL": pg_dsn}
+    made = await asyncio.to_thread(_cli, ["users", "add", "carol", "--role", "manager"], env)
+    assert made.returncode == 0, made.stderr
+    one_time = made.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    given = await asyncio.to_thread(_cli, ["users", "add", "dan", "--role", "rep", "--password-stdin"], env, PASSWORD)
+    assert given.returncode == 0 and PASSWORD not in given.stdout, given.stderr
+    again = await asyncio.to_thread(_cli, ["users", "add", "dan", "--role", "rep"], env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    bad = await asyncio.to_thread(_cli, ["users", "add", "no.dots", "--role", "rep"], env)
+    assert bad.returncode == 2 and "username" in bad.stderr
+    browser = await make_client()
+    await _sign_in(browser, "carol", one_time)
+    assert (await browser.get("/v1/me")).json()["role"] == "manager"
+    await _sign_in(await make_client(), "dan")
+    reset = await asyncio.to_thread(_cli, ["users", "password", "dan"], env)
+    assert reset.returncode == 0, reset.stderr
+    assert (await browser.post("/v1/session", json={"username": "dan", "password": PASSWORD})).status_code == 401
