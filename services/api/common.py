@@ -35,7 +35,7 @@ def requires(scope: str | None, allow_query_key: bool = False) -> Guard:
         rt: Runtime = connection.app.state.runtime
         address = rt.client_address(connection)
         caller = await identify(rt, connection, allow_query_key, address)
-        rt.throttle(caller.id, address if caller.public else None)
+        rt.throttle(_scope_of(caller), address if caller.public else None)
         if scope is not None:  # None: any credential, whatever it may do (GET /v1/me)
             caller.require(scope)
         connection.state.caller = caller
@@ -100,9 +100,14 @@ def context(request: AnyRequest, source: Source | None = None, body: object = No
         source=src,  # type: ignore[arg-type]
         correlation_id=correlation or request.state.get("request_id") or uuid7(),
         now=Runtime.now(),
-        idempotency_key=f"{caller.id}:{key}" if key else None,
+        idempotency_key=f"{_scope_of(caller)}:{key}" if key else None,
         request_sha256=fingerprint(request, body) if key and body is not None else None,
     )
+
+
+def _scope_of(caller: Caller) -> str:
+    """Whose idempotency keys these are: a user's never meet an API key's of the same name."""
+    return caller.id if caller.user is None else f"user:{caller.id}"
 
 
 _SOURCES = {"web_form", "meta", "typeform", "webflow", "hubspot", "api", "nats", "system"}

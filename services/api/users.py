@@ -19,7 +19,7 @@ from events.types import UserRole
 from projections.access import Viewer, team_of
 from services import users
 from services.api.common import AggregateIdParam, AnyRequest, caller_of, context, requires, runtime
-from services.api.identity import user_state, users_connection
+from services.api.identity import check_failures, user_state, users_connection
 from services.api.session import Password
 from services.errors import AuthError, InputError
 
@@ -174,8 +174,13 @@ async def set_user_password(
         by = "self"
         if data.password is None:
             raise InputError.one("password", "required when you set your own")
-        async with users_connection(runtime(request)) as conn:
+        rt = runtime(request)
+        address = rt.client_address(request)
+        check_failures(rt, address)
+        async with users_connection(rt) as conn:
             if data.current_password is None or not await users.verify_password(conn, user_id, data.current_password):
+                # Counted like a failed sign-in: a stolen session cannot guess the password it would lock in.
+                rt.auth_failures.take(address)
                 raise AuthError("current_password is wrong", status=403)
     else:
         raise AuthError(f"credential {caller.id!r} lacks scope 'users:write'", status=403)

@@ -360,10 +360,14 @@ async def test_no_password_or_hash_reaches_the_log_or_the_logs(
         await _sign_in(browser, "ana")
         await browser.post("/v1/session", json={"username": "ana", "password": "wrong " + PASSWORD})
         await admin.post("/v1/users/bo/password", json={"password": PASSWORD + "!"}, headers=ADMIN)
+    token = browser.cookies["dealstream_session"]
     with psycopg.connect(pg_dsn) as conn:
         hashes = [row[0] for row in conn.execute("SELECT argon2id FROM user_credentials").fetchall()]
+        # A session's token is kept only as its digest: a read of the table signs nobody in.
+        kept = conn.execute("SELECT token_sha256 FROM user_sessions").fetchall()
+    assert kept and token not in repr(kept)
     assert len(hashes) == 2 and all(h.startswith("$argon2id$") for h in hashes)
-    secrets = [*hashes, PASSWORD, made["one_time_password"]]
+    secrets = [*hashes, PASSWORD, made["one_time_password"], token]
     # Every piece of a hash that could identify it: the whole string and its salt and digest parts.
     secrets += [part for h in hashes for part in h.split("$")[-2:]]
     text = repr(logs)
@@ -398,3 +402,34 @@ async def test_cli_adds_users_with_a_one_time_or_given_password(
     reset = await asyncio.to_thread(_cli, ["users", "password", "dan"], env)
     assert reset.returncode == 0, reset.stderr
     assert (await browser.post("/v1/session", json={"username": "dan", "password": PASSWORD})).status_code == 401
+
+
+async def test_a_user_named_like_an_api_key_shares_neither_its_idempotency_keys_nor_its_rate(
+    make_client: MakeClient,
+) -> None:
+    config = msgspec.structs.replace(api_config(), rate_per_second=0.001, rate_burst=5)
+    admin = await make_client(config)
+    await _user(admin, "admin", "admin")  # the API key's id is "admin" too
+    await _deals(admin)  # with the user, 5 requests: the key's bucket is spent
+    assert (await admin.get("/v1/me", headers=ADMIN)).status_code == 429
+    browser = await make_client(config)
+    csrf = await _sign_in(browser, "admin")
+    touch = {"kind": "note", "direction": "internal"}
+    hdr = {"X-CSRF-Token": csrf, "Idempotency-Key": "same"}
+    first = await browser.post("/v1/deals/ana-deal/touchpoints", json=touch, headers=hdr)
+    assert first.status_code == 202 and first.json()["duplicate"] is False, first.text
+
+
+async def test_guessing_the_current_password_with_a_stolen_session_is_limited(make_client: MakeClient) -> None:
+    config = msgspec.structs.replace(api_config(), auth_failure_rate_per_second=0.001, auth_failure_burst=2)
+    admin = await make_client(config)
+    await _user(admin, "ana", "rep")
+    browser = await make_client(config)
+    hdr = {"X-CSRF-Token": await _sign_in(browser, "ana")}
+    guesses = [
+        await browser.post(
+            "/v1/users/ana/password", json={"password": "x" * 20, "current_password": f"guess {n}"}, headers=hdr
+        )
+        for n in range(3)
+    ]
+    assert [g.status_code for g in guesses] == [403, 403, 429]
