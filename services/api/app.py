@@ -308,7 +308,8 @@ def create_app(settings: Settings) -> Litestar:
 ERROR_ANSWERS: dict[int, str] = {
     400: "unreadable body, parameter or header (If-Match, Idempotency-Key)",
     401: "missing or unknown credential, or a bad signature",
-    403: "the credential lacks the scope",
+    403: "the credential lacks the scope; for a signed-in user also a lead or deal out of their reach, or a write "
+    "without the session's X-CSRF-Token",
     404: "no such lead, deal, task, pipeline or webhook",
     409: "stale If-Match (current_version says which), concurrent write, or a state that forbids it",
     413: "body over max_body_bytes",

@@ -111,6 +111,8 @@ def reaches(aggregate_type: AggregateType, parameter: str | None = None) -> Guar
         if viewer is None:
             return
         rt: Runtime = connection.app.state.runtime
+        if visible_owners(rt.settings.teams, rt.settings.access, viewer) is None:
+            return  # sees everyone's: no need to read the owner
         aggregate_id = check_id(connection.path_params.get(name), name)
         exists, owner = await owner_of(rt, aggregate_type, aggregate_id)
         # A missing one is the handler's 404; one owned out of reach is 403 for reads and writes alike.

@@ -15,7 +15,7 @@ from projections.access import team_of
 from services import users
 from services.api.common import AnyRequest, caller_of, requires, runtime
 from services.api.identity import check_failures, user_caller, user_state, users_connection
-from services.errors import AuthError, RateLimited
+from services.errors import AuthError, InputError, RateLimited
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=users.PASSWORD_MAX)]
 
@@ -97,7 +97,7 @@ async def sign_in(request: AnyRequest, data: JSONBody[SignIn]) -> Response[Me]:
 async def sign_out(request: AnyRequest) -> Response[None]:
     """End this session (a write: the cookie needs its ``X-CSRF-Token``)."""
     if caller_of(request).user is None:
-        raise AuthError("an API key has no session to end", status=400)
+        raise InputError.one("credential", "an API key has no session to end", 400)
     async with users_connection(runtime(request)) as conn:
         await users.end_session(conn, request.cookies.get(users.SESSION_COOKIE, ""))
     response: Response[None] = Response(None, status_code=204)
