@@ -240,6 +240,13 @@ async def test_a_rep_moves_their_own_and_their_teams_deals_not_another_teams(mak
     assert (await browser.get("/v1/board/changes")).status_code == 403
     history = (await admin.get("/v1/deals/ana-deal/events", headers=ADMIN)).json()["events"]
     assert history[-1]["type"] == "deal.stage_changed.v1" and history[-1]["actor"] == "ana"
+    # Leads of another team's rep: neither their score, their history nor a write; nor that rep's alerts.
+    lead = (await admin.post("/v1/leads", json={"email": "x@example.com"}, headers=ADMIN)).json()["aggregate_id"]
+    assert (await admin.post(f"/v1/leads/{lead}/assign", json={"owner": "chen"}, headers=ADMIN)).status_code == 202
+    assert (await browser.get(f"/v1/leads/{lead}/score")).status_code == 403
+    assert (await browser.get(f"/v1/leads/{lead}/events")).status_code == 403
+    assert (await browser.post(f"/v1/leads/{lead}/assign", json={"owner": "ana"}, headers=hdr)).status_code == 403
+    assert (await browser.get("/v1/alerts", params={"rep": "chen"})).status_code == 403
 
 
 async def test_reps_see_own_keeps_a_rep_off_their_teams_deals(nats_settings: NatsSettings, pg_dsn: str) -> None:
