@@ -17,7 +17,7 @@ from projections.scores_store import VERSION, RankedLead, ScoresSql, load_state,
 from projections.scoring import Contribution, score
 from projections.versions import BuildVersion, build_name, builds, serving_build_name
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
-from services.api.identity import reaches
+from services.api.identity import owner_filter, reaches
 from services.errors import InputError
 
 DEFAULT_BUILD = build_name("scores", BuildVersion(VERSION, 1).number)
@@ -114,7 +114,7 @@ async def leads_by_score(
             conn,
             await scores_build(conn),
             dt.datetime.now(dt.UTC),
-            owner,
+            owner_filter(request, owner),  # a restricted user: the owner they name, else their own
             None if status == "all" else status,
             offset,
             limit,

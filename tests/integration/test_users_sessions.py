@@ -247,6 +247,7 @@ async def test_a_rep_moves_their_own_and_their_teams_deals_not_another_teams(mak
     assert (await browser.get(f"/v1/leads/{lead}/events")).status_code == 403
     assert (await browser.post(f"/v1/leads/{lead}/assign", json={"owner": "ana"}, headers=hdr)).status_code == 403
     assert (await browser.get("/v1/alerts", params={"rep": "chen"})).status_code == 403
+    assert (await browser.get("/v1/leads", params={"owner": "chen"})).status_code == 403
 
 
 async def test_reps_see_own_keeps_a_rep_off_their_teams_deals(nats_settings: NatsSettings, pg_dsn: str) -> None:
