@@ -300,6 +300,7 @@ async def test_an_auditor_reads_history_and_writes_nothing(make_client: MakeClie
 
 async def test_users_admin_api(make_client: MakeClient) -> None:
     admin = await make_client()
+    assert (await admin.get("/v1/users", headers=ADMIN)).json() == {"users": [], "next_after": None}
     made = await admin.post("/v1/users", json={"username": "bo", "role": "rep"}, headers=ADMIN)
     assert made.status_code == 201, made.text
     one_time = made.json()["one_time_password"]
