@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Literal
 
 import msgspec
@@ -13,7 +14,7 @@ from events import aggregates as agg
 from events import commands as cmd
 from events.handlers import handle
 from events.ids import check_id
-from events.ledger import Accepted
+from events.ledger import Context
 from events.types import UserRole
 from projections.access import Viewer, team_of
 from services import users
@@ -139,6 +140,13 @@ async def list_users(
     return UserList(views, page[-1] if len(names) > limit else None)
 
 
+def _part(ctx: Context, part: str) -> Context:
+    """One change of several in a request: its own idempotency key, so that the second is not taken for a retry
+    of the first (both land on the user's aggregate)."""
+    key = ctx.idempotency_key
+    return dataclasses.replace(ctx, idempotency_key=f"{key}#{part}") if key else ctx
+
+
 @patch("/users/{user_id:str}", tags=["users"], guards=ADMIN)
 async def change_user(request: AnyRequest, user_id: AggregateIdParam, data: JSONBody[UserChange]) -> Response[UserView]:
     """Change a user's role or team, deactivate them (their sessions end) or reactivate them."""
@@ -147,19 +155,18 @@ async def change_user(request: AnyRequest, user_id: AggregateIdParam, data: JSON
     if not state.exists:
         raise agg.Rejected("user_id", "no such user", 404)
     ctx = context(request, body=data)
-    done: list[Accepted] = []
     if data.role is not msgspec.UNSET or data.team is not msgspec.UNSET:
         role = state.role if data.role is msgspec.UNSET else data.role
         team = state.team if data.team is msgspec.UNSET else data.team
         _check_team(request, team)
         if (role, team) != (state.role, state.team):
-            done.append(await handle(rt.ledger, ctx, cmd.ChangeUserRole(user_id=user_id, role=role, team=team)))
+            await handle(rt.ledger, _part(ctx, "role"), cmd.ChangeUserRole(user_id=user_id, role=role, team=team))
     if data.active is False and state.active:
-        done.append(await handle(rt.ledger, ctx, cmd.DeactivateUser(user_id=user_id, reason=data.reason)))
+        await handle(rt.ledger, _part(ctx, "active"), cmd.DeactivateUser(user_id=user_id, reason=data.reason))
         async with users_connection(rt) as conn:
             await users.end_sessions_of(conn, user_id)
     elif data.active is True and not state.active:
-        done.append(await handle(rt.ledger, ctx, cmd.ReactivateUser(user_id=user_id)))
+        await handle(rt.ledger, _part(ctx, "active"), cmd.ReactivateUser(user_id=user_id))
     return await _answer(request, user_id, 200)
 
 

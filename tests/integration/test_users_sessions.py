@@ -335,8 +335,11 @@ async def test_users_admin_api(make_client: MakeClient) -> None:
     promoted = await admin.patch("/v1/users/bo", json={"role": "manager", "team": "enterprise"}, headers=ADMIN)
     assert promoted.status_code == 200 and promoted.json()["role"] == "manager"
     assert (await other.get("/v1/me")).json()["role"] == "manager"  # the role counts from the next request
-    off = await admin.patch("/v1/users/bo", json={"active": False, "reason": "left"}, headers=ADMIN)
-    assert off.status_code == 200 and off.json()["active"] is False
+    both = {"role": "rep", "active": False, "reason": "left"}
+    off = await admin.patch("/v1/users/bo", json=both, headers={**ADMIN, "Idempotency-Key": "bo-leaves"})
+    assert off.status_code == 200 and off.json()["active"] is False and off.json()["role"] == "rep"
+    again = await admin.patch("/v1/users/bo", json=both, headers={**ADMIN, "Idempotency-Key": "bo-leaves"})
+    assert again.json()["version"] == off.json()["version"]  # a retry changes nothing
     assert (await other.get("/v1/me")).status_code == 401
     assert (await other.post("/v1/session", json={"username": "bo", "password": PASSWORD})).status_code == 401
     types = [e["type"] for e in (await admin.get("/v1/users/bo/events", headers=ADMIN)).json()["events"]]
@@ -344,6 +347,7 @@ async def test_users_admin_api(make_client: MakeClient) -> None:
         "user.created.v1",
         "user.password_set.v1",
         "user.password_set.v1",
+        "user.role_changed.v1",
         "user.role_changed.v1",
         "user.deactivated.v1",
     ]
