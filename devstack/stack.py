@@ -24,7 +24,8 @@ from events.ledger import Context, new_envelope
 from events.signing import new_signing_key, public_key_of
 from events.store import ConcurrencyError, EventStore
 from events.streams import ensure_streams
-from events.types import PipelineDefined, StageDefinition
+from events.types import PipelineDefined, StageDefinition, UserRole
+from services.users_cli import ensure_user
 from workers.settings import Settings
 
 log = structlog.get_logger("dealstream.dev")
@@ -57,6 +58,19 @@ async def prepare_log(settings: NatsSettings) -> None:
             await store.append([envelope], expected_version=0)
     finally:
         await nc.close()
+
+
+DEMO_USERS: tuple[tuple[str, UserRole, str], ...] = (
+    ("admin", "admin", "dev-admin-password"),
+    ("ana", "rep", "dev-ana-password"),
+)
+"""The dev stack's users (their passwords are public, like its keys): an admin, and ana, a rep of inside-sales."""
+
+
+async def demo_users(settings: NatsSettings, database_url: str) -> None:
+    """Create the demo users unless they exist (a password changed since is kept)."""
+    for username, role, password in DEMO_USERS:
+        await ensure_user(settings, database_url, username, role, password)
 
 
 def anchor_signing_key(root: Path) -> Path:
@@ -181,6 +195,7 @@ def run_dev(
         env.setdefault("DEALSTREAM_LOG_FORMAT", "console")
         # The dev stack is this log's administrator: it makes the streams, as `dealstream streams` would.
         asyncio.run(prepare_log(NatsSettings.from_env(_as(env, "admin", passwords))))
+        asyncio.run(demo_users(NatsSettings.from_env(_as(env, "api", passwords)), database_url))
         exe = [sys.executable, "-m", "services.cli"]
         anchor_key = anchor_signing_key(root)
         anchoring = [
@@ -204,6 +219,7 @@ def run_dev(
         print(
             f"\nDealstream is running (Ctrl-C stops it; data in {root}):\n"
             f"  API           http://127.0.0.1:{api_port}/v1   (key: dev-admin-key)\n"
+            f"  users         {', '.join(f'{u} ({r}, password {p})' for u, r, p in DEMO_USERS)}\n"
             f"  OpenAPI       http://127.0.0.1:{api_port}/v1/openapi\n"
             f"  NATS          {nats.url}   (monitoring http://127.0.0.1:{monitor_port})\n"
             f"  NATS users    {', '.join(NATS_USERS)}: passwords in {root / 'secrets'}/nats-<user>.password\n"

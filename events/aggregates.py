@@ -37,6 +37,12 @@ from events.types import (
     TaskCompleted,
     TaskScheduled,
     TouchpointLogged,
+    UserCreated,
+    UserDeactivated,
+    UserPasswordSet,
+    UserReactivated,
+    UserRole,
+    UserRoleChanged,
     lead_source,
 )
 
@@ -357,3 +363,70 @@ def merge_leads(absorbed: LeadState, survivor: LeadState, absorbed_id: str, into
     _require_live_lead(absorbed)
     _require_live_lead(survivor, "into")
     return LeadMerged(into=into)
+
+
+@dataclass(slots=True)
+class UserState:
+    """A user as their events left them; ``password_set``: a password was set at least once."""
+
+    exists: bool = False
+    role: UserRole = "rep"
+    team: str | None = None
+    active: bool = False
+    password_set: bool = False
+
+
+def fold_user(history: Iterable[Envelope]) -> UserState:
+    state = UserState()
+    for envelope in history:
+        match envelope.data:
+            case UserCreated(role=role, team=team):
+                state.exists, state.active, state.role, state.team = True, True, role, team
+            case UserRoleChanged(role=role, team=team):
+                state.role, state.team = role, team
+            case UserDeactivated():
+                state.active = False
+            case UserReactivated():
+                state.active = True
+            case UserPasswordSet():
+                state.password_set = True
+    return state
+
+
+def _require_user(state: UserState) -> None:
+    if not state.exists:
+        raise Rejected("user_id", "no such user", 404)
+
+
+def create_user(state: UserState, event: UserCreated) -> UserCreated:
+    if state.exists:
+        raise Rejected("username", "a user with this name already exists")
+    return event
+
+
+def change_role(state: UserState, role: UserRole, team: str | None) -> UserRoleChanged:
+    _require_user(state)
+    if (role, team) == (state.role, state.team):
+        raise Rejected("role", f"the user already has role {role!r} and team {team!r}", 422)
+    return UserRoleChanged(role=role, team=team, previous_role=state.role)
+
+
+def deactivate_user(state: UserState, reason: str | None) -> UserDeactivated:
+    _require_user(state)
+    if not state.active:
+        raise Rejected("active", "the user is already deactivated")
+    return UserDeactivated(reason=reason)
+
+
+def reactivate_user(state: UserState) -> UserReactivated:
+    _require_user(state)
+    if state.active:
+        raise Rejected("active", "the user is already active")
+    return UserReactivated()
+
+
+def set_password(state: UserState, by: Literal["admin", "self"]) -> UserPasswordSet:
+    _require_user(state)
+    if not state.active:
+        raise Rejected("user_id", "the user is deactivated: reactivate them first")
+    return UserPasswordSet(by=by)

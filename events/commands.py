@@ -22,6 +22,7 @@ from events.types import (
     StageDefinition,
     TaskScheduled,
     TouchpointLogged,
+    UserRole,
 )
 
 Target = Literal["lead", "deal"]
@@ -179,3 +180,33 @@ class MergeLeads(Command, frozen=True, kw_only=True):
 
     lead_id: str
     into: str
+
+
+class CreateUser(Command, frozen=True, kw_only=True):
+    """A user named ``username`` (their aggregate id, and the name deals and leads are owned by)."""
+
+    username: str
+    role: UserRole
+    team: str | None = None
+
+
+class ChangeUserRole(Command, frozen=True, kw_only=True):
+    user_id: str
+    role: UserRole
+    team: str | None = None
+
+
+class DeactivateUser(Command, frozen=True, kw_only=True):
+    user_id: str
+    reason: str | None = None
+
+
+class ReactivateUser(Command, frozen=True, kw_only=True):
+    user_id: str
+
+
+class RecordPasswordSet(Command, frozen=True, kw_only=True):
+    """That a password was set: the hash itself is written by the caller beside the log, never into it."""
+
+    user_id: str
+    by: Literal["admin", "self"] = "admin"

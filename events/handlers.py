@@ -23,6 +23,7 @@ from events.types import (
     LeadQualified,
     PipelineDefined,
     TaskCompleted,
+    UserCreated,
 )
 
 
@@ -238,6 +239,34 @@ async def merge_leads(ledger: Ledger, ctx: Context, command: cmd.MergeLeads) -> 
     return await _execute(ledger, ctx, command, "lead", command.lead_id, decide)
 
 
+def _on_user(decide: Callable[[agg.UserState], Event]) -> Decide:
+    return lambda history: decide(agg.fold_user(history))
+
+
+async def create_user(ledger: Ledger, ctx: Context, command: cmd.CreateUser) -> Accepted:
+    decide = _on_user(lambda s: agg.create_user(s, UserCreated(role=command.role, team=command.team)))
+    return await _execute(ledger, ctx, command, "user", command.username, decide)
+
+
+async def change_user_role(ledger: Ledger, ctx: Context, command: cmd.ChangeUserRole) -> Accepted:
+    decide = _on_user(lambda s: agg.change_role(s, command.role, command.team))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
+async def deactivate_user(ledger: Ledger, ctx: Context, command: cmd.DeactivateUser) -> Accepted:
+    decide = _on_user(lambda s: agg.deactivate_user(s, command.reason))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
+async def reactivate_user(ledger: Ledger, ctx: Context, command: cmd.ReactivateUser) -> Accepted:
+    return await _execute(ledger, ctx, command, "user", command.user_id, _on_user(agg.reactivate_user))
+
+
+async def record_password_set(ledger: Ledger, ctx: Context, command: cmd.RecordPasswordSet) -> Accepted:
+    decide = _on_user(lambda s: agg.set_password(s, command.by))
+    return await _execute(ledger, ctx, command, "user", command.user_id, decide)
+
+
 HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Accepted]]] = {
     cmd.AssignLead: assign_lead,
     cmd.RouteLead: route_lead,
@@ -259,6 +288,11 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.EscalateAlert: escalate_alert,
     cmd.CorrectLead: correct_lead,
     cmd.MergeLeads: merge_leads,
+    cmd.CreateUser: create_user,
+    cmd.ChangeUserRole: change_user_role,
+    cmd.DeactivateUser: deactivate_user,
+    cmd.ReactivateUser: reactivate_user,
+    cmd.RecordPasswordSet: record_password_set,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

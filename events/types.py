@@ -317,6 +317,40 @@ class LeadMerged(_Event, frozen=True, tag="lead.merged.v1"):
     into: Ref
 
 
+UserRole = Literal["rep", "manager", "admin", "auditor"]
+USER_ROLES: tuple[UserRole, ...] = ("rep", "manager", "admin", "auditor")
+
+
+class UserCreated(_Event, frozen=True, tag="user.created.v1"):
+    """A person who signs in: the aggregate id is the username (the name deals and leads are owned by)."""
+
+    role: UserRole
+    team: ShortText | None = None  # None: the team of the rules file that lists them
+
+
+class UserRoleChanged(_Event, frozen=True, kw_only=True, tag="user.role_changed.v1"):
+    role: UserRole
+    team: ShortText | None = None
+    previous_role: UserRole
+
+
+class UserDeactivated(_Event, frozen=True, tag="user.deactivated.v1"):
+    """The user may no longer sign in; their sessions end."""
+
+    reason: ShortText | None = None
+
+
+class UserReactivated(_Event, frozen=True, tag="user.reactivated.v1"):
+    pass
+
+
+class UserPasswordSet(_Event, frozen=True, tag="user.password_set.v1"):
+    """A password was set; the hash is never in the log (it lives in the credentials table, see
+    docs/configuration.md). ``by``: ``admin`` (an administrator or the CLI set it) or ``self``."""
+
+    by: Literal["admin", "self"] = "admin"
+
+
 Event = (
     LeadCaptured
     | LeadDetailsFetched
@@ -337,6 +371,11 @@ Event = (
     | AlertEscalated
     | LeadCorrected
     | LeadMerged
+    | UserCreated
+    | UserRoleChanged
+    | UserDeactivated
+    | UserReactivated
+    | UserPasswordSet
 )
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -359,6 +398,11 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     AlertEscalated,
     LeadCorrected,
     LeadMerged,
+    UserCreated,
+    UserRoleChanged,
+    UserDeactivated,
+    UserReactivated,
+    UserPasswordSet,
 )
 
 

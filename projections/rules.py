@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from projections.access import AccessRules
 from projections.notify import NotifyRules
 from projections.routing import RoutingRules
 from projections.scoring import NO_RULES, ScoringRules, scoring_rules_of
@@ -31,6 +32,7 @@ class SalesRules(msgspec.Struct, frozen=True, kw_only=True):
     sla: SlaRules = SlaRules()
     routing: RoutingRules = RoutingRules()
     notify: NotifyRules = NotifyRules()
+    access: AccessRules = AccessRules()
 
 
 NO_SALES_RULES = SalesRules()
@@ -49,6 +51,7 @@ def sales_rules_from_toml(text: str) -> SalesRules:
         sla=_section("sla", {**document.get("sla", {}), **{k: document[k] for k in SHARED if k in document}}, SlaRules),
         routing=_section("routing", {**document.get("routing", {}), "teams": document.get("teams", {})}, RoutingRules),
         notify=_section("notify", document.get("notify", {}), NotifyRules),
+        access=_section("access", document.get("access", {}), AccessRules),
     )
 
 

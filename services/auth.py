@@ -8,8 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.config import ApiKey
+from events.types import UserRole
+from projections.access import Viewer
+from services.config import SCOPES, ApiKey
 from services.errors import AuthError
+
+ROLE_SCOPES: dict[UserRole, frozenset[str]] = {
+    "rep": frozenset({"leads:capture", "leads:write", "deals:write", "read", "history:read"}),
+    "manager": frozenset({"leads:capture", "leads:write", "deals:write", "read", "history:read", "subscriptions:read"}),
+    "admin": frozenset(SCOPES),
+    # History (the events of a lead, a deal or a pipeline, a deal's state from the log) and nothing else.
+    "auditor": frozenset({"history:read"}),
+}
+"""What each role may do; which leads and deals it reaches is :mod:`projections.access`'s answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +31,8 @@ class Caller:
     scopes: frozenset[str]
     source: str
     public: bool = False
+    user: Viewer | None = None
+    """A signed-in user (a browser session); None for an API key, which its scopes alone limit."""
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:

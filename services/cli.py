@@ -163,6 +163,17 @@ def _cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    from services import users_cli
+
+    url = _database_url(args.settings)
+    if url is None:
+        return 2
+    if args.users_command == "add":
+        return asyncio.run(users_cli.add(args.settings.nats, url, args.name, args.role, args.team, args.password_stdin))
+    return asyncio.run(users_cli.reset(args.settings.nats, url, args.name, args.password_stdin))
+
+
 async def _projections(args: argparse.Namespace) -> int:
     import psycopg
 
@@ -434,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--pg-port", type=int, default=54329, help="the private PostgreSQL's (without DATABASE_URL)")
     dev.set_defaults(func=_cmd_dev)
 
+    users = sub.add_parser("users", help="people who sign in: add one, set a password")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    u_add = users_sub.add_parser("add", help="add a user; prints a one-time password (or reads one from stdin)")
+    u_add.add_argument("name", help="the username: also the name their leads and deals are owned by")
+    u_add.add_argument("--role", required=True, choices=["rep", "manager", "admin", "auditor"])
+    u_add.add_argument("--team", help="their team (default: the rules file's team that lists them)")
+    u_add.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    u_pw = users_sub.add_parser("password", help="set a user's password (one-time, or from stdin); sessions end")
+    u_pw.add_argument("name")
+    u_pw.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    users.set_defaults(func=_cmd_users)
+
     # Its options are the bench package's, read when it runs (dealstream bench -h lists them).
     bench = sub.add_parser("bench", help=BENCH_HELP, add_help=False)
     bench.set_defaults(func=_cmd_bench)
@@ -447,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
-    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
+    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections", "users"}
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:

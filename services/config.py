@@ -15,6 +15,9 @@ from typing import Annotated
 import msgspec
 
 from events.config import NatsSettings
+from projections.access import AccessRules
+from projections.rules import NO_SALES_RULES, sales_rules_from_toml
+from projections.sla_rules import Team
 from workers.settings import Settings as ProcessSettings
 
 Scope = str
@@ -27,6 +30,7 @@ SCOPES: tuple[Scope, ...] = (
     "read",
     "subscriptions:read",
     "subscriptions:write",
+    "users:write",
 )
 
 
@@ -86,6 +90,10 @@ class ApiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # Webhook subscriptions may not target private, loopback or link-local addresses (SSRF) unless listed here.
     subscription_allowed_networks: list[str] = []
+    # Browser sessions (POST /v1/session): how long one lasts, and whether its cookie is Secure. Unset: Secure
+    # when the request came over https (or a trusted proxy says X-Forwarded-Proto: https).
+    session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+    session_cookie_secure: bool | None = None
 
     def __post_init__(self) -> None:
         for name, networks in (
@@ -107,6 +115,9 @@ class Settings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str | None = None
+    # From the rules file: the teams (a rep's team lists them, a manager manages it) and [access].
+    teams: dict[str, Team] = {}
+    access: AccessRules = AccessRules()
 
 
 def load_config(path: str | Path | None) -> ApiConfig:
@@ -128,10 +139,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 def api_settings(process: ProcessSettings) -> Settings:
     """The API's part of the process's settings, with its TOML file read."""
+    rules = sales_rules_from_toml(process.read_rules()[0]) if process.rules_path else NO_SALES_RULES
     return Settings(
         nats=process.nats,
         config=load_config(process.api_config_path),
         host=process.host,
         port=process.port,
         database_url=process.database_url,
+        teams=rules.routing.teams,
+        access=rules.access,
     )

@@ -21,6 +21,7 @@ from projections.sla import Resolution, Timer
 from projections.sla_store import TIMER_COLUMNS, VERSION, AlertStatus, SlaSql, alerts, timer_from_record
 from projections.versions import BuildVersion, build_name, serving_build_name
 from services.api.common import AnyRequest, requires, runtime
+from services.api.identity import owner_filter
 from services.errors import InputError
 
 DEFAULT_BUILD = build_name("sla", BuildVersion(VERSION, 1).number)
@@ -138,6 +139,8 @@ async def list_alerts(
         raise InputError.one("deal_id", "give lead_id or deal_id, not both")
     subject = ("lead", lead_id) if lead_id is not None else ("deal", deal_id) if deal_id is not None else None
     before = _decode(cursor) if cursor is not None else None
+    # A signed-in user who does not see everyone's reads the alerts of a rep they reach (their own by default).
+    rep = owner_filter(request, rep)
     async with runtime(request).read_connection() as conn:
         rows = await alerts(conn, await sla_build(conn), rep, status, subject, before, limit + 1)
     page = rows[:limit]

@@ -35,6 +35,8 @@ from services.api import (
     scores,
     subscriptions,
 )
+from services.api import session as sessions
+from services.api import users as user_admin
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.api.sla_metrics import router as sla_metrics_router
 from services.config import Settings
@@ -284,6 +286,8 @@ def create_app(settings: Settings) -> Litestar:
             subscriptions.router,
             sla_metrics_router,
             leads.router,
+            sessions.router,
+            user_admin.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
@@ -319,7 +323,8 @@ def create_app(settings: Settings) -> Litestar:
 ERROR_ANSWERS: dict[int, str] = {
     400: "unreadable body, parameter or header (If-Match, Idempotency-Key)",
     401: "missing or unknown credential, or a bad signature",
-    403: "the credential lacks the scope",
+    403: "the credential lacks the scope; for a signed-in user also a lead or deal out of their reach, or a write "
+    "without the session's X-CSRF-Token",
     404: "no such lead, deal, task, pipeline or webhook",
     409: "stale If-Match (current_version says which), concurrent write, or a state that forbids it",
     413: "body over max_body_bytes",

@@ -25,7 +25,11 @@ from services.api.common import (
     requires,
     runtime,
 )
+from services.api.identity import owner_for_new, reaches
 from services.errors import InputError
+
+DEAL_WRITE = [requires("deals:write"), reaches("deal")]
+LEAD_WRITE = [requires("leads:write"), reaches("lead")]
 
 
 async def _run(
@@ -45,7 +49,7 @@ async def _run(
 # --- leads -------------------------------------------------------------------------------------------
 
 
-@post("/leads/{lead_id:str}/assign", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/assign", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def assign_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.AssignLead]
 ) -> Response[Any]:
@@ -53,21 +57,21 @@ async def assign_lead(
     return accepted(await _run(request, data, cmd.AssignLead(lead_id=lead_id, owner=data.owner)))
 
 
-@post("/leads/{lead_id:str}/qualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/qualify", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def qualify_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.QualifyLead]
 ) -> Response[Any]:
     return accepted(await _run(request, data, cmd.QualifyLead(lead_id=lead_id, reason=data.reason, score=data.score)))
 
 
-@post("/leads/{lead_id:str}/disqualify", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/disqualify", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def disqualify_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.DisqualifyLead]
 ) -> Response[Any]:
     return accepted(await _run(request, data, cmd.DisqualifyLead(lead_id=lead_id, reason=data.reason)))
 
 
-@post("/leads/{lead_id:str}/erase", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/erase", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def erase_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.EraseLead]
 ) -> Response[Any]:
@@ -117,7 +121,7 @@ async def _complete(
     )
 
 
-@post("/leads/{lead_id:str}/touchpoints", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/touchpoints", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def lead_touchpoint(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.LogTouchpoint]
 ) -> Response[Any]:
@@ -125,14 +129,14 @@ async def lead_touchpoint(
     return accepted(await _touchpoint(request, "lead", lead_id, data))
 
 
-@post("/deals/{deal_id:str}/touchpoints", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/touchpoints", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def deal_touchpoint(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LogTouchpoint]
 ) -> Response[Any]:
     return accepted(await _touchpoint(request, "deal", deal_id, data))
 
 
-@post("/leads/{lead_id:str}/tasks", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post("/leads/{lead_id:str}/tasks", status_code=202, tags=["leads"], guards=LEAD_WRITE)
 async def lead_task(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.ScheduleTask]
 ) -> Response[Any]:
@@ -140,7 +144,7 @@ async def lead_task(
     return accepted(await _schedule(request, "lead", lead_id, data))
 
 
-@post("/deals/{deal_id:str}/tasks", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/tasks", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def deal_task(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ScheduleTask]
 ) -> Response[Any]:
@@ -151,7 +155,7 @@ async def deal_task(
     "/leads/{lead_id:str}/tasks/{task_id:str}/complete",
     status_code=202,
     tags=["leads"],
-    guards=[requires("leads:write")],
+    guards=LEAD_WRITE,
 )
 async def lead_task_done(
     request: AnyRequest, lead_id: AggregateIdParam, task_id: AggregateIdParam, data: JSONBody[schemas.CompleteTask]
@@ -163,7 +167,7 @@ async def lead_task_done(
     "/deals/{deal_id:str}/tasks/{task_id:str}/complete",
     status_code=202,
     tags=["deals"],
-    guards=[requires("deals:write")],
+    guards=DEAL_WRITE,
 )
 async def deal_task_done(
     request: AnyRequest, deal_id: AggregateIdParam, task_id: AggregateIdParam, data: JSONBody[schemas.CompleteTask]
@@ -189,7 +193,7 @@ async def open_deal(request: AnyRequest, data: JSONBody[schemas.OpenDeal]) -> Re
                 stage=data.stage,
                 amount=data.amount,
                 currency=data.currency,
-                owner=data.owner,
+                owner=owner_for_new(request, data.owner),
                 expected_close_date=data.expected_close_date,
                 lead_id=data.lead_id,
             ),
@@ -198,7 +202,7 @@ async def open_deal(request: AnyRequest, data: JSONBody[schemas.OpenDeal]) -> Re
     )
 
 
-@post("/deals/{deal_id:str}/stage", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/stage", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def move_stage(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.MoveStage]
 ) -> Response[Any]:
@@ -208,7 +212,7 @@ async def move_stage(
     )
 
 
-@post("/deals/{deal_id:str}/amount", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/amount", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def change_amount(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ChangeAmount]
 ) -> Response[Any]:
@@ -217,12 +221,12 @@ async def change_amount(
     )
 
 
-@post("/deals/{deal_id:str}/won", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/won", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def win_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.WinDeal]) -> Response[Any]:
     return accepted(await _run(request, data, cmd.WinDeal(deal_id=deal_id, amount=data.amount)))
 
 
-@post("/deals/{deal_id:str}/lost", status_code=202, tags=["deals"], guards=[requires("deals:write")])
+@post("/deals/{deal_id:str}/lost", status_code=202, tags=["deals"], guards=DEAL_WRITE)
 async def lose_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LoseDeal]) -> Response[Any]:
     return accepted(await _run(request, data, cmd.LoseDeal(deal_id=deal_id, reason=data.reason)))
 

@@ -16,6 +16,7 @@ from litestar.types import Guard
 from events.envelope import Source
 from events.ids import AGGREGATE_ID_PATTERN, uuid7
 from events.ledger import Accepted, Context
+from services.api.identity import identify
 from services.api.runtime import Runtime
 from services.auth import Caller
 from services.errors import InputError
@@ -25,7 +26,7 @@ AggregateIdParam = Annotated[str, PathParameter(pattern=AGGREGATE_ID_PATTERN, de
 AnyRequest = Request[Any, Any, Any]
 
 
-def requires(scope: str, allow_query_key: bool = False) -> Guard:
+def requires(scope: str | None, allow_query_key: bool = False) -> Guard:
     """A guard: authenticate before the body is even read, count the request against the credential's rate, then
     check the scope. Async, so that it runs in the request's own context (a sync guard would run in a thread and
     lose the bound log context)."""
@@ -33,9 +34,10 @@ def requires(scope: str, allow_query_key: bool = False) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         rt: Runtime = connection.app.state.runtime
         address = rt.client_address(connection)
-        caller = rt.authenticate(connection, allow_query_key, address)
-        rt.throttle(caller.id, address if caller.public else None)
-        caller.require(scope)
+        caller = await identify(rt, connection, allow_query_key, address)
+        rt.throttle(_scope_of(caller), address if caller.public else None)
+        if scope is not None:  # None: any credential, whatever it may do (GET /v1/me)
+            caller.require(scope)
         connection.state.caller = caller
 
     return guard
@@ -98,9 +100,14 @@ def context(request: AnyRequest, source: Source | None = None, body: object = No
         source=src,  # type: ignore[arg-type]
         correlation_id=correlation or request.state.get("request_id") or uuid7(),
         now=Runtime.now(),
-        idempotency_key=f"{caller.id}:{key}" if key else None,
+        idempotency_key=f"{_scope_of(caller)}:{key}" if key else None,
         request_sha256=fingerprint(request, body) if key and body is not None else None,
     )
+
+
+def _scope_of(caller: Caller) -> str:
+    """Whose idempotency keys these are: a user's never meet an API key's of the same name."""
+    return caller.id if caller.user is None else f"user:{caller.id}"
 
 
 _SOURCES = {"web_form", "meta", "typeform", "webflow", "hubspot", "api", "nats", "system"}

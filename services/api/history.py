@@ -14,6 +14,7 @@ from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
 from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.identity import reaches
 from services.errors import InputError
 
 
@@ -74,7 +75,7 @@ async def _history(
     return Response(body, headers={"ETag": f'"{version}"'})
 
 
-@get("/leads/{lead_id:str}/events", tags=["history"], guards=[requires("history:read")])
+@get("/leads/{lead_id:str}/events", tags=["history"], guards=[requires("history:read"), reaches("lead")])
 async def lead_events(
     request: AnyRequest,
     lead_id: AggregateIdParam,
@@ -84,7 +85,7 @@ async def lead_events(
     return await _history(request, "lead", lead_id, include_raw)
 
 
-@get("/deals/{deal_id:str}/events", tags=["history"], guards=[requires("history:read")])
+@get("/deals/{deal_id:str}/events", tags=["history"], guards=[requires("history:read"), reaches("deal")])
 async def deal_events(
     request: AnyRequest,
     deal_id: AggregateIdParam,
@@ -115,7 +116,7 @@ class DealView(msgspec.Struct, frozen=True):
     open_tasks: list[str]
 
 
-@get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read")])
+@get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read"), reaches("deal")])
 async def deal_state(
     request: AnyRequest,
     deal_id: AggregateIdParam,
@@ -149,4 +150,10 @@ async def deal_state(
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
-router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state])
+@get("/users/{user_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def user_events(request: AnyRequest, user_id: AggregateIdParam) -> Response[History]:
+    """A user's history: created, role changes, (de)activations, password sets (never the password or its hash)."""
+    return await _history(request, "user", user_id, False)
+
+
+router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state, user_events])

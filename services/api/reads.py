@@ -30,6 +30,7 @@ from projections.versions import serving_build_name
 from services import replay
 from services.api.alerts import open_alerts_by_deal
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.identity import owner_filter, sees_everyone
 from services.errors import InputError
 from workers.registry import WORKERS, worker_lag
 
@@ -112,7 +113,7 @@ async def board(
     Weighted amount = amount x the stage's win probability. ``rotting``: no activity for longer than the
     stage's rotting days at ``as_of``. A past ``as_of`` answers the board as it stood then: only facts dated by
     then count (folded from the log, like ``/board/as-of``), as in the metrics."""
-    return await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
+    return await _board(request, pipeline_id, owner_filter(request, owner), status, cursor, limit, as_of)
 
 
 @get("/board/as-of", tags=["board"], guards=READ)
@@ -134,7 +135,7 @@ async def board_as_of(
     assert when is not None
     rt = runtime(request)
     events = await replay.board_events(rt.store.js, rt.store.naming, rt.ledger.vault)
-    return replay.board_as_of(events, when, since, pipeline_id, owner, status, limit)
+    return replay.board_as_of(events, when, since, pipeline_id, owner_filter(request, owner), status, limit)
 
 
 @get("/board/{pipeline_id:str}", tags=["board"], guards=READ)
@@ -148,7 +149,7 @@ async def pipeline_board(
     as_of: AsOf = None,
 ) -> PipelineBoard:
     """One pipeline's board."""
-    boards = await _board(request, pipeline_id, owner, status, cursor, limit, as_of)
+    boards = await _board(request, pipeline_id, owner_filter(request, owner), status, cursor, limit, as_of)
     if not boards:
         raise Rejected("pipeline_id", "no such pipeline on the board", 404)
     return boards[0]
@@ -175,6 +176,7 @@ async def board_feed(
 ) -> ServerSentEvent:
     """Server-Sent Events: one ``deal`` event per board change, as the board worker commits it. The event id is
     the change's stream sequence, so a reconnecting client (``Last-Event-ID``) misses nothing."""
+    sees_everyone(request)
     rt = runtime(request)
     last_event_id = request.headers.get("last-event-id") or ""
     start = after if after is not None else int(last_event_id) if last_event_id.isdigit() else None

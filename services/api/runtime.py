@@ -65,6 +65,9 @@ class Runtime:
         self.limiter = RateLimiter(config.rate_per_second, config.rate_burst)
         self.client_limiter = RateLimiter(config.client_rate_per_second, config.client_rate_burst)
         self.auth_failures = RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst)
+        # Failed sign-ins per username, beside those per address: guesses spread over many addresses still stop.
+        self.sign_in_failures = RateLimiter(config.auth_failure_rate_per_second, config.auth_failure_burst)
+        self.users_tables_ready = False
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self._nc: NATS | None = None
         self._ledger: Ledger | None = None
@@ -177,6 +180,13 @@ class Runtime:
             if not self._trusted(address):
                 return address if _is_ip(address) else peer
         return peer
+
+    def over_https(self, request: ASGIConnection[Any, Any, Any, Any]) -> bool:
+        """Whether the client reached us over https: directly, or as a trusted proxy's X-Forwarded-Proto says."""
+        if request.scope.get("scheme") == "https":
+            return True
+        peer = request.client.host if request.client else ""
+        return self._trusted(peer) and request.headers.get("x-forwarded-proto", "").lower() == "https"
 
     def _trusted(self, address: str) -> bool:
         try:

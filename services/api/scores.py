@@ -17,6 +17,7 @@ from projections.scores_store import VERSION, RankedLead, ScoresSql, load_state,
 from projections.scoring import Contribution, score
 from projections.versions import BuildVersion, build_name, builds, serving_build_name
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.identity import owner_filter, reaches
 from services.errors import InputError
 
 DEFAULT_BUILD = build_name("scores", BuildVersion(VERSION, 1).number)
@@ -62,7 +63,7 @@ def _when(as_of: dt.datetime | None) -> dt.datetime:
     return as_of.astimezone(dt.UTC)
 
 
-@get("/leads/{lead_id:str}/score", tags=["leads"], guards=READ)
+@get("/leads/{lead_id:str}/score", tags=["leads"], guards=[*READ, reaches("lead")])
 async def lead_score(
     request: AnyRequest,
     lead_id: AggregateIdParam,
@@ -115,7 +116,7 @@ async def ranked_page(
             conn,
             await scores_build(conn),
             dt.datetime.now(dt.UTC),
-            owner,
+            owner_filter(request, owner),  # a restricted user: the owner they name, else their own
             None if status == "all" else status,
             offset,
             limit,

@@ -65,6 +65,13 @@ def _post(url: str, body: dict[str, Any], key: str) -> Any:
         return json.loads(response.read())
 
 
+def _sign_in(api: str, username: str, password: str) -> Any:
+    body = json.dumps({"username": username, "password": password}).encode()
+    request = urllib.request.Request(f"{api}/session", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _start_dev(data_dir: Path, api_port: int, nats_port: int, pg_url: str) -> subprocess.Popen[str]:
     env = {**os.environ, "DATABASE_URL": pg_url, "DEALSTREAM_LOG_FORMAT": "json"}
     return subprocess.Popen(
@@ -137,6 +144,7 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         assert lead["type"] == "lead.captured.v1"
         pipeline = _get(f"{api}/pipelines/default/events")
         assert pipeline["events"][0]["data"]["stages"][0]["id"] == "qualified"
+        assert _sign_in(api, "ana", "dev-ana-password")["role"] == "rep"  # the demo users of the README
         _wait_anchored(tmp_path / "data", nats_port)
     finally:
         _stop_cleanly(proc)
@@ -148,6 +156,7 @@ def test_dev_stack_runs_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path,
         assert history[0]["event_id"] == lead["event_id"]
         assert [e["type"] for e in history[1:]] in ([], ["lead.assigned.v1"])
         assert len(_get(f"{api}/pipelines/default/events")["events"]) == 1
+        assert len(_get(f"{api}/users/ana/events")["events"]) == 2  # made once: created, password set
     finally:
         _stop_cleanly(proc)
     with pytest.raises(LocalStackError):  # the API is gone: nothing listens any more
