@@ -23,6 +23,7 @@ from events.types import (
     DealWon,
     LeadAssigned,
     LeadCaptured,
+    LeadConverted,
     LeadDetailsFetched,
     LeadDisqualified,
     LeadErased,
@@ -73,6 +74,7 @@ class LeadState(Activity):
     source: str | None = None
     erased: bool = False
     details_fetched: bool = False
+    converted: LeadConverted | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +120,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.status = "disqualified"
             case LeadErased():
                 state.erased = True
+            case LeadConverted() as converted:
+                state.converted = converted
             case other:
                 state.apply_activity(other)
     return state

@@ -10,8 +10,8 @@ import msgspec
 from events.ids import AGGREGATE_ID_PATTERN
 from events.types import Event
 
-AggregateType = Literal["lead", "deal", "pipeline", "alert"]
-AGGREGATE_TYPES: tuple[AggregateType, ...] = ("lead", "deal", "pipeline", "alert")
+AggregateType = Literal["lead", "deal", "pipeline", "alert", "organisation", "contact"]
+AGGREGATE_TYPES: tuple[AggregateType, ...] = ("lead", "deal", "pipeline", "alert", "organisation", "contact")
 
 Source = Literal["web_form", "meta", "typeform", "webflow", "hubspot", "api", "nats", "system"]
 AggregateId = Annotated[str, msgspec.Meta(pattern=AGGREGATE_ID_PATTERN)]

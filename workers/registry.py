@@ -17,6 +17,7 @@ from events.types import LeadCaptured
 from projections.board_store import BoardProjection
 from projections.contract import Projection, Shard
 from projections.notify_store import NotifyProjection
+from projections.people_store import PeopleProjection
 from projections.routing_store import RoutingProjection
 from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
 from projections.scores_store import ScoresProjection
@@ -71,6 +72,10 @@ def subscriptions_projection(instance: str = "", rules: SalesRules = NO_SALES_RU
     return SubscriptionsProjection(instance)
 
 
+def people_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> PeopleProjection:
+    return PeopleProjection(instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -79,6 +84,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "scores": scores_projection,
     "notify": notify_projection,
     "subscriptions": subscriptions_projection,
+    "people": people_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 

@@ -22,7 +22,19 @@ from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
 from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
-from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
+from services.api import (
+    alerts,
+    asyncapi,
+    capture,
+    commands,
+    history,
+    openapi,
+    params,
+    people,
+    reads,
+    scores,
+    subscriptions,
+)
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -269,6 +281,7 @@ def create_app(settings: Settings) -> Litestar:
             alerts.router,
             scores.router,
             subscriptions.router,
+            people.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],

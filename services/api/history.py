@@ -14,6 +14,7 @@ from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
 from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.deal_people import DealPeople, deal_people
 from services.errors import InputError
 
 
@@ -113,6 +114,8 @@ class DealView(msgspec.Struct, frozen=True):
     currency: str
     owner: str | None
     open_tasks: list[str]
+    people: DealPeople | None = None
+    """Its contacts with their roles and its decision maker, from the people read model (None without one)."""
 
 
 @get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read")])
@@ -146,6 +149,11 @@ async def deal_state(
         state.owner,
         sorted(state.open_tasks),
     )
+    if as_of is None and rt.settings.database_url:
+        pipeline = agg.fold_pipeline(s.envelope for s in await rt.store.read("pipeline", state.pipeline_id))
+        async with rt.read_connection() as conn:
+            people = await deal_people(conn, deal_id, state.status, state.stage, [s.id for s in pipeline.stages])
+        view = msgspec.structs.replace(view, people=people)
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
