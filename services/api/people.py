@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -17,7 +15,6 @@ from events.conversion import Conversion, convert_lead
 from events.handlers import handle
 from events.ids import derived_id, uuid7
 from events.ledger import Accepted
-from events.types import ContactRole, CountryCode, Domain, Email, Phone, ShortText
 from projections import people_queries as people
 from projections import people_store
 from projections.people import ContactRow, OrganisationRow
@@ -38,54 +35,6 @@ from services.api.runtime import Runtime
 READ = [requires("read")]
 Limit = Annotated[int | None, QueryParameter(ge=1, le=200, description="page size, 50 by default")]
 Sort = Annotated[str | None, QueryParameter(description="name or created_at; prefix - for descending")]
-
-
-class CreateOrganisation(schemas.Body, frozen=True):
-    name: ShortText
-    organisation_id: schemas.Id | None = None
-    domain: Domain | None = None
-    country: CountryCode | None = None
-
-
-class CreateContact(schemas.Body, frozen=True):
-    name: ShortText
-    contact_id: schemas.Id | None = None
-    email: Email | None = None
-    phone: Phone | None = None
-    job_title: ShortText | None = None
-    organisation_id: schemas.Id | None = None
-
-
-class LinkContact(schemas.Body, frozen=True):
-    contact_id: schemas.Id
-    role: ContactRole
-
-
-class EraseContact(schemas.Body, frozen=True):
-    reason: ShortText | None = None
-
-
-class ConvertLead(schemas.Body, frozen=True):
-    """The deal to open and, optionally, what to use instead of the lead's own fields (or an existing
-    ``organisation_id`` / ``contact_id`` to link)."""
-
-    pipeline_id: schemas.Id
-    amount: Decimal
-    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
-    stage: schemas.Id | None = None
-    deal_name: ShortText | None = None
-    owner: ShortText | None = None
-    expected_close_date: dt.date | None = None
-    role: ContactRole = "champion"
-    organisation_id: schemas.Id | None = None
-    organisation_name: ShortText | None = None
-    domain: Domain | None = None
-    country: CountryCode | None = None
-    contact_id: schemas.Id | None = None
-    name: ShortText | None = None
-    email: Email | None = None
-    phone: Phone | None = None
-    job_title: ShortText | None = None
 
 
 class OrganisationPage(msgspec.Struct, frozen=True):
@@ -116,7 +65,7 @@ async def _build(conn: AsyncConnection[Any]) -> str:
 
 
 @post("/organisations", status_code=202, tags=["people"], guards=[requires("deals:write")])
-async def create_organisation(request: AnyRequest, data: JSONBody[CreateOrganisation]) -> Response[Any]:
+async def create_organisation(request: AnyRequest, data: JSONBody[schemas.CreateOrganisation]) -> Response[Any]:
     """An organisation (a company you sell to): its name, web domain and country, in clear."""
     command = cmd.CreateOrganisation(
         organisation_id=_new_id(request, "organisation", data.organisation_id),
@@ -152,7 +101,7 @@ async def get_organisation(request: AnyRequest, organisation_id: AggregateIdPara
 
 
 @post("/contacts", status_code=202, tags=["people"], guards=[requires("deals:write")])
-async def create_contact(request: AnyRequest, data: JSONBody[CreateContact]) -> Response[Any]:
+async def create_contact(request: AnyRequest, data: JSONBody[schemas.CreateContact]) -> Response[Any]:
     """A contact on its own; name, e-mail, phone and title are sealed with the contact's own key."""
     command = cmd.CreateContact(
         contact_id=_new_id(request, "contact", data.contact_id),
@@ -192,7 +141,7 @@ async def get_contact(request: AnyRequest, contact_id: AggregateIdParam) -> peop
 
 @post("/contacts/{contact_id:str}/erase", status_code=202, tags=["people"], guards=[requires("deals:write")])
 async def erase_contact(
-    request: AnyRequest, contact_id: AggregateIdParam, data: JSONBody[EraseContact]
+    request: AnyRequest, contact_id: AggregateIdParam, data: JSONBody[schemas.EraseContact]
 ) -> Response[Any]:
     """Erase a contact's personal data (its own key is destroyed); a contact converted from a lead is erased
     with that lead (``POST /v1/leads/{id}/erase``)."""
@@ -200,7 +149,9 @@ async def erase_contact(
 
 
 @post("/deals/{deal_id:str}/contacts", status_code=202, tags=["people"], guards=[requires("deals:write")])
-async def link_contact(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[LinkContact]) -> Response[Any]:
+async def link_contact(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LinkContact]
+) -> Response[Any]:
     """Give a contact a role in the deal (decision_maker, champion, influencer, user, blocker): a link, or a role
     change if it is linked already."""
     command = cmd.LinkContact(contact_id=data.contact_id, deal_id=deal_id, role=data.role)
@@ -236,7 +187,9 @@ class _Directory:
 
 
 @post("/leads/{lead_id:str}/convert", status_code=202, tags=["leads"], guards=[requires("leads:write")])
-async def convert(request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[ConvertLead]) -> Response[Conversion]:
+async def convert(
+    request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.ConvertLead]
+) -> Response[Conversion]:
     """Convert a qualified lead: create (or link an existing, found by domain or name / by e-mail) its organisation
     and contact, open its deal (the pipeline's first stage by default), link the contact to it in ``role``, and
     record ``lead.converted.v1``. A retry (same ``Idempotency-Key``) lands what is missing and answers the same."""
