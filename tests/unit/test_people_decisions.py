@@ -28,6 +28,7 @@ from projections.people import PeopleState, apply
 from projections.people_queries import late_stages
 
 AT = dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC)
+DONE = LeadConverted(organisation_id="o", contact_id="c", deal_id="d")
 
 
 def _env(aggregate_type: str, aggregate_id: str, data: Event) -> Envelope:
@@ -105,12 +106,7 @@ def test_a_contact_from_a_lead_is_erased_with_the_lead() -> None:
         (LeadState(exists=True), "status"),
         (LeadState(exists=True, status="qualified", erased=True), "lead_id"),
         (LeadState(exists=True, status="disqualified"), "status"),
-        (
-            LeadState(
-                exists=True, status="qualified", converted=LeadConverted(organisation_id="o", contact_id="c", deal_id="d")
-            ),
-            "lead_id",
-        ),
+        (LeadState(exists=True, status="qualified", converted=DONE), "lead_id"),
     ],
 )
 def test_only_a_qualified_lead_not_erased_nor_converted_converts(lead: LeadState, field: str) -> None:
