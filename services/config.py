@@ -15,6 +15,7 @@ from typing import Annotated
 import msgspec
 
 from events.config import NatsSettings
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules, people_rules_from_toml
 from workers.settings import Settings as ProcessSettings
 
 Scope = str
@@ -107,6 +108,8 @@ class Settings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str | None = None
+    people: PeopleRules = NO_PEOPLE_RULES
+    """The rules file's ``[people]`` section (late stages), read at start."""
 
 
 def load_config(path: str | Path | None) -> ApiConfig:
@@ -134,4 +137,5 @@ def api_settings(process: ProcessSettings) -> Settings:
         host=process.host,
         port=process.port,
         database_url=process.database_url,
+        people=people_rules_from_toml(Path(process.rules_path).read_text("utf-8") if process.rules_path else ""),
     )

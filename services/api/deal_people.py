@@ -13,6 +13,7 @@ from projections import people_store
 from projections.board import Column, DealCard, PipelineBoard, PipelineRow
 from projections.board_store import PIPELINE_COLUMNS, BoardSql, pipeline_from_record
 from projections.people_queries import DealContact, deal_contacts, decision_maker, late_stages
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules
 from projections.versions import serving_build_name
 
 
@@ -33,18 +34,25 @@ async def _pipelines(conn: AsyncConnection[Any], build: str, ids: Sequence[str])
     return {r[0]: pipeline_from_record(r) for r in await cur.fetchall()}
 
 
-def _is_late(pipelines: dict[str, PipelineRow], pipeline_id: str, stage: str) -> bool:
+def _is_late(pipelines: dict[str, PipelineRow], pipeline_id: str, stage: str, rules: PeopleRules) -> bool:
     pipeline = pipelines.get(pipeline_id)
-    return pipeline is not None and stage in late_stages([s.id for s in pipeline.stages])
+    configured = rules.late_stages.get(pipeline_id)
+    return pipeline is not None and stage in late_stages([s.id for s in pipeline.stages], configured)
 
 
 async def deal_people(
-    conn: AsyncConnection[Any], deal_id: str, status: str, stage: str, stage_ids: Sequence[str]
+    conn: AsyncConnection[Any],
+    deal_id: str,
+    status: str,
+    stage: str,
+    stage_ids: Sequence[str],
+    configured: Sequence[str] | None = None,
 ) -> DealPeople:
-    """The people of one deal, in ``stage`` of a pipeline whose stages are ``stage_ids`` (in order)."""
+    """The people of one deal, in ``stage`` of a pipeline whose stages are ``stage_ids`` (in order) and whose late
+    stages the rules file may name (``configured``)."""
     people_build = await serving_build_name(conn, "people", people_store.BUILD)
     contacts = (await deal_contacts(conn, people_build, [deal_id])).get(deal_id, [])
-    late = status == "open" and stage in late_stages(stage_ids)
+    late = status == "open" and stage in late_stages(stage_ids, configured)
     chosen = decision_maker(contacts)
     return DealPeople(
         contacts=contacts,
@@ -54,7 +62,9 @@ async def deal_people(
     )
 
 
-async def people_on_board(conn: AsyncConnection[Any], boards: list[PipelineBoard], build: str) -> list[PipelineBoard]:
+async def people_on_board(
+    conn: AsyncConnection[Any], boards: list[PipelineBoard], build: str, rules: PeopleRules = NO_PEOPLE_RULES
+) -> list[PipelineBoard]:
     """The board's cards with each deal's decision maker and the late-stage flag (``build``: the board's)."""
     deal_ids = [d.deal_id for b in boards for c in b.columns for d in c.deals]
     if not deal_ids:
@@ -65,7 +75,7 @@ async def people_on_board(conn: AsyncConnection[Any], boards: list[PipelineBoard
 
     def card(pipeline_id: str, stage: str, d: DealCard) -> DealCard:
         chosen = decision_maker(by_deal.get(d.deal_id, []))
-        late = d.status == "open" and _is_late(pipelines, pipeline_id, stage)
+        late = d.status == "open" and _is_late(pipelines, pipeline_id, stage, rules)
         if chosen is None and not late:
             return d
         return msgspec.structs.replace(

@@ -152,7 +152,9 @@ async def deal_state(
     if as_of is None and rt.settings.database_url:
         pipeline = agg.fold_pipeline(s.envelope for s in await rt.store.read("pipeline", state.pipeline_id))
         async with rt.read_connection() as conn:
-            people = await deal_people(conn, deal_id, state.status, state.stage, [s.id for s in pipeline.stages])
+            stage_ids = [s.id for s in pipeline.stages]
+            configured = rt.settings.people.late_stages.get(state.pipeline_id)
+            people = await deal_people(conn, deal_id, state.status, state.stage, stage_ids, configured)
         view = msgspec.structs.replace(view, people=people)
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 

@@ -65,7 +65,7 @@ async def _board(
         except ValueError as exc:
             raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
         by_deal = await open_alerts_by_deal(conn, [d.deal_id for b in boards for c in b.columns for d in c.deals])
-        boards = await people_on_board(conn, boards, build)
+        boards = await people_on_board(conn, boards, build, runtime(request).settings.people)
     return _with_alerts(boards, by_deal) if by_deal else boards
 
 

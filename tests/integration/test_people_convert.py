@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from events.audit import scan
 from events.config import NatsSettings
 from events.subjects import Naming
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules, people_rules_from_toml
 from services.config import Settings
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually
@@ -47,6 +48,21 @@ CONVERT = {"pipeline_id": "sales", "amount": "12000", "currency": "PLN", "domain
 
 @pytest.fixture
 async def client(nats_settings: NatsSettings, pg_dsn: str) -> AsyncIterator[Client]:
+    async with _client(nats_settings, pg_dsn, NO_PEOPLE_RULES) as c:
+        yield c
+
+
+@pytest.fixture
+async def ruled_client(nats_settings: NatsSettings, pg_dsn: str) -> AsyncIterator[Client]:
+    """The API with a rules file naming discovery (the 2nd of 4 stages) the late stage of pipeline sales."""
+    async with _client(
+        nats_settings, pg_dsn, people_rules_from_toml('[people]\nlate_stages = {sales = ["discovery"]}')
+    ) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def _client(nats_settings: NatsSettings, pg_dsn: str, rules: PeopleRules) -> AsyncIterator[Client]:
     from services.api.app import create_app
 
     stop = asyncio.Event()
@@ -54,7 +70,7 @@ async def client(nats_settings: NatsSettings, pg_dsn: str) -> AsyncIterator[Clie
         asyncio.create_task(serve_worker(name, "0/1", nats_settings, pg_dsn, stop=stop, instance=""))
         for name in ("board", "people")
     ]
-    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
+    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn, people=rules))
     try:
         async with AsyncTestClient(app, raise_server_exceptions=False) as c:
             c.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
@@ -273,3 +289,19 @@ async def test_missing_things_are_404_or_422_and_change_nothing(
     open_lead = (await client.post("/v1/leads", json={**LEAD, "source_ref": "not-qualified"})).json()["aggregate_id"]
     r = await client.post(f"/v1/leads/{open_lead}/convert", json=CONVERT)
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "status"
+
+
+async def test_the_rules_file_may_name_a_pipelines_late_stages(ruled_client: Client) -> None:
+    deal = {"deal_id": "d-early", "name": "Early", "pipeline_id": "sales", "amount": "5", "currency": "EUR"}
+    r = await ruled_client.post("/v1/deals", json={**deal, "stage": "discovery"})
+    assert r.status_code == 202, r.text
+    r = await ruled_client.post("/v1/deals", json={**deal, "deal_id": "d-later", "stage": "negotiation"})
+    assert r.status_code == 202, r.text
+
+    def flags(board: list[dict[str, Any]]) -> dict[str, bool]:
+        cards = [d for b in board for c in b["columns"] for d in c["deals"]]
+        return {d["deal_id"]: d["late_stage_without_decision_maker"] for d in cards}
+
+    board = await _eventually_get(ruled_client, "/v1/board?pipeline_id=sales", lambda b: len(flags(b)) == 2)
+    assert flags(board) == {"d-early": True, "d-later": False}
+    assert (await ruled_client.get("/v1/deals/d-early")).json()["people"]["late_stage_without_decision_maker"]

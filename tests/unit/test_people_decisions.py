@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -26,6 +27,9 @@ from events.types import (
 )
 from projections.people import PeopleState, apply
 from projections.people_queries import late_stages
+from projections.people_rules import PeopleRules, people_rules_from_toml
+from services.config import api_settings
+from workers.settings import Settings as ProcessSettings
 
 AT = dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC)
 DONE = LeadConverted(organisation_id="o", contact_id="c", deal_id="d")
@@ -168,3 +172,15 @@ def test_the_fold_is_idempotent_per_sequence_and_scrubs_an_erased_contact() -> N
     # Opened without its key (a rebuild after the erasure): the marker, never a half-filled row.
     apply(state, _stored(7, _env("contact", "c2", ContactCreated(name="[erased]"))))
     assert state.contacts["c2"].erased
+
+
+def test_the_people_rules_are_the_rules_files_people_section(tmp_path: Path) -> None:
+    text = '[sla]\nx = 1\n[people]\nlate_stages = { sales = ["proposal", "negotiation"] }\n'
+    assert people_rules_from_toml(text).late_stages == {"sales": ["proposal", "negotiation"]}
+    assert people_rules_from_toml("") == people_rules_from_toml("[sla]\n") == PeopleRules()
+    with pytest.raises(ValueError, match="people rules"):
+        people_rules_from_toml("[people]\nlate = 1\n")
+    rules = tmp_path / "sales.toml"
+    rules.write_text(text)
+    settings = api_settings(ProcessSettings(rules_path=str(rules)))
+    assert settings.people.late_stages["sales"] == ["proposal", "negotiation"]
