@@ -159,4 +159,18 @@ async def deal_state(
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
-router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state])
+@get("/organisations/{organisation_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def organisation_events(request: AnyRequest, organisation_id: AggregateIdParam) -> Response[History]:
+    return await _history(request, "organisation", organisation_id, False)
+
+
+@get("/contacts/{contact_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def contact_events(request: AnyRequest, contact_id: AggregateIdParam) -> Response[History]:
+    """A contact's every event in log order, its personal fields opened (``[erased]`` once erased)."""
+    return await _history(request, "contact", contact_id, False)
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[lead_events, deal_events, pipeline_events, deal_state, organisation_events, contact_events],
+)

@@ -175,6 +175,8 @@ async def test_erasing_the_lead_erases_the_contact_it_became(
     log = b"".join([m.data async for m in scan(js, naming.events_stream)])
     assert b"Nowak" not in log and b"anna.nowak" not in log and b"600 300 400" not in log
 
+    history = (await client.get(f"/v1/contacts/{contact_id}/events")).json()["events"]
+    assert history[0]["data"]["email"] == LEAD["email"] and history[0]["data"]["sealed"] is None
     refused = await client.post(f"/v1/contacts/{contact_id}/erase", json={})
     assert refused.status_code == 409 and lead_id in refused.json()["errors"][0]["reason"]
     r = await client.post(f"/v1/leads/{lead_id}/erase", json={"reason": "data subject request"})
@@ -184,6 +186,8 @@ async def test_erasing_the_lead_erases_the_contact_it_became(
     assert erased["contact"]["name"] == "[erased]"
     assert erased["contact"]["email"] is None and erased["contact"]["phone"] is None
     assert (await client.get("/v1/contacts?q=nowak")).json()["contacts"] == []
+    history = (await client.get(f"/v1/contacts/{contact_id}/events")).json()["events"]
+    assert history[0]["data"]["email"] == "[erased]" and history[0]["data"]["name"] == "[erased]"
 
 
 async def test_a_contact_on_its_own_is_erased_with_its_own_key(client: Client) -> None:
