@@ -21,7 +21,7 @@ from events.envelope import AggregateType, Envelope
 from events.handlers import open_deal
 from events.ids import derived_id
 from events.ledger import Accepted, Context, Ledger
-from events.people_handlers import contact_state, link_contact, organisation_state
+from events.people_handlers import contact_state, organisation_state
 from events.types import (
     ContactCreated,
     Event,
@@ -242,9 +242,15 @@ async def convert_lead(ledger: Ledger, ctx: Context, command: cmd.ConvertLead, d
 
 
 async def _link(ledger: Ledger, ctx: Context, command: cmd.LinkContact) -> Accepted | None:
+    """Link the contact to the deal unless it is linked there already (a concurrent retry got there first)."""
+    deal = agg.fold_deal(h.envelope for h in await ledger.history("deal", command.deal_id))
+
+    def decide(history: list[Envelope]) -> Event:
+        return people.link_to_deal(people.fold_contact(history), deal, command.deal_id, command.role)
+
     try:
-        return await link_contact(ledger, ctx, command)
+        return await ledger.execute(ctx, "contact", command.contact_id, decide, command.occurred_at)
     except agg.Rejected as exc:
-        if exc.status == 409 and exc.field == "deal_id":  # linked meanwhile by a concurrent retry
+        if exc.status == 409 and exc.field == "deal_id":
             return None
         raise
