@@ -17,9 +17,11 @@ from events.audit import scan
 from events.config import NatsSettings
 from events.subjects import Naming
 from projections.people_rules import NO_PEOPLE_RULES, PeopleRules, people_rules_from_toml
+from projections.people_store import PeopleProjection
 from services.config import Settings
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.waiting import eventually
+from workers.rebuild import verify
 from workers.registry import serve_worker
 
 pytestmark = pytest.mark.integration
@@ -164,7 +166,7 @@ async def test_a_converted_lead_becomes_organisation_contact_and_deal_once(clien
 
 
 async def test_erasing_the_lead_erases_the_contact_it_became(
-    client: Client, nats_conn: tuple[Any, JetStreamContext], naming: Naming
+    client: Client, nats_conn: tuple[Any, JetStreamContext], naming: Naming, nats_settings: NatsSettings, pg_dsn: str
 ) -> None:
     _, js = nats_conn
     lead_id = await _qualified_lead(client)
@@ -188,6 +190,9 @@ async def test_erasing_the_lead_erases_the_contact_it_became(
     assert (await client.get("/v1/contacts?q=nowak")).json()["contacts"] == []
     history = (await client.get(f"/v1/contacts/{contact_id}/events")).json()["events"]
     assert history[0]["data"]["email"] == "[erased]" and history[0]["data"]["name"] == "[erased]"
+    # The read model is the log's: rebuilt from it after the erasure, the same rows (and nothing of the person).
+    verified = await verify(PeopleProjection("check"), nats_settings, pg_dsn)
+    assert verified.same, verified
 
 
 async def test_a_contact_on_its_own_is_erased_with_its_own_key(client: Client) -> None:
