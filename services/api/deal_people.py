@@ -4,17 +4,32 @@ the board's cards (decision maker, late stage without one)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
+from psycopg.errors import UndefinedTable
 
-from projections import people_store
+from projections import board_store, people_store
 from projections.board import Column, DealCard, PipelineBoard, PipelineRow
-from projections.board_store import PIPELINE_COLUMNS, BoardSql, pipeline_from_record
+from projections.board_store import PIPELINE_COLUMNS, BoardSql, deal_from_record, deal_select, pipeline_from_record
 from projections.people_queries import DealContact, deal_contacts, decision_maker, late_stages
 from projections.people_rules import NO_PEOPLE_RULES, PeopleRules
 from projections.versions import serving_build_name
+
+
+class DealSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A deal as the board holds it, in a list of an organisation's deals."""
+
+    deal_id: str
+    name: str
+    pipeline_id: str
+    stage: str
+    status: str
+    amount: Decimal
+    currency: str
+    owner: str | None
 
 
 class DealPeople(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +75,24 @@ async def deal_people(
         late_stage=late,
         late_stage_without_decision_maker=late and chosen is None,
     )
+
+
+async def deal_summaries(conn: AsyncConnection[Any], deal_ids: Sequence[str]) -> list[DealSummary]:
+    """These deals as the board holds them (one the board does not hold yet is left out), in the order given."""
+    if not deal_ids:
+        return []
+    build = await serving_build_name(conn, "board", board_store.BUILD)
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"SELECT {deal_select()} FROM {BoardSql(build).deals} WHERE deal_id = ANY(%s)",  # noqa: S608
+                (list(deal_ids),),
+            )
+            rows = {r[0]: deal_from_record(r) for r in await cur.fetchall()}
+    except UndefinedTable:
+        return []
+    fields = DealSummary.__struct_fields__
+    return [DealSummary(**{f: getattr(rows[d], f) for f in fields}) for d in deal_ids if d in rows]
 
 
 async def people_on_board(

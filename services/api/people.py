@@ -30,6 +30,7 @@ from services.api.common import (
     requires,
     runtime,
 )
+from services.api.deal_people import DealSummary, deal_summaries
 from services.api.runtime import Runtime
 
 READ = [requires("read")]
@@ -90,14 +91,22 @@ async def list_organisations(
     return OrganisationPage(rows, next_cursor)
 
 
+class OrganisationView(msgspec.Struct, frozen=True, kw_only=True):
+    organisation: OrganisationRow
+    contacts: list[ContactRow]
+    deals: list[DealSummary]
+
+
 @get("/organisations/{organisation_id:str}", tags=["people"], guards=READ)
-async def get_organisation(request: AnyRequest, organisation_id: AggregateIdParam) -> people.OrganisationDetail:
-    """One organisation with its contacts and the deals it takes part in."""
+async def get_organisation(request: AnyRequest, organisation_id: AggregateIdParam) -> OrganisationView:
+    """One organisation with its contacts and the deals it takes part in (converted to, or its contacts' deals), as
+    the board holds them."""
     async with runtime(request).read_connection() as conn:
         found = await people.organisation(conn, await _build(conn), organisation_id)
-    if found is None:
-        raise Rejected("organisation_id", "no such organisation", 404)
-    return found
+        if found is None:
+            raise Rejected("organisation_id", "no such organisation", 404)
+        deals = await deal_summaries(conn, found.deal_ids)
+    return OrganisationView(organisation=found.organisation, contacts=found.contacts, deals=deals)
 
 
 @post("/contacts", status_code=202, tags=["people"], guards=[requires("deals:write")])

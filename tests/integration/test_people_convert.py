@@ -137,10 +137,12 @@ async def test_a_converted_lead_becomes_organisation_contact_and_deal_once(clien
     assert contact["contact"]["name"] == "Anna Nowak" and contact["contact"]["email"] == LEAD["email"]
     assert contact["contact"]["organisation_id"] == first["organisation_id"]
     assert contact["deals"][0]["deal_id"] == first["deal_id"] and contact["deals"][0]["role"] == "champion"
-    organisation = await _eventually_get(client, f"/v1/organisations/{first['organisation_id']}")
+    organisation = await _eventually_get(client, f"/v1/organisations/{first['organisation_id']}", lambda b: b["deals"])
     assert organisation["organisation"]["name"] == "Acme Sp. z o.o."
     assert organisation["organisation"]["domain"] == "acme.example"
-    assert organisation["deal_ids"] == [first["deal_id"]]
+    assert [(d["deal_id"], d["stage"], d["amount"]) for d in organisation["deals"]] == [
+        (first["deal_id"], "qualified", "12000")
+    ]
     assert [c["contact_id"] for c in organisation["contacts"]] == [first["contact_id"]]
     deal = await _eventually_get(client, f"/v1/deals/{first['deal_id']}")
     assert deal["stage"] == "qualified" and deal["people"]["decision_maker"] is None
