@@ -20,7 +20,7 @@ from events import people
 from events.envelope import AggregateType, Envelope
 from events.handlers import open_deal
 from events.ids import derived_id
-from events.ledger import Accepted, Context, Ledger
+from events.ledger import Accepted, Context, KeyReused, Ledger
 from events.people_handlers import contact_state, organisation_state
 from events.types import (
     ContactCreated,
@@ -143,22 +143,25 @@ async def _check_pipeline(ledger: Ledger, command: cmd.ConvertLead) -> None:
         raise agg.Rejected("stage", f"pipeline {command.pipeline_id!r} has no stage {command.stage!r}", 422)
 
 
-def _retried(lead: agg.LeadState, ctx: Context, history: list[Envelope]) -> Conversion | None:
-    """The first answer, when the lead was converted under the caller's idempotency key."""
+async def _retried(ledger: Ledger, ctx: Context, lead: agg.LeadState, lead_id: str) -> Conversion | None:
+    """The first answer, when the lead was converted under the caller's idempotency key (``KeyReused`` if that
+    was another request)."""
     done = lead.converted
     if done is None or ctx.idempotency_key is None:
         return None
-    if not any(isinstance(e.data, LeadConverted) and e.idempotency_key == ctx.idempotency_key for e in history):
-        return None
-    lead_id = history[0].aggregate_id
-    return Conversion(lead_id, done.organisation_id, done.contact_id, done.deal_id, [], duplicate=True)
+    for stored in await ledger.history("lead", lead_id):
+        if isinstance(stored.envelope.data, LeadConverted) and stored.envelope.idempotency_key == ctx.idempotency_key:
+            if ctx.request_sha256 and stored.request_sha256 and stored.request_sha256 != ctx.request_sha256:
+                raise KeyReused(stored.envelope.event_id)
+            return Conversion(lead_id, done.organisation_id, done.contact_id, done.deal_id, [], duplicate=True)
+    return None
 
 
 async def convert_lead(ledger: Ledger, ctx: Context, command: cmd.ConvertLead, directory: Directory) -> Conversion:
     """Create (or link) the lead's organisation, contact and deal, then record the conversion on the lead."""
     history = await _opened_lead(ledger, command.lead_id)
     lead = agg.fold_lead(history)
-    if (retried := _retried(lead, ctx, history)) is not None:
+    if (retried := await _retried(ledger, ctx, lead, command.lead_id)) is not None:
         return retried
     people.may_convert(lead)
     await _check_pipeline(ledger, command)

@@ -130,6 +130,8 @@ async def test_a_converted_lead_becomes_organisation_contact_and_deal_once(clien
         k: first[k] for k in ("organisation_id", "contact_id", "deal_id")
     }
     assert again.json()["events"] == [] and again.json()["duplicate"] is True
+    reused = await client.post(f"/v1/leads/{lead_id}/convert", json={**CONVERT, "amount": "1"}, headers=headers)
+    assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key", reused.text
     unkeyed = await client.post(f"/v1/leads/{lead_id}/convert", json=CONVERT)
     assert unkeyed.status_code == 409 and unkeyed.json()["errors"][0]["field"] == "lead_id"
 
