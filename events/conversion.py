@@ -23,6 +23,7 @@ from events.ids import derived_id
 from events.ledger import Accepted, Context, KeyReused, Ledger
 from events.people_handlers import contact_state, organisation_state
 from events.types import (
+    SHORT_TEXT,
     ContactCreated,
     Event,
     LeadCaptured,
@@ -195,6 +196,7 @@ async def convert_lead(ledger: Ledger, ctx: Context, command: cmd.ConvertLead, d
             name = command.name or profile.name or email
             if name is None:
                 raise agg.Rejected("name", "the lead gives no name or e-mail: give the contact's name", 422)
+            name = name[:SHORT_TEXT]  # an e-mail standing in for the name may be longer than a name may be
             person = ContactCreated(
                 name=name,
                 email=email,
