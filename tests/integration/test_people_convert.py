@@ -165,6 +165,9 @@ async def test_a_converted_lead_becomes_organisation_contact_and_deal_once(clien
     assert len(listed["contacts"]) == 1
     rest = (await client.get(f"/v1/contacts?q=acme.example&limit=1&cursor={listed['next_cursor']}")).json()
     assert len(rest["contacts"]) == 1 and rest["contacts"][0]["contact_id"] != listed["contacts"][0]["contact_id"]
+    at_acme = f"/v1/contacts?organisation_id={first['organisation_id']}&sort=-created_at"
+    newest_first = (await client.get(at_acme)).json()["contacts"]
+    assert [c["contact_id"] for c in newest_first] == [r.json()["contact_id"], first["contact_id"]]
     found = (await client.get("/v1/organisations?q=acme")).json()
     assert [o["organisation_id"] for o in found["organisations"]] == [first["organisation_id"]]
 
