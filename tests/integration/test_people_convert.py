@@ -297,6 +297,11 @@ async def test_missing_things_are_404_or_422_and_change_nothing(
     assert (await client.get("/v1/deals/nobody")).status_code == 404
     assert (await client.get("/v1/contacts?colour=red")).status_code == 422
     assert (await client.get("/v1/contacts?sort=shoe")).status_code == 422
+    r = await client.post("/v1/contacts", json={"name": "Ana", "organisation_id": "ghost"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "organisation_id", r.text
+    assert (await client.post("/v1/organisations", json={"organisation_id": "o1", "name": "A"})).status_code == 202
+    again = await client.post("/v1/organisations", json={"organisation_id": "o1", "name": "B"})
+    assert again.status_code == 409 and again.json()["errors"][0]["field"] == "organisation_id", again.text
     lead_id = await _qualified_lead(client, source_ref="bad-pipeline")
     before = (await js.stream_info(naming.events_stream)).state.messages
     r = await client.post(f"/v1/leads/{lead_id}/convert", json={**CONVERT, "pipeline_id": "nowhere"})
