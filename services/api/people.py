@@ -181,16 +181,21 @@ async def unlink_contact(
 
 
 class _Directory:
-    """The conversion's lookups, in the people read model."""
+    """The conversion's lookups, in the people read model. An API serving no read models finds nothing: its
+    conversions make organisations by domain or name, and contacts of their own."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
 
     async def organisation_by(self, name: str, domain: str | None) -> str | None:
+        if not self._rt.settings.database_url:
+            return None
         async with self._rt.read_connection() as conn:
             return await people.organisation_by(conn, await _build(conn), name, domain)
 
     async def contact_by_email(self, email: str) -> str | None:
+        if not self._rt.settings.database_url:
+            return None
         async with self._rt.read_connection() as conn:
             return await people.contact_by_email(conn, await _build(conn), email)
 
