@@ -326,3 +326,12 @@ async def test_the_rules_file_may_name_a_pipelines_late_stages(ruled_client: Cli
     board = await _eventually_get(ruled_client, "/v1/board?pipeline_id=sales", lambda b: len(flags(b)) == 2)
     assert flags(board) == {"d-early": True, "d-later": False}
     assert (await ruled_client.get("/v1/deals/d-early")).json()["people"]["late_stage_without_decision_maker"]
+
+
+async def test_an_api_without_read_models_still_converts(api: Client) -> None:
+    assert (await api.put("/v1/pipelines/sales", json=PIPELINE)).status_code == 202
+    lead_id = await _qualified_lead(api)
+    r = await api.post(f"/v1/leads/{lead_id}/convert", json=CONVERT)
+    assert r.status_code == 202, r.text
+    deal = (await api.get(f"/v1/deals/{r.json()['deal_id']}")).json()
+    assert deal["stage"] == "qualified" and deal["people"] is None
