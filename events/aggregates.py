@@ -26,6 +26,7 @@ from events.types import (
     DealWon,
     LeadAssigned,
     LeadCaptured,
+    LeadConverted,
     LeadCorrected,
     LeadDetailsFetched,
     LeadDisqualified,
@@ -85,6 +86,7 @@ class LeadState(Activity):
     erased: bool = False
     details_fetched: bool = False
     merged_into: str | None = None
+    converted: LeadConverted | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +134,8 @@ def fold_lead(history: Iterable[Envelope]) -> LeadState:
                 state.erased = True
             case LeadMerged(into=into):
                 state.merged_into = into
+            case LeadConverted() as converted:
+                state.converted = converted
             case other:
                 state.apply_activity(other)
     return state

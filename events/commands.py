@@ -16,6 +16,7 @@ import msgspec
 from events.envelope import RawPayload
 from events.types import (
     AlertRaised,
+    ContactRole,
     LeadCaptured,
     LeadCorrected,
     LeadDetailsFetched,
@@ -210,3 +211,63 @@ class RecordPasswordSet(Command, frozen=True, kw_only=True):
 
     user_id: str
     by: Literal["admin", "self"] = "admin"
+
+
+class CreateOrganisation(Command, frozen=True, kw_only=True):
+    organisation_id: str
+    name: str
+    domain: str | None = None
+    country: str | None = None
+
+
+class CreateContact(Command, frozen=True, kw_only=True):
+    """A contact on its own (not from a lead): its personal fields get a key of its own."""
+
+    contact_id: str
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    job_title: str | None = None
+    organisation_id: str | None = None
+
+
+class LinkContact(Command, frozen=True, kw_only=True):
+    """Give a contact a role in a deal: a link if it has none there yet, else a role change."""
+
+    contact_id: str
+    deal_id: str
+    role: ContactRole
+
+
+class UnlinkContact(Command, frozen=True, kw_only=True):
+    contact_id: str
+    deal_id: str
+
+
+class EraseContact(Command, frozen=True, kw_only=True):
+    contact_id: str
+    reason: str | None = None
+
+
+class ConvertLead(Command, frozen=True, kw_only=True):
+    """Turn a qualified lead into its organisation, contact and deal (see ``events/conversion.py``). The
+    organisation's and the contact's fields default to the lead's; ``*_id`` names an existing one to link."""
+
+    lead_id: str
+    pipeline_id: str
+    amount: Decimal
+    currency: str
+    stage: str | None = None
+    deal_name: str | None = None
+    owner: str | None = None
+    expected_close_date: dt.date | None = None
+    role: ContactRole = "champion"
+    organisation_id: str | None = None
+    organisation_name: str | None = None
+    domain: str | None = None
+    country: str | None = None
+    contact_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    job_title: str | None = None

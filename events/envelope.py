@@ -10,8 +10,8 @@ import msgspec
 from events.ids import AGGREGATE_ID_PATTERN
 from events.types import Event
 
-AggregateType = Literal["lead", "deal", "pipeline", "alert", "user"]
-AGGREGATE_TYPES: tuple[AggregateType, ...] = ("lead", "deal", "pipeline", "alert", "user")
+AggregateType = Literal["lead", "deal", "pipeline", "alert", "user", "organisation", "contact"]
+AGGREGATE_TYPES: tuple[AggregateType, ...] = ("lead", "deal", "pipeline", "alert", "user", "organisation", "contact")
 
 Source = Literal["web_form", "meta", "typeform", "webflow", "hubspot", "api", "nats", "system"]
 AggregateId = Annotated[str, msgspec.Meta(pattern=AGGREGATE_ID_PATTERN)]

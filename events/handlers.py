@@ -9,6 +9,7 @@ from typing import Any
 
 from events import aggregates as agg
 from events import commands as cmd
+from events import people_handlers as people
 from events.envelope import AggregateType, Envelope
 from events.ids import derived_id, uuid7
 from events.ledger import Accepted, Context, Decide, Ledger
@@ -293,6 +294,11 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.DeactivateUser: deactivate_user,
     cmd.ReactivateUser: reactivate_user,
     cmd.RecordPasswordSet: record_password_set,
+    cmd.CreateOrganisation: people.create_organisation,
+    cmd.CreateContact: people.create_contact,
+    cmd.LinkContact: people.link_contact,
+    cmd.UnlinkContact: people.unlink_contact,
+    cmd.EraseContact: people.erase_contact,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

@@ -20,9 +20,9 @@ import structlog
 from events.aggregates import Rejected
 from events.envelope import AggregateType, Envelope, RawPayload, Source, StoredEvent
 from events.ids import uuid7
-from events.personal import TEXT_FIELDS, Vault, has_text, seal_text
+from events.personal import OWN_KEYS, TEXT_FIELDS, Vault, has_text, seal_text
 from events.store import ConcurrencyError, EventStore, OutcomeUnknown, StoreUnavailable
-from events.types import DealOpened, Event, LeadCaptured
+from events.types import ContactCreated, DealOpened, Event, LeadCaptured
 
 log = structlog.get_logger("dealstream.ledger")
 
@@ -218,8 +218,9 @@ class Ledger:
             return envelope
         lead_id: str | None = envelope.aggregate_id
         lead_history = [h.envelope for h in history]
-        if envelope.aggregate_type == "deal":
-            opened = [e.data for e in (*lead_history, envelope) if isinstance(e.data, DealOpened)]
+        if envelope.aggregate_type in OWN_KEYS:
+            # A deal's or a contact's text is about the lead it came from, if any: sealed with that lead's key.
+            opened = [e.data for e in (*lead_history, envelope) if isinstance(e.data, DealOpened | ContactCreated)]
             lead_id = opened[0].lead_id if opened else None
             lead_history = [h.envelope for h in await self.history("lead", lead_id)] if lead_id else []
         found = await self.vault.text_key(envelope, lead_id, lead_history)

@@ -41,6 +41,7 @@ from events.store import UNAVAILABLE, StoreUnavailable
 from events.streams import MESSAGE_DELETE_DENIED, WAY_OUT
 from events.subjects import Naming
 from events.types import (
+    ContactCreated,
     DealOpened,
     Event,
     LeadCaptured,
@@ -79,6 +80,7 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
     LeadDisqualified: ("reason",),
     LeadDetailsFetched: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "answers"),
     LeadCorrected: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title"),
+    ContactCreated: ("name", "email", "phone", "job_title"),
 }
 """Free text people (or the scores worker's explanation, which quotes the lead's answers) write about a person.
 A deal's lost reason stays in clear: it is the category ``lost_by_reason`` counts, not a note about anyone; so
@@ -193,6 +195,15 @@ def unseal_text(envelope: Envelope, key: bytes | None) -> Envelope:
         with contextlib.suppress(InvalidTag):  # a key made after the erasure opens nothing
             text = msgspec.json.decode(_decrypt(key, _text_aad(envelope, sealed.key_id), sealed.box))
     return msgspec.structs.replace(envelope, data=msgspec.structs.replace(data, **text, sealed=None))
+
+
+OWN_KEYS = ("deal", "contact")
+"""Aggregates whose text has a key of their own when no lead's key covers it: ``deal.<id>``, ``contact.<id>``."""
+
+
+def own_key_id(aggregate_type: str, aggregate_id: str) -> str:
+    """The key id of a deal's or a contact's own key in the lead-keys bucket."""
+    return f"{aggregate_type}.{aggregate_id}"
 
 
 def lead_key_place(lead_id: str, history: Sequence[Envelope]) -> tuple[str | None, bool] | None:
@@ -359,9 +370,9 @@ class Vault:
                     key = await self.key(lead_id, create=True)
             if key is not None:
                 return lead_id, key_ref, key
-        if envelope.aggregate_type != "deal":
+        if envelope.aggregate_type not in OWN_KEYS:
             return None
-        key_id = f"deal.{envelope.aggregate_id}"
+        key_id = own_key_id(envelope.aggregate_type, envelope.aggregate_id)
         # Read first: only a deal's first text makes its key, every later one finds it (one round trip, not two).
         key = await self.key(key_id) or await self.key(key_id, create=True)
         assert key is not None

@@ -340,6 +340,59 @@ class UserDeactivated(_Event, frozen=True, tag="user.deactivated.v1"):
     reason: ShortText | None = None
 
 
+Domain = Annotated[
+    str, msgspec.Meta(max_length=253, pattern=r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+]
+"""An organisation's web domain, lower case (``acme.example``): the company's, not a person's."""
+ContactRole = Literal["decision_maker", "champion", "influencer", "user", "blocker"]
+CONTACT_ROLES: tuple[str, ...] = get_args(ContactRole)
+
+
+class OrganisationCreated(_Event, frozen=True, tag="organisation.created.v1"):
+    """A company a team sells to. Its name, domain and country name a company, not a person: they stay in clear."""
+
+    name: ShortText
+    domain: Domain | None = None
+    country: CountryCode | None = None
+
+
+class ContactCreated(_Event, frozen=True, tag="contact.created.v1"):
+    """A person at an organisation. Name, e-mail, phone and job title are sealed with the person's key: the lead's
+    it was converted from (``lead_id``), else the contact's own (``contact.<id>``); they read None in the log."""
+
+    name: ShortText | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    job_title: ShortText | None = None
+    organisation_id: Ref | None = None
+    lead_id: Ref | None = None
+    sealed: SealedText | None = None
+
+
+class ContactLinkedToDeal(_Event, frozen=True, tag="contact.linked_to_deal.v1"):
+    """The contact takes part in a deal, in a role (the deal's decision maker, a champion, ...)."""
+
+    deal_id: Ref
+    role: ContactRole
+
+
+class ContactRoleChanged(_Event, frozen=True, tag="contact.role_changed.v1"):
+    deal_id: Ref
+    from_role: ContactRole
+    to_role: ContactRole
+
+
+class ContactUnlinkedFromDeal(_Event, frozen=True, tag="contact.unlinked_from_deal.v1"):
+    deal_id: Ref
+    role: ContactRole
+
+
+class ContactErased(_Event, frozen=True, tag="contact.erased.v1"):
+    """A contact's personal data was erased on request: its own key is destroyed (see events/personal.py)."""
+
+    reason: ShortText | None = None
+
+
 class UserReactivated(_Event, frozen=True, tag="user.reactivated.v1"):
     pass
 
@@ -349,6 +402,14 @@ class UserPasswordSet(_Event, frozen=True, tag="user.password_set.v1"):
     docs/configuration.md). ``by``: ``admin`` (an administrator or the CLI set it) or ``self``."""
 
     by: Literal["admin", "self"] = "admin"
+
+
+class LeadConverted(_Event, frozen=True, tag="lead.converted.v1"):
+    """A qualified lead became (or joined) an organisation, a contact and a deal: the ids it converted to."""
+
+    organisation_id: Ref
+    contact_id: Ref
+    deal_id: Ref
 
 
 Event = (
@@ -376,6 +437,13 @@ Event = (
     | UserDeactivated
     | UserReactivated
     | UserPasswordSet
+    | OrganisationCreated
+    | ContactCreated
+    | ContactLinkedToDeal
+    | ContactRoleChanged
+    | ContactUnlinkedFromDeal
+    | ContactErased
+    | LeadConverted
 )
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -403,6 +471,13 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     UserDeactivated,
     UserReactivated,
     UserPasswordSet,
+    OrganisationCreated,
+    ContactCreated,
+    ContactLinkedToDeal,
+    ContactRoleChanged,
+    ContactUnlinkedFromDeal,
+    ContactErased,
+    LeadConverted,
 )
 
 

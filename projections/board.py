@@ -228,6 +228,9 @@ class DealCard(msgspec.Struct, frozen=True, kw_only=True):
     next_task_due_at: dt.datetime | None
     rotting: bool
     alerts: tuple[AlertBadge, ...] = ()
+    # Joined from the people read model at query time (services/api/deal_people.py).
+    decision_maker: str | None = None
+    late_stage_without_decision_maker: bool = False
 
 
 class Column(msgspec.Struct, frozen=True, kw_only=True):

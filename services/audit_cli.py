@@ -121,7 +121,7 @@ async def history(
     nc, js = await connect(settings, "dealstream-history")
     try:
         events = await EventStore(nc, js, settings.naming).read(aggregate_type, aggregate_id)
-        if aggregate_type == "lead":
+        if aggregate_type in ("lead", "contact"):  # the person's fields, opened with their key
             opened = await Vault(js, settings.naming).unsealed([e.envelope for e in events])
             events = [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
     finally:

@@ -18,6 +18,7 @@ import msgspec
 import structlog
 
 from events.config import NatsLoginRefused, NatsSettings, connect
+from events.envelope import AGGREGATE_TYPES
 from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
 from workers.settings import MissingSetting, Settings
 
@@ -397,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     vf.set_defaults(func=_cmd_verify)
 
     hist = sub.add_parser("history", help="every event of a lead or deal, in log order")
-    hist.add_argument("aggregate", choices=["lead", "deal", "pipeline", "alert"])
+    hist.add_argument("aggregate", choices=list(AGGREGATE_TYPES))
     hist.add_argument("id")
     hist.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     hist.add_argument("--raw", action="store_true", help="jsonl: include what the source sent")

@@ -16,6 +16,7 @@ import msgspec
 
 from events.config import NatsSettings
 from projections.access import AccessRules
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules, people_rules_from_toml
 from projections.rules import NO_SALES_RULES, sales_rules_from_toml
 from projections.sla_rules import Team
 from workers.settings import Settings as ProcessSettings
@@ -118,6 +119,8 @@ class Settings(msgspec.Struct, frozen=True):
     # From the rules file: the teams (a rep's team lists them, a manager manages it) and [access].
     teams: dict[str, Team] = {}
     access: AccessRules = AccessRules()
+    people: PeopleRules = NO_PEOPLE_RULES
+    """The rules file's ``[people]`` section (late stages), read at start."""
 
 
 def load_config(path: str | Path | None) -> ApiConfig:
@@ -148,4 +151,5 @@ def api_settings(process: ProcessSettings) -> Settings:
         database_url=process.database_url,
         teams=rules.routing.teams,
         access=rules.access,
+        people=people_rules_from_toml(Path(process.rules_path).read_text("utf-8") if process.rules_path else ""),
     )

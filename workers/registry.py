@@ -19,6 +19,7 @@ from projections.compliance_store import ComplianceProjection
 from projections.contract import Projection, Shard
 from projections.lead_records_store import LeadRecordsProjection
 from projections.notify_store import NotifyProjection
+from projections.people_store import PeopleProjection
 from projections.routing_store import RoutingProjection
 from projections.rules import NO_SALES_RULES, SalesRules, digest, sales_rules_from_toml
 from projections.scores_store import ScoresProjection
@@ -81,6 +82,10 @@ def lead_records_projection(instance: str = "", rules: SalesRules = NO_SALES_RUL
     return LeadRecordsProjection(rules.scoring, instance)
 
 
+def people_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> PeopleProjection:
+    return PeopleProjection(instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -91,6 +96,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "subscriptions": subscriptions_projection,
     "compliance": compliance_projection,
     "lead_records": lead_records_projection,
+    "people": people_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 

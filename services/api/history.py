@@ -14,6 +14,7 @@ from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
 from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.deal_people import DealPeople, deal_people
 from services.api.identity import reaches
 from services.errors import InputError
 
@@ -114,6 +115,8 @@ class DealView(msgspec.Struct, frozen=True):
     currency: str
     owner: str | None
     open_tasks: list[str]
+    people: DealPeople | None = None
+    """Its contacts with their roles and its decision maker, from the people read model (None without one)."""
 
 
 @get("/deals/{deal_id:str}", tags=["deals"], guards=[requires("history:read"), reaches("deal")])
@@ -147,6 +150,13 @@ async def deal_state(
         state.owner,
         sorted(state.open_tasks),
     )
+    if as_of is None and rt.settings.database_url:
+        pipeline = agg.fold_pipeline(s.envelope for s in await rt.store.read("pipeline", state.pipeline_id))
+        async with rt.read_connection() as conn:
+            stage_ids = [s.id for s in pipeline.stages]
+            configured = rt.settings.people.late_stages.get(state.pipeline_id)
+            people = await deal_people(conn, deal_id, state.status, state.stage, stage_ids, configured)
+        view = msgspec.structs.replace(view, people=people)
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
@@ -156,4 +166,26 @@ async def user_events(request: AnyRequest, user_id: AggregateIdParam) -> Respons
     return await _history(request, "user", user_id, False)
 
 
-router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state, user_events])
+@get("/organisations/{organisation_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def organisation_events(request: AnyRequest, organisation_id: AggregateIdParam) -> Response[History]:
+    return await _history(request, "organisation", organisation_id, False)
+
+
+@get("/contacts/{contact_id:str}/events", tags=["history"], guards=[requires("history:read")])
+async def contact_events(request: AnyRequest, contact_id: AggregateIdParam) -> Response[History]:
+    """A contact's every event in log order, its personal fields opened (``[erased]`` once erased)."""
+    return await _history(request, "contact", contact_id, False)
+
+
+router = Router(
+    path="/v1",
+    route_handlers=[
+        lead_events,
+        deal_events,
+        pipeline_events,
+        deal_state,
+        user_events,
+        organisation_events,
+        contact_events,
+    ],
+)

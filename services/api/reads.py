@@ -30,6 +30,7 @@ from projections.versions import serving_build_name
 from services import replay
 from services.api.alerts import open_alerts_by_deal
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.deal_people import people_on_board
 from services.api.identity import owner_filter, sees_everyone
 from services.errors import InputError
 from workers.registry import WORKERS, worker_lag
@@ -66,6 +67,7 @@ async def _board(
         except ValueError as exc:
             raise InputError.one("cursor" if cursor else "limit", str(exc)) from exc
         by_deal = await open_alerts_by_deal(conn, [d.deal_id for b in boards for c in b.columns for d in c.deals])
+        boards = await people_on_board(conn, boards, build, runtime(request).settings.people)
     return _with_alerts(boards, by_deal) if by_deal else boards
 
 

@@ -12,9 +12,11 @@ import msgspec
 
 from events.ids import ID_MAX_LENGTH, check_id
 from events.types import (
+    ContactRole,
     CountryCode,
     CurrencyCode,
     Direction,
+    Domain,
     Email,
     LongText,
     Phone,
@@ -140,3 +142,51 @@ class CorrectLead(Body, frozen=True):
 
 class MergeLead(Body, frozen=True):
     into: Id
+
+
+class CreateOrganisation(Body, frozen=True):
+    name: ShortText
+    organisation_id: Id | None = None
+    domain: Domain | None = None
+    country: CountryCode | None = None
+
+
+class CreateContact(Body, frozen=True):
+    name: ShortText
+    contact_id: Id | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    job_title: ShortText | None = None
+    organisation_id: Id | None = None
+
+
+class LinkContact(Body, frozen=True):
+    contact_id: Id
+    role: ContactRole
+
+
+class EraseContact(Body, frozen=True):
+    reason: ShortText | None = None
+
+
+class ConvertLead(Body, frozen=True):
+    """The deal to open and, optionally, what to use instead of the lead's own fields (or an existing
+    ``organisation_id`` / ``contact_id`` to link)."""
+
+    pipeline_id: Id
+    amount: Decimal
+    currency: CurrencyCode
+    stage: Id | None = None
+    deal_name: ShortText | None = None
+    owner: ShortText | None = None
+    expected_close_date: dt.date | None = None
+    role: ContactRole = "champion"
+    organisation_id: Id | None = None
+    organisation_name: ShortText | None = None
+    domain: Domain | None = None
+    country: CountryCode | None = None
+    contact_id: Id | None = None
+    name: ShortText | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    job_title: ShortText | None = None

@@ -83,7 +83,7 @@ async def test_its_schemas_validate_a_real_envelope_from_the_log_and_a_real_inbo
     envelopes = payload_validator(doc, "events")
     envelope = json.loads(stored.data)
     assert envelopes.is_valid(envelope), list(envelopes.iter_errors(envelope))
-    assert not envelopes.is_valid({**envelope, "aggregate_type": "contact"})
+    assert not envelopes.is_valid({**envelope, "aggregate_type": "invoice"})
     assert not envelopes.is_valid({**envelope, "data": {**envelope["data"], "type": "lead.vanished.v1"}})
 
     await js.publish(naming.inbox_subject("lead"), json.dumps(INBOX_LEAD).encode(), stream=naming.inbox_stream)

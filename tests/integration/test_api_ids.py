@@ -191,6 +191,10 @@ VALID_BODIES: dict[type[msgspec.Struct], dict[str, Any]] = {
     schemas.ScheduleTask: {"title": "Call back", "due_at": "2030-01-01T09:00:00Z", "task_id": "k1"},
     schemas.DefinePipeline: {**PIPELINE},
     schemas.MergeLead: {"into": "l1"},
+    schemas.CreateOrganisation: {"name": "Acme", "organisation_id": "o1"},
+    schemas.CreateContact: {"name": "Ana", "contact_id": "c1", "organisation_id": "o1"},
+    schemas.LinkContact: {"contact_id": "c1", "role": "champion"},
+    schemas.ConvertLead: {"pipeline_id": "sales", "amount": "1", "currency": "EUR", "stage": "qualified"},
 }
 QUERY_ID_ROUTES = sorted(
     (path, method, p.field_alias)

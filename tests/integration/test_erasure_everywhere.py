@@ -38,6 +38,7 @@ from events.streams import StreamSettings, ensure_streams
 from events.subjects import Naming
 from projections.board_store import BoardProjection
 from projections.lead_records_store import LeadRecordsProjection
+from projections.people_store import PeopleProjection
 from projections.rules import sales_rules_from_toml
 from projections.scores_store import ScoresProjection
 from services.config import Settings
@@ -148,7 +149,7 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
             await ensure_streams(js, settings.naming, settings.streams)
             workers = [
                 asyncio.create_task(serve_worker(name, "0/1", settings, pg_dsn, stop=stop, instance=""))
-                for name in ("scores", "board", "velocity", "routing", "sla", "notify", "lead_records")
+                for name in ("scores", "board", "velocity", "routing", "sla", "notify", "lead_records", "people")
             ]
             app = create_app(Settings(nats=settings, config=api_config(), database_url=pg_dsn))
             async with AsyncTestClient(app, raise_server_exceptions=False) as client:
@@ -478,6 +479,16 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             return any(e["type"] == "lead.qualified.v1" and TITLE in (e["data"]["reason"] or "") for e in history)
 
         await eventually(qualified)
+        # Converted: the contact it became holds the person in clear in the people read model, under the lead's key.
+        convert = {"pipeline_id": "sales", "amount": "10", "currency": "EUR", "organisation_name": "Acme"}
+        r = await c.post(f"/v1/leads/{lead_ids[0]}/convert", json=convert)
+        assert r.status_code == 202, r.text
+        contact_id = r.json()["contact_id"]
+
+        async def listed() -> bool:
+            return MARK in (await c.get("/v1/contacts", params={"q": MARK})).text
+
+        await eventually(listed)
 
         async def announced() -> bool:  # the notify worker holds a delivery about a qualification
             return "lead.qualified.v1" in (await c.get("/v1/notifications")).text
@@ -510,6 +521,7 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
 
         await eventually(overwritten)
         texts = await answers(c, lead_ids, deal_id)
+        texts += [(await c.get(p)).text for p in (f"/v1/contacts/{contact_id}", "/v1/contacts", "/v1/organisations")]
         assert [t for t in texts if any(m.decode() in t for m in MARKS)] == []
         assert "[erased]" in (await c.get("/v1/board")).text
         after = (await c.get("/v1/metrics/velocity", params={**window, "group_by": "source"})).json()
@@ -525,19 +537,26 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
         stop = asyncio.Event()
         rebuilds = [
             asyncio.create_task(serve_worker(name, "0/1", s.settings, s.pg_dsn, stop=stop, instance="again"))
-            for name in ("scores", "board", "lead_records")
+            for name in ("scores", "board", "lead_records", "people")
         ]
         try:
             scoring = sales_rules_from_toml(RULES).scoring
             again = ScoresProjection(scoring, "again")
-            for projection in (again, BoardProjection("again"), LeadRecordsProjection(scoring, "again")):
+            for projection in (
+                again,
+                BoardProjection("again"),
+                LeadRecordsProjection(scoring, "again"),
+                PeopleProjection("again"),
+            ):
                 await wait_caught_up(s.js, s.pg_dsn, s.settings.naming, projection)
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*rebuilds), 30)
         async with await psycopg.AsyncConnection.connect(s.pg_dsn, autocommit=True) as conn:
             cur = await conn.execute("SELECT name FROM board_v1_again_deals")
-            assert await cur.fetchall() == [("[erased]",)]
+            assert await cur.fetchall() == [("[erased]",), ("[erased]",)]  # the deal opened, and the one converted
+            cur = await conn.execute("SELECT name, email, erased FROM people_v1_again_contacts")
+            assert await cur.fetchall() == [("[erased]", None, True)]
             cur = await conn.execute("SELECT count(*) FROM scores_v101_again_leads")
             assert await cur.fetchone() == (len(lead_ids),)
             cur = await conn.execute("SELECT DISTINCT status, search FROM lead_records_v101_again_leads")
