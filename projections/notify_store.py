@@ -9,18 +9,29 @@ say what was sent, to whom, when and with what answer, and are queryable at ``GE
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
 from psycopg import AsyncConnection
 
-from events.envelope import AggregateType, StoredEvent
-from events.types import AlertEscalated, AlertRaised, LeadAssigned, LeadQualified
-from projections.notify import Message, NotifyRules, deliveries
+from events.envelope import AggregateType, Envelope, StoredEvent
+from events.types import (
+    AlertEscalated,
+    AlertRaised,
+    DealOpened,
+    Event,
+    LeadAssigned,
+    LeadCaptured,
+    LeadDetailsFetched,
+    LeadErased,
+    LeadQualified,
+)
+from projections.notices import Address, Notice, Subject, notice_of, person
+from projections.notify import Delivery, Message, NotifyRules
 from projections.versions import build_name
 
-VERSION = 1
+VERSION = 2
 DeliveryState = Literal["pending", "delivered", "failed"]
 
 
@@ -60,6 +71,23 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS notify_deliveries_due ON notify_deliveries (next_attempt_at) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS notify_deliveries_recipient ON notify_deliveries (recipient, created_at DESC)",
     attempts_table("notify_attempts", "notify_deliveries"),
+    # The lead a delivery names, so that its text is scrubbed when the lead is erased.
+    "ALTER TABLE notify_deliveries ADD COLUMN IF NOT EXISTS lead_id text",
+    "CREATE INDEX IF NOT EXISTS notify_deliveries_lead ON notify_deliveries (lead_id) WHERE lead_id IS NOT NULL",
+    """
+    CREATE TABLE IF NOT EXISTS notify_notices (
+        event_id text PRIMARY KEY,
+        lead_id text,
+        notice jsonb NOT NULL,
+        state text NOT NULL DEFAULT 'waiting',
+        recipient text,
+        why text,
+        created_at timestamptz NOT NULL,
+        addressed_at timestamptz
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS notify_notices_waiting ON notify_notices (created_at) WHERE state = 'waiting'",
+    "CREATE INDEX IF NOT EXISTS notify_notices_lead ON notify_notices (lead_id) WHERE lead_id IS NOT NULL",
 )
 
 
@@ -93,6 +121,9 @@ _COLUMNS = (
     "created_at, delivered_at, last_error"
 )
 _message_decoder = msgspec.json.Decoder(Message)
+_notices = msgspec.json.Encoder()
+_notice_decoder = msgspec.json.Decoder(Notice)
+_raised = msgspec.json.Decoder(AlertRaised)
 
 
 def _row(r: Sequence[Any]) -> DeliveryRow:
@@ -113,66 +144,218 @@ def _row(r: Sequence[Any]) -> DeliveryRow:
 
 
 class NotifyProjection:
-    """Asks for the deliveries of alert and qualification events; knows each lead's owner to address them."""
+    """Asks for a notice of each alert and qualification event, and knows each lead's and deal's owner, name and
+    company (opened with the vault, scrubbed on erasure) to address and write it when it is sent."""
 
     name = "notify"
     version = VERSION
-    partitioned: tuple[AggregateType, ...] = ("lead", "alert")
+    partitioned: tuple[AggregateType, ...] = ("lead", "deal", "alert")
     broadcast: tuple[AggregateType, ...] = ()
+    reads_personal: tuple[type[Event], ...] = (LeadCaptured, LeadDetailsFetched, LeadQualified, DealOpened)
 
     def __init__(self, rules: NotifyRules, instance: str = "") -> None:
         self.rules = rules
         self.build = build_name(self.name, self.version, instance)
-        self.owners = f"{self.build}_owners"
+        self.subjects = f"{self.build}_subjects"
+        self.alerts = f"{self.build}_alerts"
 
     def ddl(self) -> Sequence[str]:
         return (
             *DDL,
-            f"CREATE TABLE IF NOT EXISTS {self.owners} (lead_id text PRIMARY KEY, owner text NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.subjects} (subject_type text NOT NULL, subject_id text NOT NULL, "
+            "lead_id text, owner text, name text, company text, PRIMARY KEY (subject_type, subject_id))",
+            f"CREATE INDEX IF NOT EXISTS {self.subjects}_lead ON {self.subjects} (lead_id)",
+            f"CREATE TABLE IF NOT EXISTS {self.alerts} (alert_id text PRIMARY KEY, raised jsonb NOT NULL)",
         )
 
     async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
-        leads = sorted({e.envelope.aggregate_id for e in events if e.envelope.aggregate_type == "lead"})
-        owners: dict[str, str] = {}
-        async with conn.cursor() as cur:
-            if leads:
-                await cur.execute(f"SELECT lead_id, owner FROM {self.owners} WHERE lead_id = ANY(%s)", (leads,))  # noqa: S608
-                owners = {lead_id: owner for lead_id, owner in await cur.fetchall()}
-        changed: dict[str, str] = {}
-        rows: list[tuple[Any, ...]] = []
+        alerts = await self._alerts(conn, events)
+        subjects = await self._subjects(conn, events, alerts.values())
+        changed: set[tuple[str, str]] = set()
+        raised: dict[str, AlertRaised] = {}
+        notices: list[tuple[str, str | None, str]] = []
+        erased: list[str] = []
         now = dt.datetime.now(dt.UTC)
         oldest = now - dt.timedelta(hours=self.rules.max_age_hours)
         for event in events:
             env = event.envelope
             data = env.data
-            if isinstance(data, LeadAssigned):
-                owners[env.aggregate_id] = changed[env.aggregate_id] = data.owner
-            elif isinstance(data, AlertRaised | AlertEscalated | LeadQualified) and env.recorded_at >= oldest:
-                for d in deliveries(self.rules, env, owners.get(env.aggregate_id)):
-                    rows.append(
-                        (
-                            d.delivery_id,
-                            d.event_id,
-                            d.recipient,
-                            d.channel,
-                            d.target,
-                            msgspec.json.encode(d.message).decode(),
-                            now,
-                        )
-                    )
+            key = (env.aggregate_type, env.aggregate_id)
+            if isinstance(data, LeadErased):
+                erased.append(env.aggregate_id)
+                for k, row in subjects.items():
+                    if row.lead_id == env.aggregate_id:
+                        subjects[k] = msgspec.structs.replace(row, name=None, company=None)
+                        changed.add(k)
+            elif (folded := fold_subject(subjects.get(key), env)) is not None:
+                subjects[key] = folded
+                changed.add(key)
+            if isinstance(data, AlertRaised):
+                alerts[env.aggregate_id] = raised[env.aggregate_id] = data
+            notice = notice_of(env, alerts.get(env.aggregate_id))
+            if notice is not None and env.recorded_at >= oldest:
+                about = subjects.get((notice.subject_type, notice.subject_id))
+                lead = notice.subject_id if notice.subject_type == "lead" else about.lead_id if about else None
+                notices.append((notice.event_id, lead, _notices.encode(notice).decode()))
         async with conn.cursor() as cur:
             if changed:
                 await cur.executemany(
-                    f"INSERT INTO {self.owners} (lead_id, owner) VALUES (%s, %s) "  # noqa: S608
-                    "ON CONFLICT (lead_id) DO UPDATE SET owner = EXCLUDED.owner",
-                    sorted(changed.items()),
+                    f"INSERT INTO {self.subjects} (subject_type, subject_id, lead_id, owner, name, company) "  # noqa: S608
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (subject_type, subject_id) DO UPDATE SET "
+                    "lead_id = EXCLUDED.lead_id, owner = EXCLUDED.owner, name = EXCLUDED.name, "
+                    "company = EXCLUDED.company",
+                    [
+                        (*k, r.lead_id, r.owner, r.name, r.company)
+                        for k, r in ((k, subjects[k]) for k in sorted(changed))
+                    ],
                 )
-            if rows:
+            if raised:
                 await cur.executemany(
-                    "INSERT INTO notify_deliveries (delivery_id, event_id, recipient, channel, target, message, "
-                    "next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING",
-                    rows,
+                    f"INSERT INTO {self.alerts} (alert_id, raised) VALUES (%s, %s::jsonb) "  # noqa: S608
+                    "ON CONFLICT DO NOTHING",
+                    [(a, msgspec.json.encode(r).decode()) for a, r in sorted(raised.items())],
                 )
+            if notices:
+                # Shared by every build: a notice asked for once is addressed and sent once.
+                await cur.executemany(
+                    "INSERT INTO notify_notices (event_id, lead_id, notice, created_at) VALUES (%s, %s, %s::jsonb, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(*n, now) for n in notices],
+                )
+            if erased:
+                await scrub(conn, erased)
+
+    async def _subjects(
+        self, conn: AsyncConnection[Any], events: Sequence[StoredEvent], escalated: Iterable[AlertRaised]
+    ) -> dict[tuple[str, str], SubjectRow]:
+        """The rows of the batch's leads and deals, of its alerts' subjects, and of the deals of its erased leads."""
+        raised = [e.envelope.data for e in events if isinstance(e.envelope.data, AlertRaised)]
+        keys = sorted(
+            {(e.envelope.aggregate_type, e.envelope.aggregate_id) for e in events}
+            | {(a.subject_type, a.subject_id) for a in (*raised, *escalated)}
+        )
+        erased = sorted({e.envelope.aggregate_id for e in events if isinstance(e.envelope.data, LeadErased)})
+        cur = await conn.execute(
+            f"SELECT subject_type, subject_id, lead_id, owner, name, company FROM {self.subjects} "  # noqa: S608
+            "WHERE (subject_type, subject_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "OR lead_id = ANY(%s)",
+            ([t for t, _ in keys], [i for _, i in keys], erased),
+        )
+        return {
+            (r[0], r[1]): SubjectRow(lead_id=r[2], owner=r[3], name=r[4], company=r[5]) for r in await cur.fetchall()
+        }
+
+    async def _alerts(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> dict[str, AlertRaised]:
+        """The raised alerts the batch escalates."""
+        ids = sorted({e.envelope.aggregate_id for e in events if isinstance(e.envelope.data, AlertEscalated)})
+        if not ids:
+            return {}
+        cur = await conn.execute(
+            f"SELECT alert_id, raised::text FROM {self.alerts} WHERE alert_id = ANY(%s)",  # noqa: S608
+            (ids,),
+        )
+        return {a: _raised.decode(r) for a, r in await cur.fetchall()}
+
+
+class SubjectRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A lead or deal as notices need it. ``name``, ``company``: opened personal data, None once erased."""
+
+    lead_id: str | None = None
+    owner: str | None = None
+    name: str | None = None
+    company: str | None = None
+
+
+def fold_subject(row: SubjectRow | None, env: Envelope) -> SubjectRow | None:
+    """The lead's or deal's row after one of its events; None when the event does not change it."""
+    data = env.data
+    if isinstance(data, LeadCaptured | LeadDetailsFetched):
+        name, company = person(data)
+        if isinstance(data, LeadDetailsFetched) and not (name or company):
+            return None
+        base = row or SubjectRow(lead_id=env.aggregate_id)
+        return msgspec.structs.replace(base, name=name or base.name, company=company or base.company)
+    if isinstance(data, LeadAssigned):
+        return msgspec.structs.replace(row or SubjectRow(lead_id=env.aggregate_id), owner=data.owner)
+    if isinstance(data, DealOpened):
+        return SubjectRow(lead_id=data.lead_id, owner=data.owner, name=data.name)
+    return None
+
+
+ERASED_TEXT = "This notice named a lead whose personal data was erased."
+
+
+async def scrub(conn: AsyncConnection[Any], lead_ids: list[str]) -> None:
+    """Erased leads: the texts of their notices and deliveries, which name and quote them, are gone."""
+    await conn.execute("UPDATE notify_notices SET notice = notice - 'reason' WHERE lead_id = ANY(%s)", (lead_ids,))
+    await conn.execute(
+        "UPDATE notify_deliveries SET message = jsonb_set(message, '{text}', to_jsonb(%s::text)) "
+        "WHERE lead_id = ANY(%s)",
+        (ERASED_TEXT, lead_ids),
+    )
+
+
+class Waiting(msgspec.Struct, frozen=True, kw_only=True):
+    """A notice not yet addressed, with its subject as the build knows it now."""
+
+    notice: Notice
+    lead_id: str | None
+    created_at: dt.datetime
+    subject: Subject
+
+
+async def waiting_notices(conn: AsyncConnection[Any], build: str, limit: int = 100) -> list[Waiting]:
+    """Notices nobody was chosen for yet, oldest first, each with its lead's or deal's current owner and name."""
+    subjects = f"{build}_subjects"
+    cur = await conn.execute(
+        f"SELECT n.notice::text, coalesce(n.lead_id, s.lead_id), n.created_at, s.owner, s.name, s.company "  # noqa: S608
+        f"FROM notify_notices n LEFT JOIN {subjects} s ON s.subject_type = n.notice->>'subject_type' "
+        "AND s.subject_id = n.notice->>'subject_id' WHERE n.state = 'waiting' "
+        "ORDER BY n.created_at, n.event_id LIMIT %s",
+        (limit,),
+    )
+    return [
+        Waiting(
+            notice=_notice_decoder.decode(r[0]),
+            lead_id=r[1],
+            created_at=r[2],
+            subject=Subject(owner=r[3], name=r[4], company=r[5]),
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def addressed(
+    conn: AsyncConnection[Any], waiting: Waiting, to: Address, sends: Sequence[Delivery], now: dt.datetime
+) -> bool:
+    """The notice addressed and its deliveries asked for, together, once: False if it was addressed already."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE notify_notices SET state = 'addressed', recipient = %s, why = %s, addressed_at = %s "
+            "WHERE event_id = %s AND state = 'waiting'",
+            (to.recipient, to.why, now, waiting.notice.event_id),
+        )
+        if cur.rowcount != 1:
+            return False
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO notify_deliveries (delivery_id, event_id, recipient, channel, target, message, "
+                "next_attempt_at, lead_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        d.delivery_id,
+                        d.event_id,
+                        d.recipient,
+                        d.channel,
+                        d.target,
+                        msgspec.json.encode(d.message).decode(),
+                        now,
+                        waiting.lead_id,
+                    )
+                    for d in sends
+                ],
+            )
+    return True
 
 
 async def due_deliveries(conn: AsyncConnection[Any], now: dt.datetime, limit: int = 50) -> list[DeliveryRow]:

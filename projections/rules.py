@@ -48,8 +48,13 @@ def sales_rules_from_toml(text: str) -> SalesRules:
         scoring=scoring_rules_of(document["scoring"]) if "scoring" in document else NO_RULES,
         sla=_section("sla", {**document.get("sla", {}), **{k: document[k] for k in SHARED if k in document}}, SlaRules),
         routing=_section("routing", {**document.get("routing", {}), "teams": document.get("teams", {})}, RoutingRules),
-        notify=_section("notify", document.get("notify", {}), NotifyRules),
+        # Notices nobody owns go to the top-level manager unless [notify] names a fallback of its own.
+        notify=_section("notify", {**_manager(document), **document.get("notify", {})}, NotifyRules),
     )
+
+
+def _manager(document: dict[str, Any]) -> dict[str, Any]:
+    return {"fallback": document["manager"]} if "manager" in document else {}
 
 
 def _section(name: str, table: dict[str, Any], kind: type[T]) -> T:

@@ -24,8 +24,19 @@ import psycopg
 from events.config import NatsSettings
 from events.ledger import Ledger
 from events.logs import redact_values
-from projections.notify import NotifyRules, Smtp, signature
-from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
+from projections.notices import address
+from projections.notify import NotifyRules, Smtp, deliveries, message, signature
+from projections.notify_store import (
+    Attempt,
+    DeliveryRow,
+    NotifyProjection,
+    Waiting,
+    addressed,
+    defer,
+    due_deliveries,
+    record_attempt,
+    waiting_notices,
+)
 from workers.actor import Actor
 from workers.engine import ProjectionEngine
 from workers.settings import Secrets
@@ -35,9 +46,7 @@ def _send_mail(smtp: Smtp, delivery: DeliveryRow, secrets: Secrets) -> None:
     mail = EmailMessage()
     mail["From"] = smtp.sender
     mail["To"] = delivery.target
-    mail["Subject"] = (
-        f"[Dealstream] {delivery.message.type} {delivery.message.subject_type} {delivery.message.subject_id}"
-    )
+    mail["Subject"] = f"[Dealstream] {delivery.message.text.splitlines()[0]}"[:200]
     mail["Message-ID"] = f"<{delivery.delivery_id}@dealstream>"
     mail.set_content(delivery.message.text)
     with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
@@ -63,6 +72,7 @@ class NotifyActor(Actor):
         projection = engine.projection
         assert isinstance(projection, NotifyProjection)
         self.rules: NotifyRules = projection.rules
+        self.build = projection.build
         self.secrets = secrets if secrets is not None else Secrets.from_env()
         self.secret = self.secrets.get(self.rules.secret_env)
         redact_values([self.secret])
@@ -75,6 +85,8 @@ class NotifyActor(Actor):
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], ledger: Ledger) -> None:
         now = dt.datetime.now(dt.UTC)
+        for waiting in await waiting_notices(conn, self.build):
+            await self._address(conn, waiting, now)
         for delivery in await due_deliveries(conn, now):
             recipient = self.rules.recipients.get(delivery.recipient)
             quiet = recipient.quiet_hours.release(now) if recipient and recipient.quiet_hours else None
@@ -83,6 +95,27 @@ class NotifyActor(Actor):
                 self.log.info("notify.quiet", delivery_id=delivery.delivery_id, until=quiet.isoformat())
                 continue
             await self._attempt(conn, delivery)
+
+    async def _address(self, conn: psycopg.AsyncConnection[Any], waiting: Waiting, now: dt.datetime) -> None:
+        """Choose who hears a notice now (its subject's current owner), write it for them, ask for its sends."""
+        notice = waiting.notice
+        to = address(notice, waiting.subject, now - waiting.created_at, self.rules.unassigned_wait, self.rules.fallback)
+        if to is None:
+            return  # nobody owns the subject yet: wait for routing or a manual assignment
+        sends = []
+        if to.recipient is not None:
+            sends = deliveries(self.rules, message(self.rules, notice, waiting.subject, to, now))
+        if await addressed(conn, waiting, to, sends, now):
+            # Ids only: the text names the lead.
+            log = self.log.warning if to.recipient is None or not sends else self.log.info
+            log(
+                "notify.addressed",
+                event_id=notice.event_id,
+                subject=f"{notice.subject_type}/{notice.subject_id}",
+                recipient=to.recipient,
+                why=to.why,
+                deliveries=len(sends),
+            )
 
     async def _attempt(self, conn: psycopg.AsyncConnection[Any], delivery: DeliveryRow) -> None:
         n = delivery.attempts + 1
