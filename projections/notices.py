@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -98,14 +99,25 @@ def _alert(envelope: Envelope, data: AlertRaised, to: str | None) -> Notice:
 
 
 def address(
-    notice: Notice, subject: Subject, waited: dt.timedelta, wait: dt.timedelta, fallback: str | None
+    notice: Notice,
+    subject: Subject,
+    waited: dt.timedelta,
+    wait: dt.timedelta,
+    fallback: str | None,
+    managers: Mapping[str, str] | None = None,
 ) -> Address | None:
-    """Who hears the notice now: the person it names, else the subject's current owner; None while nobody owns
-    it and the wait is not over; then the rep the event named, else the fallback, saying it is unassigned."""
+    """Who hears the notice now. An escalation: the manager of the subject's current owner (``managers``: rep ->
+    manager), else the manager the event named. A source's alert: the admin it named. Else the subject's current
+    owner; None while nobody owns it and the wait is not over; then the rep the event named, else the fallback,
+    saying it is unassigned."""
+    owner = subject.owner or (notice.rep if notice.kind.startswith("escalated:") else None)
+    if notice.kind.startswith("escalated:"):
+        manager = (managers or {}).get(owner) if owner else None
+        return Address(recipient=manager or notice.to, why="named" if owner else "unassigned")
     if notice.to is not None:
         return Address(recipient=notice.to, why="named")
-    if subject.owner is not None:
-        return Address(recipient=subject.owner, why="owner")
+    if owner is not None:
+        return Address(recipient=owner, why="owner")
     if waited < wait:
         return None
     if notice.rep is not None:

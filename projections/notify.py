@@ -84,7 +84,9 @@ class NotifyRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     announced (a new notify build replaying old history must not page anyone). A notice about a lead or deal
     nobody owns waits ``unassigned_wait_seconds`` for an owner, then goes to ``fallback`` (by default the rules
     file's top-level ``manager``) saying it is unassigned. Messages link to ``public_url`` + ``/leads/<id>`` or
-    ``/deals/<id>`` and tell times in the recipient's time zone (else ``timezone``)."""
+    ``/deals/<id>`` and tell times in the recipient's time zone (else ``timezone``). An escalation goes to the
+    manager of whoever owns the subject when it is sent (``managers``: rep -> manager, by default from
+    ``[teams]``), else to the manager the event named."""
 
     recipients: dict[str, Recipient] = {}
     smtp: Smtp | None = None
@@ -94,6 +96,7 @@ class NotifyRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     backoff_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     max_age_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
     fallback: str | None = None
+    managers: dict[str, str] = {}
     unassigned_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = "http://localhost:8000"
     timezone: str = "UTC"

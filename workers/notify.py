@@ -99,7 +99,9 @@ class NotifyActor(Actor):
     async def _address(self, conn: psycopg.AsyncConnection[Any], waiting: Waiting, now: dt.datetime) -> None:
         """Choose who hears a notice now (its subject's current owner), write it for them, ask for its sends."""
         notice = waiting.notice
-        to = address(notice, waiting.subject, now - waiting.created_at, self.rules.unassigned_wait, self.rules.fallback)
+        rules = self.rules
+        waited = now - waiting.created_at
+        to = address(notice, waiting.subject, waited, rules.unassigned_wait, rules.fallback, rules.managers)
         if to is None:
             return  # nobody owns the subject yet: wait for routing or a manual assignment
         sends = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from events.types import AlertRaised, LeadQualified
+from events.types import AlertEscalated, AlertRaised, LeadQualified
 from projections.notices import Subject, address, notice_of
 from projections.notify import NotifyRules, Recipient, message
 from projections.rules import sales_rules_from_toml
@@ -70,3 +70,20 @@ def test_a_qualified_lead_quotes_a_rules_pattern_as_written() -> None:
     text = message(RULES, notice, MARTA, to, NOW).text
     assert text.startswith("Call Marta Kowalska (Kowalski i Synowie): the lead qualified with score 20.")
     assert r"'\bceo\b'" in text and "\\\\b" not in text
+
+
+def test_an_escalation_goes_to_the_manager_of_whoever_owns_the_lead_when_it_is_sent() -> None:
+    # Raised and escalated while the lead had no owner: the event named the manager of nobody.
+    escalated = envelope(AlertEscalated(manager="sales-lead"), aggregate_type="alert", aggregate_id="a1")
+    notice = notice_of(escalated, first_touch())
+    assert notice is not None
+    rules = sales_rules_from_toml(
+        'manager = "sales-lead"\n[teams.inside]\nmembers = ["ana"]\nmanager = "maria"\n'
+        '[notify.recipients.maria]\nwebhook = "https://hooks.example.com/maria"\n'
+    ).notify
+    to = address(notice, MARTA, dt.timedelta(0), rules.unassigned_wait, rules.fallback, rules.managers)
+    assert to is not None and (to.recipient, to.why) == ("maria", "named")
+    text = message(rules, notice, MARTA, to, NOW).text
+    assert text.startswith("Escalated to you: ana has not acted on Marta Kowalska (Kowalski i Synowie): first touch")
+    nobody = address(notice, Subject(), dt.timedelta(0), rules.unassigned_wait, rules.fallback, rules.managers)
+    assert nobody is not None and (nobody.recipient, nobody.why) == ("sales-lead", "unassigned")

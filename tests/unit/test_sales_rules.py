@@ -20,13 +20,13 @@ BEFORE = {
     ("sales.toml", "sla"): "400de65ac5fd2379650d31c75468ea73867c7c496c87cec2844afd1233b4e5bd",
     ("sales.toml", "routing"): "3941c2c6cc005d0a8e06b6b2e09d28a5d0ad57a6688869b97496234be4a3cf7c",
     ("sales.toml", "scores"): "5a5ad99be2f091ac92f7fef78d1266917134a1d71ba157c04736af4d82cbf105",
-    # notify_v2 reads the top-level manager (who hears what nobody owns) and has new defaults: a new digest,
-    # recorded by a new build (notify's rules are not binding anyway).
-    ("sales.toml", "notify"): "3b164643b5d27b5ea7428c6a8a7a359399362dbc0c1f97f29801607eb39c0eba",
+    # notify_v2 reads the top-level and team managers (who hear what nobody owns, and escalations) and has new
+    # defaults: a new digest, recorded by a new build (notify's rules are not binding anyway).
+    ("sales.toml", "notify"): "f4259702dd09f95a0035f51bd8fa2b4ba2c5174a121d6e0cccc3fcceef7e67fb",
     ("dev.toml", "sla"): "b9f0dbe94eef6c3b858400a54d4273172063a761b4f5d13f9d892f67fb307ef0",
     ("dev.toml", "routing"): "a5846f6ccd359a615104e8e8ac05fe636116a861e4b4b4eebbd88da5741dd0a9",
     ("dev.toml", "scores"): "4d9ebc996d8bd8dfccf87fb91be00c9053ca2eacac767d2a8d5b03b6abd018eb",
-    ("dev.toml", "notify"): "54b13f8ac298a52bd240af2eed9c68112fa40ee67147098b172f38646f7cb284",
+    ("dev.toml", "notify"): "dfd33c0c1ebd4b1e784093ff5dec6e5c097ccbed80004ca2be48f9e6286a1740",
 }
 
 
