@@ -438,3 +438,48 @@ async def attempts_of(
     for d, n, at, ok, status, error, ms in await cur.fetchall():
         attempts.setdefault(d, []).append(Attempt(n=n, at=at, ok=ok, status=status, error=error, duration_ms=ms))
     return attempts
+
+
+NoticeState = Literal["waiting", "addressed"]
+
+
+class NoticeRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A notice as operators see it: about what, who was chosen to hear it and why (no personal text)."""
+
+    event_id: str
+    type: str
+    kind: str
+    subject_type: str
+    subject_id: str
+    state: NoticeState
+    recipient: str | None
+    why: str | None
+    created_at: dt.datetime
+    addressed_at: dt.datetime | None
+
+
+async def list_notices(
+    conn: AsyncConnection[Any], state: NoticeState | None = None, limit: int = 50
+) -> list[NoticeRow]:
+    """Notices newest first: those ``waiting`` for an owner, or ``addressed`` (to whom, why)."""
+    cur = await conn.execute(
+        "SELECT event_id, notice->>'type', notice->>'kind', notice->>'subject_type', notice->>'subject_id', state, "
+        "recipient, why, created_at, addressed_at FROM notify_notices WHERE (%s::text IS NULL OR state = %s) "
+        "ORDER BY created_at DESC, event_id LIMIT %s",
+        (state, state, limit),
+    )
+    return [
+        NoticeRow(
+            event_id=r[0],
+            type=r[1],
+            kind=r[2],
+            subject_type=r[3],
+            subject_id=r[4],
+            state=r[5],
+            recipient=r[6],
+            why=r[7],
+            created_at=r[8],
+            addressed_at=r[9],
+        )
+        for r in await cur.fetchall()
+    ]
