@@ -235,15 +235,15 @@ class NotifyProjection:
             | {(a.subject_type, a.subject_id) for a in (*raised, *escalated)}
         )
         erased = sorted({e.envelope.aggregate_id for e in events if isinstance(e.envelope.data, LeadErased)})
+        select = f"SELECT subject_type, subject_id, lead_id, owner, name, company FROM {self.subjects} "  # noqa: S608
         cur = await conn.execute(
-            f"SELECT subject_type, subject_id, lead_id, owner, name, company FROM {self.subjects} "  # noqa: S608
-            "WHERE (subject_type, subject_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
-            "OR lead_id = ANY(%s)",
-            ([t for t, _ in keys], [i for _, i in keys], erased),
+            select + "WHERE (subject_type, subject_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",  # noqa: S608
+            ([t for t, _ in keys], [i for _, i in keys]),
         )
-        return {
-            (r[0], r[1]): SubjectRow(lead_id=r[2], owner=r[3], name=r[4], company=r[5]) for r in await cur.fetchall()
-        }
+        rows = await cur.fetchall()
+        if erased:  # their deals too: a deal's name is sealed with its lead's key
+            rows += await (await conn.execute(select + "WHERE lead_id = ANY(%s)", (erased,))).fetchall()
+        return {(r[0], r[1]): SubjectRow(lead_id=r[2], owner=r[3], name=r[4], company=r[5]) for r in rows}
 
     async def _alerts(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> dict[str, AlertRaised]:
         """The raised alerts the batch escalates."""
