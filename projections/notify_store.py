@@ -456,6 +456,8 @@ class NoticeRow(msgspec.Struct, frozen=True, kw_only=True):
     why: str | None
     created_at: dt.datetime
     addressed_at: dt.datetime | None
+    deliveries: int
+    """0 once addressed: the recipient has no channel in ``[notify.recipients]`` (or nobody could be chosen)."""
 
 
 async def list_notices(
@@ -464,7 +466,9 @@ async def list_notices(
     """Notices newest first: those ``waiting`` for an owner, or ``addressed`` (to whom, why)."""
     cur = await conn.execute(
         "SELECT event_id, notice->>'type', notice->>'kind', notice->>'subject_type', notice->>'subject_id', state, "
-        "recipient, why, created_at, addressed_at FROM notify_notices WHERE (%s::text IS NULL OR state = %s) "
+        "recipient, why, created_at, addressed_at, "
+        "(SELECT count(*) FROM notify_deliveries d WHERE d.event_id = n.event_id AND d.recipient = n.recipient) "
+        "FROM notify_notices n WHERE (%s::text IS NULL OR state = %s) "
         "ORDER BY created_at DESC, event_id LIMIT %s",
         (state, state, limit),
     )
@@ -480,6 +484,7 @@ async def list_notices(
             why=r[7],
             created_at=r[8],
             addressed_at=r[9],
+            deliveries=r[10],
         )
         for r in await cur.fetchall()
     ]

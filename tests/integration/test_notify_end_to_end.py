@@ -109,7 +109,12 @@ async def test_a_past_time_capture_alerts_the_owner_routing_chose_by_name_with_a
 
     await eventually(announced)
     [notice] = (await api.get("/v1/notices")).json()
-    assert (notice["subject_id"], notice["recipient"], notice["why"]) == (lead_id, "ana", "owner")
+    assert (notice["subject_id"], notice["recipient"], notice["why"], notice["deliveries"]) == (
+        lead_id,
+        "ana",
+        "owner",
+        1,
+    )
 
     async def delivered() -> bool:
         rows = (await api.get("/v1/notifications", params={"recipient": "ana"})).json()
