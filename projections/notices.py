@@ -48,6 +48,7 @@ class Subject(msgspec.Struct, frozen=True, kw_only=True):
     owner: str | None = None
     name: str | None = None
     company: str | None = None
+    task_owner: str | None = None
 
 
 class Address(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,9 +109,11 @@ def address(
 ) -> Address | None:
     """Who hears the notice now. An escalation: the manager of the subject's current owner (``managers``: rep ->
     manager), else the manager the event named. A source's alert: the admin it named. Else the subject's current
-    owner; None while nobody owns it and the wait is not over; then the rep the event named, else the fallback,
-    saying it is unassigned."""
-    owner = subject.owner or (notice.rep if notice.kind.startswith("escalated:") else None)
+    owner (a task's own owner, for a task's alert); None while nobody owns it and the wait is not over; then the
+    rep the event named, else the fallback, saying it is unassigned."""
+    # A task's alert is its task owner's, when the task named one; the others the lead's or deal's owner's.
+    owner = subject.task_owner if notice.task_id is not None and subject.task_owner else subject.owner
+    owner = owner or (notice.rep if notice.kind.startswith("escalated:") else None)
     if notice.kind.startswith("escalated:"):
         manager = (managers or {}).get(owner) if owner else None
         return Address(recipient=manager or notice.to, why="named" if owner else "unassigned")

@@ -26,6 +26,7 @@ from events.types import (
     LeadDetailsFetched,
     LeadErased,
     LeadQualified,
+    TaskScheduled,
 )
 from projections.notices import Address, Notice, Subject, notice_of, person
 from projections.notify import Delivery, Message, NotifyRules
@@ -158,6 +159,7 @@ class NotifyProjection:
         self.build = build_name(self.name, self.version, instance)
         self.subjects = f"{self.build}_subjects"
         self.alerts = f"{self.build}_alerts"
+        self.tasks = f"{self.build}_tasks"
 
     def ddl(self) -> Sequence[str]:
         return (
@@ -166,6 +168,8 @@ class NotifyProjection:
             "lead_id text, owner text, name text, company text, PRIMARY KEY (subject_type, subject_id))",
             f"CREATE INDEX IF NOT EXISTS {self.subjects}_lead ON {self.subjects} (lead_id)",
             f"CREATE TABLE IF NOT EXISTS {self.alerts} (alert_id text PRIMARY KEY, raised jsonb NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {self.tasks} (subject_type text NOT NULL, subject_id text NOT NULL, "
+            "task_id text NOT NULL, owner text NOT NULL, PRIMARY KEY (subject_type, subject_id, task_id))",
         )
 
     async def apply_batch(self, conn: AsyncConnection[Any], events: Sequence[StoredEvent]) -> None:
@@ -174,6 +178,7 @@ class NotifyProjection:
         changed: set[tuple[str, str]] = set()
         raised: dict[str, AlertRaised] = {}
         notices: list[tuple[str, str | None, str]] = []
+        tasks: dict[tuple[str, str, str], str] = {}
         erased: list[str] = []
         now = dt.datetime.now(dt.UTC)
         oldest = now - dt.timedelta(hours=self.rules.max_age_hours)
@@ -192,6 +197,8 @@ class NotifyProjection:
                 changed.add(key)
             if isinstance(data, AlertRaised):
                 alerts[env.aggregate_id] = raised[env.aggregate_id] = data
+            elif isinstance(data, TaskScheduled) and data.owner is not None:
+                tasks[(*key, data.task_id)] = data.owner
             notice = notice_of(env, alerts.get(env.aggregate_id))
             if notice is not None and env.recorded_at >= oldest:
                 about = subjects.get((notice.subject_type, notice.subject_id))
@@ -208,6 +215,13 @@ class NotifyProjection:
                         (*k, r.lead_id, r.owner, r.name, r.company)
                         for k, r in ((k, subjects[k]) for k in sorted(changed))
                     ],
+                )
+            if tasks:
+                await cur.executemany(
+                    f"INSERT INTO {self.tasks} (subject_type, subject_id, task_id, owner) "  # noqa: S608
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (subject_type, subject_id, task_id) DO UPDATE SET "
+                    "owner = EXCLUDED.owner",
+                    [(*k, owner) for k, owner in sorted(tasks.items())],
                 )
             if raised:
                 await cur.executemany(
@@ -305,13 +319,16 @@ class Waiting(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def waiting_notices(conn: AsyncConnection[Any], build: str, limit: int = 100) -> list[Waiting]:
-    """Notices nobody was chosen for yet, oldest first, each with its lead's or deal's current owner and name."""
-    subjects = f"{build}_subjects"
+    """Notices nobody was chosen for yet, oldest first, each with its lead's or deal's current owner and name
+    (and its task's owner, for a task's alert)."""
+    subjects, tasks = f"{build}_subjects", f"{build}_tasks"
     cur = await conn.execute(
-        f"SELECT n.notice::text, coalesce(n.lead_id, s.lead_id), n.created_at, s.owner, s.name, s.company "  # noqa: S608
+        "SELECT n.notice::text, coalesce(n.lead_id, s.lead_id), n.created_at, s.owner, s.name, s.company, t.owner "  # noqa: S608
         f"FROM notify_notices n LEFT JOIN {subjects} s ON s.subject_type = n.notice->>'subject_type' "
-        "AND s.subject_id = n.notice->>'subject_id' WHERE n.state = 'waiting' "
-        "ORDER BY n.created_at, n.event_id LIMIT %s",
+        "AND s.subject_id = n.notice->>'subject_id' "
+        f"LEFT JOIN {tasks} t ON t.subject_type = n.notice->>'subject_type' "
+        "AND t.subject_id = n.notice->>'subject_id' AND t.task_id = n.notice->>'task_id' "
+        "WHERE n.state = 'waiting' ORDER BY n.created_at, n.event_id LIMIT %s",
         (limit,),
     )
     return [
@@ -319,7 +336,7 @@ async def waiting_notices(conn: AsyncConnection[Any], build: str, limit: int = 1
             notice=_notice_decoder.decode(r[0]),
             lead_id=r[1],
             created_at=r[2],
-            subject=Subject(owner=r[3], name=r[4], company=r[5]),
+            subject=Subject(owner=r[3], name=r[4], company=r[5], task_owner=r[6]),
         )
         for r in await cur.fetchall()
     ]

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from nats.js import JetStreamContext
@@ -15,10 +16,10 @@ from nats.js import JetStreamContext
 from events.config import NatsSettings
 from events.store import EventStore
 from events.subjects import Naming
-from events.types import AlertRaised, Event, LeadAssigned, LeadCaptured, LeadErased, LeadQualified
+from events.types import AlertRaised, Event, LeadAssigned, LeadCaptured, LeadErased, LeadQualified, TaskScheduled
 from projections.notify import NotifyRules, Recipient
 from projections.notify_store import ERASED_TEXT, list_deliveries
-from tests.builders import envelope
+from tests.builders import deal_opened, envelope
 from tests.integration.test_notify_worker import Receiver, notify_worker
 from tests.projection_fixtures import wait_caught_up
 from tests.waiting import eventually
@@ -165,3 +166,31 @@ async def test_a_notice_nobody_owns_goes_to_the_fallback_after_the_wait_and_is_s
         for table in ("notify_notices", "notify_deliveries", f"{actor.engine.projection.build}_subjects"):
             cur = await conn.execute(f"SELECT count(*) FROM {table} t WHERE t::text LIKE '%%Marta%%'")
             assert await cur.fetchone() == (0,), table
+
+
+async def test_a_tasks_alert_reaches_the_tasks_owner_not_the_deals(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+    hooks: Receiver,
+) -> None:
+    deal = {"aggregate_type": "deal", "aggregate_id": "d1", "occurred_at": NOW}
+    opened = msgspec.structs.replace(deal_opened(), owner="ana")
+    task = TaskScheduled(task_id="t1", title="Send the offer", due_at=NOW, owner="boss")
+    await store.append([envelope(opened, **deal), envelope(task, **deal)], 0)  # type: ignore[arg-type]
+    due = AlertRaised(
+        kind="task_due", policy="tasks", subject_type="deal", subject_id="d1", deadline=NOW, rep="boss", task_id="t1"
+    )
+    alert = envelope(due, aggregate_type="alert", aggregate_id="alert-t1", occurred_at=NOW)
+    await store.append([alert], 0)
+    async with notify_worker(nats_settings, pg_dsn, rules_for(hooks)) as actor:
+
+        async def sent() -> bool:
+            return actor.sent == 1
+
+        await eventually(sent)
+    [message] = posted(hooks, alert.event_id)
+    assert message["recipient"] == "boss" and message["link"] == "https://crm.example.com/deals/d1"
+    assert message["text"].startswith("Do the overdue task on deal Acme: task t1 was due ")

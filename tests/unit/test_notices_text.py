@@ -87,3 +87,21 @@ def test_an_escalation_goes_to_the_manager_of_whoever_owns_the_lead_when_it_is_s
     assert text.startswith("Escalated to you: ana has not acted on Marta Kowalska (Kowalski i Synowie): first touch")
     nobody = address(notice, Subject(), dt.timedelta(0), rules.unassigned_wait, rules.fallback, rules.managers)
     assert nobody is not None and (nobody.recipient, nobody.why) == ("sales-lead", "unassigned")
+
+
+def test_a_tasks_alert_goes_to_the_tasks_owner_and_names_the_deal() -> None:
+    due = AlertRaised(
+        kind="task_due", policy="tasks", subject_type="deal", subject_id="d1", deadline=NOW, rep="bo", task_id="t1"
+    )
+    notice = notice_of(envelope(due, aggregate_type="alert", aggregate_id="a1"))
+    assert notice is not None
+    deal = Subject(owner="ana", name="Pilot", company="Acme", task_owner="bo")
+    to = address(notice, deal, dt.timedelta(0), RULES.unassigned_wait, RULES.fallback)
+    assert to is not None and (to.recipient, to.why) == ("bo", "owner")
+    without = address(notice, Subject(owner="ana"), dt.timedelta(0), RULES.unassigned_wait, RULES.fallback)
+    assert without is not None and without.recipient == "ana"
+    text = message(RULES, notice, deal, to, NOW).text
+    assert text.splitlines() == [
+        "Do the overdue task on deal Pilot (Acme): task t1 was due 12:00 UTC.",
+        "https://crm.example.com/deals/d1",
+    ]
