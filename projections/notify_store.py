@@ -71,6 +71,7 @@ DDL = (
     """,
     "CREATE INDEX IF NOT EXISTS notify_deliveries_due ON notify_deliveries (next_attempt_at) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS notify_deliveries_recipient ON notify_deliveries (recipient, created_at DESC)",
+    "CREATE INDEX IF NOT EXISTS notify_deliveries_event ON notify_deliveries (event_id)",
     attempts_table("notify_attempts", "notify_deliveries"),
     # The lead a delivery names, so that its text is scrubbed when the lead is erased.
     "ALTER TABLE notify_deliveries ADD COLUMN IF NOT EXISTS lead_id text",
@@ -230,11 +231,13 @@ class NotifyProjection:
                     [(a, msgspec.json.encode(r).decode()) for a, r in sorted(raised.items())],
                 )
             if notices:
-                # Shared by every build: a notice asked for once is addressed and sent once.
+                # Shared by every build: a notice asked for once is addressed and sent once. An event a build
+                # before notices (notify_v1) sent deliveries for was announced already.
                 await cur.executemany(
-                    "INSERT INTO notify_notices (event_id, lead_id, notice, created_at) VALUES (%s, %s, %s::jsonb, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(*n, now) for n in notices],
+                    "INSERT INTO notify_notices (event_id, lead_id, notice, created_at) "
+                    "SELECT %s, %s, %s::jsonb, %s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM notify_deliveries WHERE event_id = %s) ON CONFLICT DO NOTHING",
+                    [(*n, now, n[0]) for n in notices],
                 )
             if erased:
                 await scrub(conn, erased)

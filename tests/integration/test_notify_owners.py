@@ -18,7 +18,7 @@ from events.store import EventStore
 from events.subjects import Naming
 from events.types import AlertRaised, Event, LeadAssigned, LeadCaptured, LeadErased, LeadQualified, TaskScheduled
 from projections.notify import NotifyRules, Recipient
-from projections.notify_store import ERASED_TEXT, list_deliveries
+from projections.notify_store import ERASED_TEXT, NotifyProjection, list_deliveries
 from tests.builders import deal_opened, envelope
 from tests.integration.test_notify_worker import Receiver, notify_worker
 from tests.projection_fixtures import wait_caught_up
@@ -194,3 +194,31 @@ async def test_a_tasks_alert_reaches_the_tasks_owner_not_the_deals(
     [message] = posted(hooks, alert.event_id)
     assert message["recipient"] == "boss" and message["link"] == "https://crm.example.com/deals/d1"
     assert message["text"].startswith("Do the overdue task on deal Acme: task t1 was due ")
+
+
+async def test_an_event_the_build_before_notices_announced_is_not_announced_again(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+    hooks: Receiver,
+) -> None:
+    _, js = nats_conn
+    await on_lead(store, "l4", MARTA)
+    await on_lead(store, "l4", LeadAssigned(owner="ana"))
+    qualified = await on_lead(store, "l4", LeadQualified(score=70))
+    rules = rules_for(hooks)
+    projection = NotifyProjection(rules)
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        for statement in projection.ddl():
+            await conn.execute(statement)
+        # What notify_v1 left: a delivery of the event, to the owner it had then.
+        await conn.execute(
+            "INSERT INTO notify_deliveries (delivery_id, event_id, recipient, channel, target, message, "
+            "next_attempt_at, state) VALUES ('v1', %s, 'boss', 'webhook', 'http://x', '{}', now(), 'delivered')",
+            (qualified,),
+        )
+    async with notify_worker(nats_settings, pg_dsn, rules) as actor:
+        await polled(actor, js, pg_dsn, naming)
+    assert hooks.requests == []
