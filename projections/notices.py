@@ -129,9 +129,9 @@ def address(
 
 
 def person(captured: LeadCaptured | LeadDetailsFetched) -> tuple[str | None, str | None]:
-    """A lead's name (full, else first and last) and company, as captured or fetched."""
+    """A lead's name (full, else first and last, else the e-mail) and company, as captured or fetched."""
     parts = [p for p in (captured.first_name, captured.last_name) if p]
-    return captured.full_name or (" ".join(parts) if parts else None), captured.company
+    return captured.full_name or (" ".join(parts) if parts else captured.email), captured.company
 
 
 _TODO = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from events.types import AlertEscalated, AlertRaised, LeadQualified
-from projections.notices import Subject, address, notice_of
+from events.types import AlertEscalated, AlertRaised, LeadCaptured, LeadQualified
+from projections.notices import Subject, address, notice_of, person
 from projections.notify import NotifyRules, Recipient, message
 from projections.rules import sales_rules_from_toml
 from projections.scoring import FitRule, LeadProfile, ScoringRules, explain, score
@@ -105,3 +105,9 @@ def test_a_tasks_alert_goes_to_the_tasks_owner_and_names_the_deal() -> None:
         "Do the overdue task on deal Pilot (Acme): task t1 was due 12:00 UTC.",
         "https://crm.example.com/deals/d1",
     ]
+
+
+def test_a_lead_is_named_by_its_full_name_else_first_and_last_else_its_e_mail() -> None:
+    assert person(LeadCaptured(full_name="Marta Kowalska", first_name="M")) == ("Marta Kowalska", None)
+    assert person(LeadCaptured(first_name="Marta", last_name="Kowalska", company="K")) == ("Marta Kowalska", "K")
+    assert person(LeadCaptured(email="marta@example.com")) == ("marta@example.com", None)
