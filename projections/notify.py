@@ -1,7 +1,8 @@
 """Notifications: who hears about an alert or a qualified lead, on which channel, with what message, and when.
 
-Pure: the ``[notify]`` rules, the deliveries an event calls for, the message text (Slack-compatible),
-the webhook signature, quiet hours and the retry schedule. Sending lives in workers/notify.py.
+Pure: the ``[notify]`` rules, the message a notice makes for its recipient (Slack-compatible text, written by
+:mod:`projections.notices`) and its deliveries, the webhook signature, quiet hours and the retry schedule.
+Addressing and sending live in workers/notify.py.
 """
 
 from __future__ import annotations

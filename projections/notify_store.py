@@ -1,9 +1,13 @@
-"""Notification deliveries in PostgreSQL: an outbox the notify worker drains, with every attempt recorded.
+"""Notices and their deliveries in PostgreSQL: an outbox the notify worker drains, with every attempt recorded.
 
-The projection writes one row per delivery an event calls for, in the engine's transaction, so each is
-asked for exactly once; ``notify_deliveries`` and ``notify_attempts`` are shared by every build of the
-projection (a rebuild must not send anything twice). They are operational records, not a read model: they
-say what was sent, to whom, when and with what answer, and are queryable at ``GET /v1/notifications``.
+The projection writes one notice per alert or qualification event, in the engine's transaction, and keeps
+each lead's and deal's owner, name and company (``<build>_subjects``, scrubbed on erasure), each task's owner
+and each raised alert. The worker addresses a waiting notice to the subject's owner when it sends it, writing
+its deliveries in the same transaction that marks it addressed, so each is asked for exactly once.
+``notify_notices``, ``notify_deliveries`` and ``notify_attempts`` are shared by every build of the projection
+(a rebuild must not send anything twice). They say what was sent, to whom, why, when and with what answer,
+and are queryable at ``GET /v1/notices`` and ``GET /v1/notifications``; the texts naming an erased lead are
+replaced.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The notify worker's actor: sends due deliveries by webhook or e-mail, retries with backoff, records each try.
+"""The notify worker's actor: addresses waiting notices, sends due deliveries by webhook or e-mail, retries with
+backoff, records each try.
+
+A notice goes to whoever owns its lead or deal when the actor addresses it (see :func:`projections.notices.address`):
+one nobody owns waits for routing or a manual assignment, up to ``unassigned_wait_seconds``, then goes to the
+fallback. Its text, written then for its recipient, names the lead: the actor logs ids only.
 
 Webhooks get the message as JSON with ``Dealstream-Event-Id`` (receivers deduplicate on it) and
 ``Dealstream-Signature`` (see :func:`projections.notify.signature`); any 2xx is success. A failure is
