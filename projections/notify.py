@@ -1,7 +1,8 @@
 """Notifications: who hears about an alert or a qualified lead, on which channel, with what message, and when.
 
-Pure: the ``[notify]`` rules, the deliveries an event calls for, the message text (Slack-compatible),
-the webhook signature, quiet hours and the retry schedule. Sending lives in workers/notify.py.
+Pure: the ``[notify]`` rules, the message a notice makes for its recipient (Slack-compatible text, written by
+:mod:`projections.notices`) and its deliveries, the webhook signature, quiet hours and the retry schedule.
+Addressing and sending live in workers/notify.py.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from events.envelope import Envelope
 from events.ids import derived_id
-from events.types import AlertEscalated, AlertRaised, LeadQualified
+from projections.notices import Address, Notice, Subject, link, text
 
 Channel = Literal["webhook", "email"]
+
+
+def _zone(name: str, field: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{field}: unknown time zone {name!r}") from exc
 
 
 class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -29,10 +36,7 @@ class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"quiet_hours.timezone: unknown time zone {self.timezone!r}") from exc
+        _zone(self.timezone, "quiet_hours.timezone")
         if self.start == self.end:
             raise ValueError("quiet_hours: start and end must differ")
 
@@ -50,9 +54,20 @@ class QuietHours(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 
 class Recipient(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``timezone``: the one their messages tell times in (else their quiet hours', else the rules')."""
+
     webhook: Annotated[str, msgspec.Meta(pattern=r"^https?://")] | None = None
     email: Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
     quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None:
+            _zone(self.timezone, "timezone")
+
+    def zone(self, default: str) -> str:
+        """The time zone their messages tell times in."""
+        return self.timezone or (self.quiet_hours.timezone if self.quiet_hours else default)
 
 
 class Smtp(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -67,7 +82,12 @@ class Smtp(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 class NotifyRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``recipients``: by rep or manager name. ``secret_env`` names the environment variable holding the
     webhook signing secret. Events recorded more than ``max_age_hours`` before they are folded are not
-    announced (a new notify build replaying old history must not page anyone)."""
+    announced (a new notify build replaying old history must not page anyone). A notice about a lead or deal
+    nobody owns waits ``unassigned_wait_seconds`` for an owner, then goes to ``fallback`` (by default the rules
+    file's top-level ``manager``) saying it is unassigned. Messages link to ``public_url`` + ``/leads/<id>`` or
+    ``/deals/<id>`` and tell times in the recipient's time zone (else ``timezone``). An escalation goes to the
+    manager of whoever owns the subject when it is sent (``managers``: rep -> manager, by default from
+    ``[teams]``), else to the manager the event named."""
 
     recipients: dict[str, Recipient] = {}
     smtp: Smtp | None = None
@@ -76,6 +96,18 @@ class NotifyRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     backoff_initial_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     backoff_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     max_age_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
+    fallback: str | None = None
+    managers: dict[str, str] = {}
+    unassigned_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = "http://localhost:8000"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        _zone(self.timezone, "timezone")
+
+    @property
+    def unassigned_wait(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.unassigned_wait_seconds)
 
     def backoff(self, attempts: int) -> dt.timedelta:
         """The wait after the ``attempts``-th failed attempt: doubling from the initial wait, capped."""
@@ -98,6 +130,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     subject_id: str
     occurred_at: dt.datetime
     data: dict[str, object]
+    link: str | None = None
+    why: str | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,75 +143,39 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     message: Message
 
 
-def _message(envelope: Envelope, recipient: str) -> Message | None:
-    data = envelope.data
-    subject: tuple[str, str]
-    if isinstance(data, AlertRaised):
-        what = {
-            "first_touch": "has not been touched since its capture",
-            "next_touch": "has had no follow-up in time",
-            "task_due": f"has an overdue task {data.task_id}",
-            "deal_rotting": f"has not moved out of stage {data.stage}",
-            "source_fetch": "has no fields: the source's API would not give them (check the page's access token)",
-        }[data.kind]
-        text = (
-            f":rotating_light: {data.subject_type.capitalize()} `{data.subject_id}` {what} "
-            f"(deadline {data.deadline:%Y-%m-%d %H:%M} UTC, policy {data.policy}, rep {data.rep or 'unassigned'})."
-        )
-        subject = (data.subject_type, data.subject_id)
-    elif isinstance(data, AlertEscalated):
-        text = (
-            f":warning: Escalated to {data.manager}: an alert for {data.rep or 'an unassigned lead or deal'} "
-            f"went unanswered (alert `{envelope.aggregate_id}`)."
-        )
-        subject = ("alert", envelope.aggregate_id)
-    elif isinstance(data, LeadQualified):
-        score = f" with score {data.score:g}" if data.score is not None else ""
-        text = f":star: Lead `{envelope.aggregate_id}` qualified{score}. {data.reason or ''}".rstrip()
-        subject = ("lead", envelope.aggregate_id)
-    else:
-        return None
+def message(rules: NotifyRules, notice: Notice, subject: Subject, addressed: Address, now: dt.datetime) -> Message:
+    """What ``addressed.recipient`` is told about ``notice``, written for them (their time zone) when it is sent."""
+    assert addressed.recipient is not None
+    recipient = rules.recipients.get(addressed.recipient, Recipient())
+    data = msgspec.to_builtins(msgspec.structs.replace(notice, reason=None))
     return Message(
-        event_id=envelope.event_id,
-        type=envelope.type,
-        recipient=recipient,
-        text=text,
-        subject_type=subject[0],
-        subject_id=subject[1],
-        occurred_at=envelope.occurred_at,
-        data=msgspec.to_builtins(data),
+        event_id=notice.event_id,
+        type=notice.type,
+        recipient=addressed.recipient,
+        text=text(notice, subject, addressed, recipient.zone(rules.timezone), now, rules.public_url),
+        subject_type=notice.subject_type,
+        subject_id=notice.subject_id,
+        occurred_at=notice.occurred_at,
+        data=data,
+        link=link(rules.public_url, notice),
+        why=addressed.why,
     )
 
 
-def recipient_of(envelope: Envelope, lead_owner: str | None) -> str | None:
-    """Who hears of this event: the alert's rep (or the manager it escalated to), the qualified lead's owner."""
-    data = envelope.data
-    if isinstance(data, AlertRaised):
-        return data.rep
-    if isinstance(data, AlertEscalated):
-        return data.manager
-    if isinstance(data, LeadQualified):
-        return lead_owner
-    return None
-
-
-def deliveries(rules: NotifyRules, envelope: Envelope, lead_owner: str | None = None) -> list[Delivery]:
-    """The deliveries one event calls for: one per channel of its recipient. The id derives from the event,
-    the recipient and the channel, so folding the event again asks for the same delivery."""
-    name = recipient_of(envelope, lead_owner)
-    if name is None or name not in rules.recipients:
+def deliveries(rules: NotifyRules, message: Message) -> list[Delivery]:
+    """The deliveries of one message: one per channel of its recipient. The id derives from the event, the
+    recipient and the channel, so addressing the event again asks for the same delivery."""
+    name = message.recipient
+    to = rules.recipients.get(name)
+    if to is None:
         return []
-    message = _message(envelope, name)
-    if message is None:
-        return []
-    to = rules.recipients[name]
     out = []
     for channel, target in (("webhook", to.webhook), ("email", to.email if rules.smtp else None)):
         if target:
             out.append(
                 Delivery(
-                    delivery_id=derived_id("delivery", envelope.event_id, name, channel),
-                    event_id=envelope.event_id,
+                    delivery_id=derived_id("delivery", message.event_id, name, channel),
+                    event_id=message.event_id,
                     recipient=name,
                     channel=channel,  # type: ignore[arg-type]
                     target=target,

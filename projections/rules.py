@@ -50,9 +50,21 @@ def sales_rules_from_toml(text: str) -> SalesRules:
         scoring=scoring_rules_of(document["scoring"]) if "scoring" in document else NO_RULES,
         sla=_section("sla", {**document.get("sla", {}), **{k: document[k] for k in SHARED if k in document}}, SlaRules),
         routing=_section("routing", {**document.get("routing", {}), "teams": document.get("teams", {})}, RoutingRules),
-        notify=_section("notify", document.get("notify", {}), NotifyRules),
+        # Notices nobody owns go to the top-level manager, escalations to the team's, unless [notify] says otherwise.
+        notify=_section("notify", {**_managers(document), **document.get("notify", {})}, NotifyRules),
         access=_section("access", document.get("access", {}), AccessRules),
     )
+
+
+def _managers(document: dict[str, Any]) -> dict[str, Any]:
+    """Notify's defaults from the shared tables: the top-level manager hears what nobody owns, and each team's
+    manager the escalations of its members."""
+    out: dict[str, Any] = {"fallback": document["manager"]} if "manager" in document else {}
+    teams = document.get("teams", {})
+    managers = {
+        m: t["manager"] for t in teams.values() if isinstance(t, dict) and "manager" in t for m in t.get("members", [])
+    }
+    return out | ({"managers": managers} if managers else {})
 
 
 def _section(name: str, table: dict[str, Any], kind: type[T]) -> T:

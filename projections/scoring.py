@@ -116,7 +116,8 @@ class FitRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
             return f"{self.field} is {value.strip()!r}, one of {len(listed)} listed" if _norm(value) in listed else None
         if self.pattern is not None:
             found = re.search(self.pattern, value, re.IGNORECASE) is not None
-            return f"{self.field} matches {self.pattern!r}" if found else None
+            # The pattern as written in the rules: repr() would double every backslash (r"\bceo\b" -> '\\bceo\\b').
+            return f"{self.field} matches '{self.pattern}'" if found else None
         number = parse_number(value)
         if number is None or (self.min is not None and number < self.min):
             return None

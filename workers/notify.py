@@ -1,4 +1,9 @@
-"""The notify worker's actor: sends due deliveries by webhook or e-mail, retries with backoff, records each try.
+"""The notify worker's actor: addresses waiting notices, sends due deliveries by webhook or e-mail, retries with
+backoff, records each try.
+
+A notice goes to whoever owns its lead or deal when the actor addresses it (see :func:`projections.notices.address`):
+one nobody owns waits for routing or a manual assignment, up to ``unassigned_wait_seconds``, then goes to the
+fallback. Its text, written then for its recipient, names the lead: the actor logs ids only.
 
 Webhooks get the message as JSON with ``Dealstream-Event-Id`` (receivers deduplicate on it) and
 ``Dealstream-Signature`` (see :func:`projections.notify.signature`); any 2xx is success. A failure is
@@ -24,8 +29,19 @@ import psycopg
 from events.config import NatsSettings
 from events.ledger import Ledger
 from events.logs import redact_values
-from projections.notify import NotifyRules, Smtp, signature
-from projections.notify_store import Attempt, DeliveryRow, NotifyProjection, defer, due_deliveries, record_attempt
+from projections.notices import address
+from projections.notify import NotifyRules, Smtp, deliveries, message, signature
+from projections.notify_store import (
+    Attempt,
+    DeliveryRow,
+    NotifyProjection,
+    Waiting,
+    addressed,
+    defer,
+    due_deliveries,
+    record_attempt,
+    waiting_notices,
+)
 from workers.actor import Actor
 from workers.engine import ProjectionEngine
 from workers.settings import Secrets
@@ -35,9 +51,7 @@ def _send_mail(smtp: Smtp, delivery: DeliveryRow, secrets: Secrets) -> None:
     mail = EmailMessage()
     mail["From"] = smtp.sender
     mail["To"] = delivery.target
-    mail["Subject"] = (
-        f"[Dealstream] {delivery.message.type} {delivery.message.subject_type} {delivery.message.subject_id}"
-    )
+    mail["Subject"] = f"[Dealstream] {delivery.message.text.splitlines()[0]}"[:200]
     mail["Message-ID"] = f"<{delivery.delivery_id}@dealstream>"
     mail.set_content(delivery.message.text)
     with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as client:
@@ -63,6 +77,7 @@ class NotifyActor(Actor):
         projection = engine.projection
         assert isinstance(projection, NotifyProjection)
         self.rules: NotifyRules = projection.rules
+        self.build = projection.build
         self.secrets = secrets if secrets is not None else Secrets.from_env()
         self.secret = self.secrets.get(self.rules.secret_env)
         redact_values([self.secret])
@@ -75,6 +90,8 @@ class NotifyActor(Actor):
 
     async def tick(self, conn: psycopg.AsyncConnection[Any], ledger: Ledger) -> None:
         now = dt.datetime.now(dt.UTC)
+        for waiting in await waiting_notices(conn, self.build):
+            await self._address(conn, waiting, now)
         for delivery in await due_deliveries(conn, now):
             recipient = self.rules.recipients.get(delivery.recipient)
             quiet = recipient.quiet_hours.release(now) if recipient and recipient.quiet_hours else None
@@ -83,6 +100,29 @@ class NotifyActor(Actor):
                 self.log.info("notify.quiet", delivery_id=delivery.delivery_id, until=quiet.isoformat())
                 continue
             await self._attempt(conn, delivery)
+
+    async def _address(self, conn: psycopg.AsyncConnection[Any], waiting: Waiting, now: dt.datetime) -> None:
+        """Choose who hears a notice now (its subject's current owner), write it for them, ask for its sends."""
+        notice = waiting.notice
+        rules = self.rules
+        waited = now - waiting.created_at
+        to = address(notice, waiting.subject, waited, rules.unassigned_wait, rules.fallback, rules.managers)
+        if to is None:
+            return  # nobody owns the subject yet: wait for routing or a manual assignment
+        sends = []
+        if to.recipient is not None:
+            sends = deliveries(self.rules, message(self.rules, notice, waiting.subject, to, now))
+        if await addressed(conn, waiting, to, sends, now):
+            # Ids only: the text names the lead.
+            log = self.log.warning if to.recipient is None or not sends else self.log.info
+            log(
+                "notify.addressed",
+                event_id=notice.event_id,
+                subject=f"{notice.subject_type}/{notice.subject_id}",
+                recipient=to.recipient,
+                why=to.why,
+                deliveries=len(sends),
+            )
 
     async def _attempt(self, conn: psycopg.AsyncConnection[Any], delivery: DeliveryRow) -> None:
         n = delivery.attempts + 1

@@ -16,7 +16,7 @@ from psycopg.errors import UndefinedTable
 
 from events.types import SlaKind
 from projections.board import AlertBadge
-from projections.notify_store import DeliveryRow, DeliveryState, list_deliveries
+from projections.notify_store import DeliveryRow, DeliveryState, NoticeRow, NoticeState, list_deliveries, list_notices
 from projections.sla import Resolution, Timer
 from projections.sla_store import TIMER_COLUMNS, VERSION, AlertStatus, SlaSql, alerts, timer_from_record
 from projections.versions import BuildVersion, build_name, serving_build_name
@@ -165,4 +165,20 @@ async def list_notifications(
         return await list_deliveries(conn, recipient, status, event_id, limit)
 
 
-router = Router(path="/v1", route_handlers=[list_alerts, list_notifications])
+@get("/notices", tags=["alerts"], guards=[requires("read")])
+async def list_notice_states(
+    request: AnyRequest,
+    status: FromQuery[NoticeState | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+) -> list[NoticeRow]:
+    """Alerts and qualified leads the notify worker is to announce, newest first: ``waiting`` for the lead or deal
+    to have an owner, or ``addressed`` (to whom, and why: ``owner``, ``named`` or ``unassigned``)."""
+    async with runtime(request).read_connection() as conn:
+        try:
+            async with conn.transaction():
+                return await list_notices(conn, status, limit)
+        except UndefinedTable:
+            return []  # the notify worker has not run yet
+
+
+router = Router(path="/v1", route_handlers=[list_alerts, list_notifications, list_notice_states])

@@ -130,8 +130,12 @@ async def test_alerts_reach_the_rep_by_webhook_after_retries_and_by_mail_once(
         backoff_max_seconds=0.2,
     )
     now = dt.datetime.now(dt.UTC)
+    # The alert reaches whoever owns its lead when it is sent.
+    owned = {"aggregate_type": "lead", "aggregate_id": "l1", "occurred_at": now}
+    await store.append([envelope(LeadCaptured(email="l1@example.com"), **owned)], 0)  # type: ignore[arg-type]
+    await store.append([envelope(LeadAssigned(owner="ana"), **owned)], None)  # type: ignore[arg-type]
     alert = AlertRaised(
-        kind="first_touch", policy="speed", subject_type="lead", subject_id="l1", deadline=now, rep="ana"
+        kind="first_touch", policy="speed", subject_type="lead", subject_id="l1", deadline=now, rep=None
     )
     raised = envelope(alert, aggregate_type="alert", aggregate_id="a1", occurred_at=now)
     await store.append([raised], expected_version=0)

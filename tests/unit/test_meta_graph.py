@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from events.types import AlertRaised
-from projections.notify import NotifyRules, Recipient, Smtp, deliveries
+from projections.notices import Subject, address, notice_of
+from projections.notify import NotifyRules, Recipient, Smtp, deliveries, message
 from services.providers.meta_graph import details_of, graph_error
 from tests.builders import envelope
 from workers.settings import Settings
@@ -75,9 +76,12 @@ def test_a_lead_whose_fields_cannot_be_had_is_announced_to_the_admin() -> None:
     alert = AlertRaised(
         kind="source_fetch", policy="meta_graph", subject_type="lead", subject_id="l1", deadline=T, rep="maria"
     )
-    [delivery] = deliveries(
-        NotifyRules(recipients={"maria": Recipient(email="maria@example.com")}, smtp=Smtp()),
-        envelope(alert, aggregate_type="alert", aggregate_id="a1"),
-    )
+    rules = NotifyRules(recipients={"maria": Recipient(email="maria@example.com")}, smtp=Smtp())
+    notice = notice_of(envelope(alert, aggregate_type="alert", aggregate_id="a1"))
+    assert notice is not None
+    # The admin the alert names hears it, whoever owns the lead.
+    to = address(notice, Subject(owner="ana"), dt.timedelta(0), rules.unassigned_wait, None)
+    assert to is not None
+    [delivery] = deliveries(rules, message(rules, notice, Subject(owner="ana"), to, T))
     assert delivery.target == "maria@example.com"
     assert "access token" in delivery.message.text and delivery.message.subject_id == "l1"

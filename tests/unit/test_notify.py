@@ -7,8 +7,10 @@ import hmac
 
 import pytest
 
+from events.envelope import Envelope
 from events.types import AlertEscalated, AlertRaised, LeadQualified, TouchpointLogged
-from projections.notify import NotifyRules, QuietHours, Recipient, Smtp, deliveries, signature
+from projections.notices import Subject, address, notice_of
+from projections.notify import Delivery, NotifyRules, QuietHours, Recipient, Smtp, deliveries, message, signature
 from projections.rules import sales_rules_from_toml
 from tests.builders import envelope
 
@@ -28,32 +30,45 @@ def raised(rep: str | None = "ana") -> AlertRaised:
     )
 
 
-def test_an_alert_goes_to_its_rep_on_every_channel_they_have() -> None:
-    env = envelope(raised(), aggregate_type="alert", aggregate_id="a1")
-    out = deliveries(RULES, env)
+def sent(
+    env: Envelope, owner: str | None = None, rules: NotifyRules = RULES, raised_alert: AlertRaised | None = None
+) -> list[Delivery]:
+    """What the notify worker sends for ``env`` once the subject's owner is ``owner`` and the wait is over."""
+    notice = notice_of(env, raised_alert)
+    assert notice is not None
+    subject = Subject(owner=owner)
+    to = address(notice, subject, rules.unassigned_wait, rules.unassigned_wait, rules.fallback)
+    if to is None or to.recipient is None:
+        return []
+    return deliveries(rules, message(rules, notice, subject, to, T))
+
+
+def test_an_alert_goes_to_the_subjects_owner_on_every_channel_they_have() -> None:
+    env = envelope(raised("zed"), aggregate_type="alert", aggregate_id="a1")
+    out = sent(env, owner="ana")
     assert sorted((d.channel, d.target) for d in out) == [
         ("email", "ana@example.com"),
         ("webhook", "https://hooks.example.com/ana"),
     ]
-    assert "overdue task t1" in out[0].message.text and out[0].message.subject_id == "d1"
-    assert [d.delivery_id for d in out] == [d.delivery_id for d in deliveries(RULES, env)]  # stable ids
+    assert "task t1 was due" in out[0].message.text and out[0].message.subject_id == "d1"
+    assert [d.delivery_id for d in out] == [d.delivery_id for d in sent(env, owner="ana")]  # stable ids
 
 
 def test_escalations_go_to_the_manager_and_qualified_leads_to_their_owner() -> None:
     escalated = envelope(AlertEscalated(manager="maria", rep="ana"), aggregate_type="alert", aggregate_id="a1")
-    assert [(d.recipient, d.channel) for d in deliveries(RULES, escalated)] == [("maria", "email")]
+    assert notice_of(escalated) is None  # its alert not folded: nothing to say about it
+    assert [(d.recipient, d.channel) for d in sent(escalated, "ana", raised_alert=raised())] == [("maria", "email")]
     qualified = envelope(LeadQualified(score=80), aggregate_type="lead", aggregate_id="l1")
-    assert {d.recipient for d in deliveries(RULES, qualified, lead_owner="ana")} == {"ana"}
-    assert deliveries(RULES, qualified, lead_owner=None) == []
+    assert {d.recipient for d in sent(qualified, owner="ana")} == {"ana"}
+    assert sent(qualified, owner=None) == []  # no fallback in these rules
 
 
-def test_unknown_recipients_unassigned_alerts_and_other_events_ask_for_nothing() -> None:
-    assert deliveries(RULES, envelope(raised("zed"), aggregate_type="alert", aggregate_id="a1")) == []
-    assert deliveries(RULES, envelope(raised(None), aggregate_type="alert", aggregate_id="a1")) == []
+def test_unknown_recipients_and_other_events_ask_for_nothing() -> None:
+    assert sent(envelope(raised(), aggregate_type="alert", aggregate_id="a1"), owner="zed") == []
     touch = TouchpointLogged(touchpoint_id="x", kind="call", direction="outbound")
-    assert deliveries(RULES, envelope(touch, aggregate_type="lead", aggregate_id="l1"), "ana") == []
+    assert notice_of(envelope(touch, aggregate_type="lead", aggregate_id="l1")) is None
     no_smtp = NotifyRules(recipients={"ana": Recipient(email="ana@example.com")})
-    assert deliveries(no_smtp, envelope(raised(), aggregate_type="alert", aggregate_id="a1")) == []
+    assert sent(envelope(raised(), aggregate_type="alert", aggregate_id="a1"), "ana", no_smtp) == []
 
 
 def test_quiet_hours_hold_messages_until_they_end_in_the_recipients_time_zone() -> None:
