@@ -14,7 +14,15 @@ from typing import Literal
 import msgspec
 
 from events.envelope import RawPayload
-from events.types import AlertRaised, LeadCaptured, LeadDetailsFetched, StageDefinition, TaskScheduled, TouchpointLogged
+from events.types import (
+    AlertRaised,
+    DealField,
+    LeadCaptured,
+    LeadDetailsFetched,
+    StageDefinition,
+    TaskScheduled,
+    TouchpointLogged,
+)
 
 Target = Literal["lead", "deal"]
 """What touchpoints and tasks are logged on."""
@@ -157,3 +165,25 @@ class EscalateAlert(Command, frozen=True, kw_only=True):
     alert_id: str
     manager: str
     rep: str | None = None
+
+
+class ReassignDeal(Command, frozen=True, kw_only=True):
+    deal_id: str
+    owner: str
+
+
+class UpdateDeal(Command, frozen=True, kw_only=True):
+    """Set the fields ``changed`` names to the values given (None clears one; the name cannot be cleared)."""
+
+    deal_id: str
+    changed: tuple[DealField, ...]
+    name: str | None = None
+    expected_close_date: dt.date | None = None
+    next_step: str | None = None
+
+
+class ReopenDeal(Command, frozen=True, kw_only=True):
+    """A lost deal back in play, in ``stage`` (default: the stage it was lost in)."""
+
+    deal_id: str
+    stage: str | None = None

@@ -42,6 +42,7 @@ from events.streams import MESSAGE_DELETE_DENIED, WAY_OUT
 from events.subjects import Naming
 from events.types import (
     DealOpened,
+    DealUpdated,
     Event,
     LeadCaptured,
     LeadDetailsFetched,
@@ -74,6 +75,7 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
     TaskScheduled: ("title",),
     TaskCompleted: ("outcome",),
     DealOpened: ("name",),
+    DealUpdated: ("name", "next_step"),
     LeadQualified: ("reason",),
     LeadDisqualified: ("reason",),
     LeadDetailsFetched: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "answers"),

@@ -22,7 +22,20 @@ from events.envelope import Envelope
 from events.ids import InvalidId, uuid7
 from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
-from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
+from services.api import (
+    alerts,
+    asyncapi,
+    capture,
+    commands,
+    deal_reads,
+    deals,
+    history,
+    openapi,
+    params,
+    reads,
+    scores,
+    subscriptions,
+)
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -269,6 +282,8 @@ def create_app(settings: Settings) -> Litestar:
             alerts.router,
             scores.router,
             subscriptions.router,
+            deals.router,
+            deal_reads.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],

@@ -14,6 +14,7 @@ from events.envelope import AggregateType, RawPayload, StoredEvent
 from events.types import Event
 from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.deals import patch_deal
 from services.errors import InputError
 
 
@@ -149,4 +150,4 @@ async def deal_state(
     return Response(view, headers={"ETag": f'"{version}"'} if as_of is None else {})
 
 
-router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state])
+router = Router(path="/v1", route_handlers=[lead_events, deal_events, pipeline_events, deal_state, patch_deal])

@@ -521,7 +521,7 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             stop.set()
             await asyncio.wait_for(asyncio.gather(*rebuilds), 30)
         async with await psycopg.AsyncConnection.connect(s.pg_dsn, autocommit=True) as conn:
-            cur = await conn.execute("SELECT name FROM board_v1_again_deals")
+            cur = await conn.execute("SELECT name FROM board_v2_again_deals")
             assert await cur.fetchall() == [("[erased]",)]
             cur = await conn.execute("SELECT count(*) FROM scores_v101_again_leads")
             assert await cur.fetchone() == (len(lead_ids),)
