@@ -35,6 +35,7 @@ from services.api import (
     reads,
     scores,
     subscriptions,
+    tasks,
 )
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
@@ -284,6 +285,7 @@ def create_app(settings: Settings) -> Litestar:
             subscriptions.router,
             deals.router,
             deal_reads.router,
+            tasks.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],

@@ -1,5 +1,5 @@
 """The laws every projection fold obeys, one suite parametrised over every fold (board, velocity, scores,
-routing, SLA).
+routing, SLA, tasks).
 
 What the engine and the batch template (:mod:`projections.batch`) rely on:
 
@@ -45,14 +45,16 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
-from projections import board, routes, scores, sla, velocity
+from projections import board, routes, scores, sla, tasks, velocity
 from projections.board_store import BoardProjection
 from projections.contract import Projection, Selector, Shard
 from projections.routing_store import RoutingProjection
 from projections.scores_store import ScoresProjection
 from projections.sla_store import SlaProjection
+from projections.tasks_store import TasksProjection
 from projections.velocity_store import VelocityProjection
 from tests.builders import envelope
+from tests.unit.test_board_properties import deal_edit
 from tests.unit.test_board_properties import logs as board_logs
 from tests.unit.test_routing import RULES as ROUTING_RULES
 from tests.unit.test_scores import RULES as SCORING_RULES
@@ -106,8 +108,10 @@ def lead_event(draw: st.DrawFn) -> Event:
 
 
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "open", "touch", "move", "task", "done", "won", "lost"]))
+    kind = draw(st.sampled_from(["open", "open", "touch", "move", "task", "done", "won", "lost", "edit"]))
     stage = draw(st.sampled_from(STAGES))
+    if kind == "edit":
+        return draw(deal_edit(stage))
     task_id = f"t{draw(st.integers(0, 2))}"
     if kind == "open":
         return DealOpened(
@@ -256,6 +260,15 @@ def sla_touched(store: sla.SlaState, events: Sequence[StoredEvent]) -> sla.SlaSt
     )
 
 
+def tasks_touched(store: tasks.TasksState, events: Sequence[StoredEvent]) -> tasks.TasksState:
+    """As :meth:`projections.tasks_store.TasksProjection.load_touched`: the touched subjects and their tasks."""
+    touched = {(e.envelope.aggregate_type, e.envelope.aggregate_id) for e in events}
+    return tasks.TasksState(
+        subjects={k: v for k, v in store.subjects.items() if k in touched},
+        tasks={k: v for k, v in store.tasks.items() if k[:2] in touched},
+    )
+
+
 CASES = [
     FoldCase(
         name="board",
@@ -306,6 +319,15 @@ CASES = [
             "pipeline_versions": s.pipeline_versions,
         },
         touched=sla_touched,
+    ),
+    FoldCase(
+        name="tasks",
+        projection=TasksProjection(),
+        logs=sla_logs(),
+        new=tasks.TasksState,
+        apply=tasks.apply,
+        tables=lambda s: {"subjects": s.subjects, "tasks": s.tasks},
+        touched=tasks_touched,
     ),
 ]
 EVERY_FOLD = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
