@@ -60,10 +60,13 @@ class Stage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PipelineRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The definition in force: the one of the latest business time (``defined_at``), then the latest in the log."""
+
     pipeline_id: str
     name: str
     stages: tuple[Stage, ...]
     version: int
+    defined_at: dt.datetime | None = None
 
 
 class DealRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,11 +124,15 @@ def _apply_pipeline(state: BoardState, event: StoredEvent) -> None:
     current = state.pipelines.get(pipeline_id)
     if not isinstance(data, PipelineDefined) or (current is not None and event.sequence <= current.version):
         return
+    at = event.envelope.occurred_at
+    if current is not None and current.defined_at is not None and at < current.defined_at:
+        # An imported history's older definition, appended after a newer one: it was in force before, not now.
+        return
     stages = tuple(
         Stage(id=s.id, name=s.name, probability=s.probability, rotting_days=s.rotting_days) for s in data.stages
     )
     state.pipelines[pipeline_id] = PipelineRow(
-        pipeline_id=pipeline_id, name=data.name, stages=stages, version=event.sequence
+        pipeline_id=pipeline_id, name=data.name, stages=stages, version=event.sequence, defined_at=at
     )
 
 

@@ -29,7 +29,8 @@ _DDL: tuple[str, ...] = (
         pipeline_id text PRIMARY KEY,
         name text NOT NULL,
         stages jsonb NOT NULL,
-        version bigint NOT NULL
+        version bigint NOT NULL,
+        defined_at timestamptz
     )
     """,
     """
@@ -78,6 +79,28 @@ _DDL: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS {t}deals_activity ON {t}deals (last_activity_at, deal_id)",
     "CREATE INDEX IF NOT EXISTS {t}deals_entered ON {t}deals (stage_entered_at, deal_id)",
     "CREATE INDEX IF NOT EXISTS {t}deals_name ON {t}deals (name, deal_id)",
+    # The deal list's name search (ILIKE '%q%'): a trigram index where pg_trgm is, or may be made, available;
+    # without it the search walks a sort's index instead, still correct.
+    """
+    DO $$
+    DECLARE found text;
+    BEGIN
+        SELECT n.nspname INTO found FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname = 'pg_trgm';
+        IF found IS NULL THEN
+            BEGIN
+                CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+                found := 'public';
+            EXCEPTION WHEN OTHERS THEN
+                found := NULL;
+            END;
+        END IF;
+        IF found IS NOT NULL THEN
+            EXECUTE format('CREATE INDEX IF NOT EXISTS {t}deals_search ON {t}deals USING gin (name %I.gin_trgm_ops)',
+                found);
+        END IF;
+    END $$
+    """,
 )
 
 _DEAL_FIELDS = (
@@ -112,11 +135,12 @@ def deal_select(alias: str = "") -> str:
 _DEAL_SELECT = deal_select()
 # Statement templates over one build's tables: ``{t}`` is its table prefix (see :class:`BoardSql`).
 T = "{t}"
-PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version"
+PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version, defined_at"
 
 _UPSERT_PIPELINE = """
-INSERT INTO {t}pipelines (pipeline_id, name, stages, version) VALUES (%s, %s, %s::jsonb, %s)
-ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version
+INSERT INTO {t}pipelines (pipeline_id, name, stages, version, defined_at) VALUES (%s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version,
+    defined_at = EXCLUDED.defined_at
 WHERE {t}pipelines.version < EXCLUDED.version
 """
 
@@ -202,7 +226,9 @@ def _deal_record(d: DealRow) -> tuple[Any, ...]:
 
 
 def pipeline_from_record(r: Sequence[Any]) -> PipelineRow:
-    return PipelineRow(pipeline_id=r[0], name=r[1], stages=_stages_decoder.decode(r[2]), version=r[3])
+    return PipelineRow(
+        pipeline_id=r[0], name=r[1], stages=_stages_decoder.decode(r[2]), version=r[3], defined_at=utc_or_none(r[4])
+    )
 
 
 async def load_state(
@@ -271,7 +297,10 @@ class BoardProjection(BatchProjection[BoardState]):
         if pipelines:
             await cur.executemany(
                 self.sql.upsert_pipeline,
-                [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
+                [
+                    (p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version, p.defined_at)
+                    for p in pipelines
+                ],
             )
         if links:
             await cur.executemany(self.sql.link_lead, links)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def test_a_tiny_bench_run_reports_every_section(pg_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--leads", "60", "--batch", "20", "--e2e-seconds", "1", "--e2e-rate", "100", "--sla-leads", "5"]
-    args += ["--rebuild-events", "3000", "--skip-peer", "--json", str(out)]
+    args += ["--rebuild-events", "3000", "--skip-peer", "--list-deals", "300", "--json", str(out)]
     env = {**os.environ, "DATABASE_URL": pg_url}
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "bench", *args], env=env, capture_output=True, text=True, timeout=240
@@ -30,7 +30,17 @@ def test_a_tiny_bench_run_reports_every_section(pg_url: str, tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = msgspec.json.decode(out.read_bytes(), type=Report)
     rows = {(r.section, r.name): r for r in report.rows}
-    assert {r.section for r in report.rows} >= {"raw", "capture", "projections", "end-to-end", "sla", "rebuild"}
+    assert {r.section for r in report.rows} >= {
+        "raw",
+        "capture",
+        "projections",
+        "end-to-end",
+        "sla",
+        "rebuild",
+        "lists",
+    }
+    [deal_list] = [r for r in report.rows if r.section == "lists"]
+    assert deal_list.name == "deal list, 300 deals" and deal_list.p99_ms is not None
     assert all(r.value > 0 for r in report.rows), [r for r in report.rows if r.value <= 0]
     assert all(not r.note.startswith("non-2xx") and "non-2xx" not in r.note for r in report.rows)
     projected = {name.split()[0] for section, name in rows if section == "projections"}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
 from events.types import (
+    DealReopened,
     Event,
     LeadAssigned,
     LeadCaptured,
@@ -34,8 +35,10 @@ T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 @st.composite
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "move", "move", "touch", "amount", "won", "lost"]))
+    kind = draw(st.sampled_from(["open", "move", "move", "touch", "amount", "won", "lost", "reopen"]))
     stage = draw(st.sampled_from(STAGES))
+    if kind == "reopen":
+        return DealReopened(stage=stage, lost_stage="new", lost_reason="price")
     if kind == "open":
         return opened(
             stage=stage,
