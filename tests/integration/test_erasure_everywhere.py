@@ -147,7 +147,7 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
             await ensure_streams(js, settings.naming, settings.streams)
             workers = [
                 asyncio.create_task(serve_worker(name, "0/1", settings, pg_dsn, stop=stop, instance=""))
-                for name in ("scores", "board", "velocity", "routing", "sla", "notify")
+                for name in ("scores", "board", "velocity", "routing", "sla", "notify", "tasks")
             ]
             app = create_app(Settings(nats=settings, config=api_config(), database_url=pg_dsn))
             async with AsyncTestClient(app, raise_server_exceptions=False) as client:
@@ -402,6 +402,9 @@ async def work_on(s: Stack, lead_id: str) -> str:
     assert r.status_code == 202, r.text
     r = await c.post(f"/v1/deals/{deal_id}/tasks", json={"title": marked("deal task"), "due_at": due})
     assert r.status_code == 202, r.text
+    version = r.json()["version"]
+    r = await c.patch(f"/v1/deals/{deal_id}", json={"next_step": marked("next")}, headers={"If-Match": str(version)})
+    assert r.status_code == 202, r.text
     return deal_id
 
 
@@ -413,6 +416,8 @@ async def answers(c: Client, lead_ids: list[str], deal_id: str) -> list[str]:
         (f"/v1/deals/{deal_id}", {}),
         ("/v1/board", {}),
         ("/v1/board", {"status": "lost"}),
+        ("/v1/deals", {}),
+        ("/v1/tasks", {}),
         ("/v1/board/as-of", {"at": (NOW + dt.timedelta(days=1)).isoformat()}),
         ("/v1/leads", {"order": "score", "status": "open"}),
         ("/v1/leads", {"order": "score", "status": "qualified"}),
@@ -460,7 +465,9 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
         async def folded() -> bool:
             scores = [await c.get(f"/v1/leads/{lead_id}/score") for lead_id in lead_ids]
             board = (await c.get("/v1/board")).text
-            return all(r.status_code == 200 for r in scores) and marked("deal") in board
+            deals, tasks = (await c.get("/v1/deals")).text, (await c.get("/v1/tasks")).text
+            held = marked("deal") in board and marked("next") in deals and marked("deal task") in tasks
+            return all(r.status_code == 200 for r in scores) and held
 
         await eventually(folded)
 
