@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import msgspec
@@ -11,26 +10,16 @@ from litestar.params import JSONBody
 
 from events import commands as cmd
 from events.aggregates import DEAL_FIELDS, Rejected
-from events.types import DealField, ShortText
+from events.types import DealField
+from services.api import schemas
 from services.api.commands import _run
 from services.api.common import AggregateIdParam, AnyRequest, accepted, requires
-from services.api.schemas import Body, Id
 from services.errors import InputError
 
 WRITE = [requires("deals:write")]
 
 
-class PatchDeal(Body, frozen=True):
-    """The fields to change; a field left out stays as it is, ``null`` clears the expected close date or the
-    next step. The owner changes alone (its own event, which the SLA clocks and notifications follow)."""
-
-    owner: ShortText | msgspec.UnsetType = msgspec.UNSET
-    name: ShortText | msgspec.UnsetType = msgspec.UNSET
-    expected_close_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
-    next_step: ShortText | msgspec.UnsetType | None = msgspec.UNSET
-
-
-def patch_command(deal_id: str, data: PatchDeal) -> cmd.Command:
+def patch_command(deal_id: str, data: schemas.PatchDeal) -> cmd.Command:
     """The one command a PATCH body asks for: a reassignment, or an update of the other fields it names."""
     changed: tuple[DealField, ...] = tuple(f for f in DEAL_FIELDS if getattr(data, f) is not msgspec.UNSET)
     if isinstance(data.owner, str):
@@ -54,19 +43,19 @@ def patch_command(deal_id: str, data: PatchDeal) -> cmd.Command:
 
 
 @patch("/deals/{deal_id:str}", status_code=202, tags=["deals"], guards=WRITE)
-async def patch_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[PatchDeal]) -> Response[Any]:
+async def patch_deal(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.PatchDeal]
+) -> Response[Any]:
     """Correct a deal (name, expected close date, next step: ``deal.updated.v1`` naming the fields changed) or
     hand it to another rep (owner alone: ``deal.reassigned.v1``). ``If-Match`` must carry the version you last
     saw (the ``ETag``); a stale one is 409. Closed deals do not change."""
     return accepted(await _run(request, data, patch_command(deal_id, data), if_match="required"))
 
 
-class ReopenDeal(Body, frozen=True):
-    stage: Id | None = None
-
-
 @post("/deals/{deal_id:str}/reopen", status_code=202, tags=["deals"], guards=WRITE)
-async def reopen_deal(request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[ReopenDeal]) -> Response[Any]:
+async def reopen_deal(
+    request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ReopenDeal]
+) -> Response[Any]:
     """Bring a lost deal back into play (``deal.reopened.v1``), in ``stage`` or the stage it was lost in. A won
     deal stays won. Metrics count a deal lost only while it is lost: see docs/read-models.md."""
     return accepted(await _run(request, data, cmd.ReopenDeal(deal_id=deal_id, stage=data.stage), if_match="required"))

@@ -38,7 +38,7 @@ from tests.conftest import ADMIN_KEY, api_config
 
 pytestmark = pytest.mark.integration
 
-WORKERS = ("board", "velocity", "sla", "scores", "notify")
+WORKERS = ("board", "velocity", "sla", "scores", "notify", "tasks")
 """Every worker whose tables a read endpoint serves: without them those reads are 503 (not built yet)."""
 
 READS = ("/v1/board", "/v1/metrics/velocity", "/v1/alerts", "/v1/notifications", "/v1/leads?order=score")

@@ -190,6 +190,7 @@ VALID_BODIES: dict[type[msgspec.Struct], dict[str, Any]] = {
     schemas.LogTouchpoint: {"kind": "call", "direction": "outbound", "touchpoint_id": "t1"},
     schemas.ScheduleTask: {"title": "Call back", "due_at": "2030-01-01T09:00:00Z", "task_id": "k1"},
     schemas.DefinePipeline: {**PIPELINE},
+    schemas.ReopenDeal: {"stage": "proposal"},
 }
 QUERY_ID_ROUTES = sorted(
     (path, method, p.field_alias)

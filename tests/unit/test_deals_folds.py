@@ -21,6 +21,7 @@ from projections import board, sla, tasks, velocity
 from projections.sla_rules import Policy, SlaRules
 from projections.velocity_periods import explicit_period
 from projections.velocity_report import metrics_report, weighted_by_close_month
+from services import replay
 from tests.projection_fixtures import lost, opened, stored, won
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -172,3 +173,16 @@ def test_an_imported_pipeline_history_weighs_deals_with_the_stages_in_force_then
     # As the board stood before the 2026 definition existed: the 2024 stages.
     past = board.fold(e for e in events if e.envelope.occurred_at <= old + 2 * DAY)
     assert board.build_board(past, as_of=old + 2 * DAY)[0].columns[0].probability == 0.1
+
+
+def test_a_corrected_close_date_moves_a_deal_out_of_the_slipped_list_from_the_correction_on() -> None:
+    events = [
+        stored(1, opened(stage="new"), at=T0),
+        stored(2, DealUpdated(changed=("expected_close_date",), expected_close_date=dt.date(2026, 3, 10)), at=T0),
+        stored(
+            3, DealUpdated(changed=("expected_close_date",), expected_close_date=dt.date(2026, 4, 30)), at=T0 + 15 * DAY
+        ),
+    ]
+    before = replay.board_as_of(events, T0 + 12 * DAY)
+    assert [(d.deal_id, d.expected_close_date) for d in before.slipped] == [("d1", dt.date(2026, 3, 10))]
+    assert replay.board_as_of(events, T0 + 20 * DAY).slipped == []
