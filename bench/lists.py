@@ -25,7 +25,13 @@ from projections.deal_list import DealFilters, deal_page
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 STAGES = ("new", "qualified", "proposal", "negotiation")
 OWNERS = tuple(f"rep{i}" for i in range(20))
-WORDS = ("Acme", "Kowalski", "Zhang", "Nordic", "Renewal", "Upgrade", "Kitchen", "Fleet", "Cloud", "Pilot")
+SYLLABLES = tuple(c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou")
+KINDS = ("renewal", "upgrade", "kitchen", "fleet", "cloud", "pilot", "licences", "support")
+
+
+def _company(rng: random.Random) -> str:
+    # Company names of three syllables (729,000 of them): a search for one finds a handful, as in a real book.
+    return "".join(rng.choice(SYLLABLES) for _ in range(3)).title()
 
 
 def board_rows(deals: int, seed: int = 7) -> BoardState:
@@ -43,7 +49,7 @@ def board_rows(deals: int, seed: int = 7) -> BoardState:
             deal_id=f"deal-{i}",
             pipeline_id="sales",
             stage=rng.choice(STAGES),
-            name=f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}",
+            name=f"{_company(rng)} {rng.choice(KINDS)} {i % 1000}",
             amount=Decimal(rng.randrange(100, 100_000)),
             currency="EUR",
             owner=rng.choice(OWNERS),
@@ -67,8 +73,9 @@ QUERIES: tuple[tuple[str, DealFilters, str | None], ...] = (
     ("stage", DealFilters(pipeline_id="sales", stage="proposal", status="open"), "-last_activity_at"),
     ("closing", DealFilters(close_from=dt.date(2026, 3, 1), close_to=dt.date(2026, 3, 31)), None),
     ("rotting", DealFilters(rotting=True, owner="rep5"), None),
-    ("search", DealFilters(q="kowalski zhang"), None),
-    ("search rare", DealFilters(q="Pilot Fleet 4"), "name"),
+    ("search", DealFilters(q="kitchen"), None),
+    ("search company", DealFilters(q=_company(random.Random(7))), "name"),
+    ("search nothing", DealFilters(q="zzyzx"), None),
     ("by name", DealFilters(status="open"), "name"),
 )
 

@@ -141,9 +141,12 @@ async def deal_page(
         pipelines = {r[0]: _pipeline(r) for r in await cur.fetchall()}
         where = where_of(filters, _rotting_cutoffs(pipelines, as_of))
         order_by = keyset(where, order, after, "d.deal_id")
+        # Never a prepared statement: a generic plan cannot see the search pattern or the filters' selectivity,
+        # and walks a sort's whole index for a rare name.
         await cur.execute(
             f"SELECT {deal_select('d')} FROM {tables.deals} d WHERE {where.sql} {order_by} LIMIT %s",  # noqa: S608
             [*where.params, size + 1],
+            prepare=False,
         )
         rows = [deal_from_record(r) for r in await cur.fetchall()]
     column = order.field.name
