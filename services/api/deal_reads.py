@@ -70,8 +70,11 @@ class StageView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PipelineView(msgspec.Struct, frozen=True, kw_only=True):
+    """A pipeline as defined now; ``defined_at``: the business time of that definition."""
+
     pipeline_id: str
     name: str
+    defined_at: dt.datetime | None
     stages: list[StageView]
 
 
@@ -80,7 +83,7 @@ def _view(row: PipelineRow) -> PipelineView:
         StageView(id=s.id, name=s.name, order=n, probability=s.probability, rotting_days=s.rotting_days)
         for n, s in enumerate(row.stages, start=1)
     ]
-    return PipelineView(pipeline_id=row.pipeline_id, name=row.name, stages=stages)
+    return PipelineView(pipeline_id=row.pipeline_id, name=row.name, defined_at=row.defined_at, stages=stages)
 
 
 async def _pipelines(request: AnyRequest, pipeline_id: str | None) -> list[PipelineView]:

@@ -149,11 +149,21 @@ async def test_pipelines_read_back_with_their_stages_in_order(reads_api: Client)
     assert (await client.put("/v1/pipelines/sales", json=PIPELINE)).status_code == 202
     await _caught_up(client)
     [sales] = (await client.get("/v1/pipelines")).json()
-    assert sales["pipeline_id"] == "sales" and sales["name"] == "New business"
+    assert sales["pipeline_id"] == "sales" and sales["name"] == "New business" and sales["defined_at"]
     assert [(s["id"], s["order"], s["probability"], s["rotting_days"]) for s in sales["stages"]] == [
         ("qualified", 1, 0.1, 14),
         ("proposal", 2, 0.5, 7),
     ]
     assert (await client.get("/v1/pipelines/sales")).json() == sales
+    # An older definition (business time), appended later with an imported history, is not the one in force.
+    old = {**PIPELINE, "name": "Old", "occurred_at": "2024-01-01T00:00:00Z"}
+    assert (await client.put("/v1/pipelines/sales", json=old)).status_code == 202
+    await _caught_up(client)
+    assert (await client.get("/v1/pipelines/sales")).json() == sales
+    newer = {**PIPELINE, "name": "Newer", "stages": PIPELINE["stages"][:1]}
+    assert (await client.put("/v1/pipelines/sales", json=newer)).status_code == 202
+    await _caught_up(client)
+    now = (await client.get("/v1/pipelines/sales")).json()
+    assert now["name"] == "Newer" and [s["id"] for s in now["stages"]] == ["qualified"]
     missing = await client.get("/v1/pipelines/nope")
     assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "pipeline_id"
