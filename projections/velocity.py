@@ -37,6 +37,7 @@ from events.types import (
     DealAmountChanged,
     DealLost,
     DealOpened,
+    DealReassigned,
     DealReopened,
     DealStageChanged,
     DealWon,
@@ -71,6 +72,12 @@ class AmountFact(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
 
 
+class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
+    sequence: int
+    at: dt.datetime
+    owner: str
+
+
 class ReopenFact(msgspec.Struct, frozen=True, kw_only=True):
     """A loss undone: the deal was lost at ``lost_at`` and back in play from ``at``."""
 
@@ -95,15 +102,11 @@ class DealFacts(msgspec.Struct, frozen=True, kw_only=True):
     visits: tuple[StageVisit, ...] = ()
     amounts: tuple[AmountFact, ...] = ()
     reopens: tuple[ReopenFact, ...] = ()
+    # Handed to another rep: ``owner`` stays the opening owner, :func:`deal_owner` is the one known at a moment.
+    reassignments: tuple[OwnerFact, ...] = ()
     # The business time of the last applied event (times are clamped to it) and its stream sequence.
     last_at: dt.datetime
     version: int
-
-
-class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
-    sequence: int
-    at: dt.datetime
-    owner: str
 
 
 class LeadFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,6 +231,9 @@ def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
     elif isinstance(data, DealAmountChanged):
         fact = AmountFact(sequence=seq, at=at, amount=data.to_amount, currency=data.currency)
         deal = replace(deal, amounts=(*deal.amounts, fact))
+    elif isinstance(data, DealReassigned):
+        moved = OwnerFact(sequence=seq, at=at, owner=data.owner)
+        deal = replace(deal, reassignments=(*deal.reassignments, moved))
     elif isinstance(data, DealReopened) and reopened:
         # The loss is undone, not forgotten: as of a time between it and the reopening the deal was lost.
         assert deal.closed_at is not None
@@ -302,6 +308,7 @@ def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
     amounts = tuple(a for a in deal.amounts if a.at <= as_of)
     closed = deal.closed_at is not None and deal.closed_at <= as_of
     reopens = tuple(r for r in deal.reopens if r.at <= as_of)
+    reassignments = tuple(o for o in deal.reassignments if o.at <= as_of)
     undone = next((r for r in deal.reopens if r.lost_at <= as_of < r.at), None)
     if undone is not None:
         # Lost then, and reopened only later.
@@ -310,6 +317,7 @@ def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
             visits=visits,
             amounts=amounts,
             reopens=reopens,
+            reassignments=reassignments,
             outcome="lost",
             closed_at=undone.lost_at,
             won_amount=None,
@@ -321,6 +329,7 @@ def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
         visits=visits,
         amounts=amounts,
         reopens=reopens,
+        reassignments=reassignments,
         outcome=deal.outcome if closed else None,
         closed_at=deal.closed_at if closed else None,
         won_amount=deal.won_amount if closed else None,
@@ -356,6 +365,11 @@ def pipeline_at(versions: Sequence[PipelineVersion], as_of: dt.datetime) -> Pipe
 def current_amount(deal: DealFacts) -> AmountFact:
     """The last known amount and currency."""
     return deal.amounts[-1]
+
+
+def deal_owner(deal: DealFacts) -> str | None:
+    """The deal's owner: the last reassignment's, else the opening one (cut ``deal_at`` first for a moment)."""
+    return deal.reassignments[-1].owner if deal.reassignments else deal.owner
 
 
 def lead_owner(lead: LeadFacts) -> str | None:

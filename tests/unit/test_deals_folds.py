@@ -186,3 +186,20 @@ def test_a_corrected_close_date_moves_a_deal_out_of_the_slipped_list_from_the_co
     before = replay.board_as_of(events, T0 + 12 * DAY)
     assert [(d.deal_id, d.expected_close_date) for d in before.slipped] == [("d1", dt.date(2026, 3, 10))]
     assert replay.board_as_of(events, T0 + 20 * DAY).slipped == []
+
+
+def test_velocity_by_owner_credits_the_owner_known_at_the_moment() -> None:
+    events = [
+        stored(1, opened(stage="new", owner="ana"), at=T0),
+        stored(2, DealReassigned(owner="ben", previous_owner="ana"), at=T0 + 5 * DAY),
+        stored(3, won("new"), at=T0 + 10 * DAY),
+    ]
+    state = velocity.fold(events)
+    period = explicit_period(T0, T0 + 30 * DAY)
+
+    def won_by(as_of: dt.datetime) -> dict[str | None, int]:
+        report = metrics_report(state.deals.values(), [], {}, period, "owner", as_of)
+        return {g.key: g.deals_won for g in report.groups}
+
+    assert won_by(T0 + 20 * DAY) == {"ben": 1}
+    assert velocity.deal_owner(velocity.deal_at(state.deals["d1"], T0 + DAY) or state.deals["d1"]) == "ana"

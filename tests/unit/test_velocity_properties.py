@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
 from events.types import (
+    DealReassigned,
     DealReopened,
     Event,
     LeadAssigned,
@@ -35,8 +36,11 @@ T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 @st.composite
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "move", "move", "touch", "amount", "won", "lost", "reopen"]))
+    kinds = ["open", "move", "move", "touch", "amount", "won", "lost", "reopen", "reassign"]
+    kind = draw(st.sampled_from(kinds))
     stage = draw(st.sampled_from(STAGES))
+    if kind == "reassign":
+        return DealReassigned(owner=draw(st.sampled_from(["a", "b", "c"])))
     if kind == "reopen":
         return DealReopened(stage=stage, lost_stage="new", lost_reason="price")
     if kind == "open":
