@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 class BoardV2(BoardProjection):
     """The board with its version bumped, as a change to its fold would: same rows, new tables."""
 
-    version = 2
+    version = 3
 
 
 async def serving(dsn: str) -> str | None:
@@ -69,27 +69,27 @@ async def test_a_new_version_builds_beside_the_serving_one_and_takes_over_when_c
         # v2 starts from the beginning of the log while v1 keeps serving and both follow live writes.
         async with running(ProjectionEngine(v2, nats_settings, pg_dsn, settings=FAST)) as new:
             await append_concurrently(store, workload(150, seed=4))
-            await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+            await eventually(lambda: serving_is(pg_dsn, "board_v3"))
             assert new.serving
 
             # The old worker, still running and caught up, keeps trying and must not take the readers back.
             async def old_saw_it() -> bool:
-                return old.superseded_by == "board_v2" and not old.serving
+                return old.superseded_by == "board_v3" and not old.serving
 
             await eventually(old_saw_it)
             await append_concurrently(store, workload(20, seed=5))
             await wait_caught_up(js, pg_dsn, naming, v1)
             await wait_caught_up(js, pg_dsn, naming, v2)
-            assert await serving(pg_dsn) == "board_v2"
+            assert await serving(pg_dsn) == "board_v3"
 
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        rows_v1, rows_v2 = await read_state(conn, "board_v2"), await read_state(conn, "board_v2")
+        rows_v1, rows_v2 = await read_state(conn, "board_v2"), await read_state(conn, "board_v3")
         assert rows_v2.deals and rows_v2 == rows_v1
         # Readers follow the pointer: with v1's tables gone the board still answers, from v2's.
         await conn.execute("DROP TABLE board_v2_deals, board_v2_pipelines")
         await conn.commit()
         build = await serving_build_name(conn, "board", "board_v2")
-        assert build == "board_v2"
+        assert build == "board_v3"
         columns = await board(conn, build=build)
         assert sum(c.count for b in columns for c in b.columns) == sum(
             1 for d in rows_v2.deals.values() if d.status == "open"
@@ -114,12 +114,12 @@ async def test_the_api_reads_the_serving_build_and_reports_every_build(
     async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
     async with running(ProjectionEngine(BoardV2(), nats_settings, pg_dsn, settings=FAST)) as new:
-        await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+        await eventually(lambda: serving_is(pg_dsn, "board_v3"))
         assert new.serving
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         # Only v2's rows can answer now: a read of v1's tables would show an empty board.
         await conn.execute("TRUNCATE board_v2_deals")
-        expected = await board(conn, build="board_v2")
+        expected = await board(conn, build="board_v3")
     app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
     async with AsyncTestClient[Litestar](app, raise_server_exceptions=False) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
@@ -129,16 +129,16 @@ async def test_the_api_reads_the_serving_build_and_reports_every_build(
         assert sum(c["count"] for b in got for c in b["columns"]) > 0
         lags = (await client.get("/v1/projections")).json()
     board_lags = {(lag["build"], lag["serving"]) for lag in lags if lag["worker"] == "board"}
-    assert board_lags == {("board_v2", False), ("board_v2", True)}
+    assert board_lags == {("board_v2", False), ("board_v3", True)}
 
 
 async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_serving_position(pg_dsn: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute(CHECKPOINT_DDL)
         await conn.execute(VERSIONS_DDL)
-        await register(conn, "board", "board_v2", 1)
+        await register(conn, "board", "board_v1", 1)
         await register(conn, "board", "board_v2", 2)  # a build registers only where nothing serves
-        assert await serving_build_name(conn, "board", "x") == "board_v2"
+        assert await serving_build_name(conn, "board", "x") == "board_v1"
 
         async def checkpoints(build: str, by_shard: dict[str, int]) -> None:
             for key, seq in by_shard.items():
@@ -149,17 +149,17 @@ async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_
                     (build, key, seq),
                 )
 
-        await checkpoints("board_v2", {"0/1": 100})
+        await checkpoints("board_v1", {"0/1": 100})
         await checkpoints("board_v2", {"0/2": 100})
         assert await try_take_over(conn, "board", "board_v2", 2, 2) is None  # shard 1/2 has no checkpoint yet
         await checkpoints("board_v2", {"1/2": 99})
         assert await try_take_over(conn, "board", "board_v2", 2, 2) is None  # one shard is behind the serving one
         await checkpoints("board_v2", {"1/2": 100})
         replaced = await try_take_over(conn, "board", "board_v2", 2, 2)
-        assert replaced is not None and replaced.build == "board_v2"
+        assert replaced is not None and replaced.build == "board_v1"
         assert await serving_build_name(conn, "board", "x") == "board_v2"
-        await checkpoints("board_v2", {"0/1": 500})
-        assert await try_take_over(conn, "board", "board_v2", 1, 1) is None  # never back to a lower version
+        await checkpoints("board_v1", {"0/1": 500})
+        assert await try_take_over(conn, "board", "board_v1", 1, 1) is None  # never back to a lower version
         assert await serving_build_name(conn, "board", "x") == "board_v2"
 
 
