@@ -44,8 +44,9 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench import raw
+from bench.deal_list import deal_list_figures
 from bench.http import Answer, LeanClient
-from bench.lists import lead_list_figures
+from bench.lead_list import lead_list_figures
 from bench.report import Report, Row, machine, percentile, ratio_row, render
 from bench.workload import PIPELINE, PIPELINE_ID, STAGES, LeadPlan, plans, synthetic_log
 from devstack.servers import NatsServer, PostgresServer, free_port
@@ -708,6 +709,10 @@ async def bench(args: argparse.Namespace, nats_url: str, pg_url: str, folder: Pa
             await e2e_figures(report, base, dsn, open_deals, args.e2e_rate, args.e2e_seconds, args.concurrency)
     await nc.close()
 
+    if args.list_deals:
+        print(f"the deal list over {args.list_deals:,} deals", flush=True)
+        await deal_list_figures(report, pg_url, args.list_deals)
+
     print("SLA alert lateness", flush=True)
     await sla_figures(report, nats_url, pg_url, folder, args.sla_leads)
 
@@ -777,6 +782,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-peer", action="store_true", help="do not run the eventsourcing peer")
     parser.add_argument("--pg-fsync-off", action="store_true", help="private PostgreSQL without fsync")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    parser.add_argument("--list-deals", type=int, default=50_000, help="deals in the deal list's board (0: skip)")
 
 
 def run(args: argparse.Namespace) -> int:

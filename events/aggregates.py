@@ -20,9 +20,13 @@ from events.types import (
     AlertEscalated,
     AlertRaised,
     DealAmountChanged,
+    DealField,
     DealLost,
     DealOpened,
+    DealReassigned,
+    DealReopened,
     DealStageChanged,
+    DealUpdated,
     DealWon,
     LeadAssigned,
     LeadCaptured,
@@ -97,6 +101,8 @@ class DealState(Activity):
     amount: Decimal = Decimal(0)
     currency: str = ""
     owner: str | None = None
+    lost_stage: str = ""
+    lost_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -155,8 +161,12 @@ def fold_deal(history: Iterable[Envelope]) -> DealState:
                 state.amount, state.currency = amount, currency
             case DealWon():
                 state.status = "won"
-            case DealLost():
-                state.status = "lost"
+            case DealLost(stage=stage, reason=reason):
+                state.status, state.lost_stage, state.lost_reason = "lost", stage, reason
+            case DealReassigned(owner=owner):
+                state.owner = owner
+            case DealReopened(stage=stage):
+                state.status, state.stage = "open", stage
             case other:
                 state.apply_activity(other)
     return state
@@ -297,6 +307,37 @@ def win_deal(state: DealState, amount: Decimal | None) -> DealWon:
 def lose_deal(state: DealState, reason: str) -> DealLost:
     _require_open_deal(state)
     return DealLost(stage=state.stage, reason=reason)
+
+
+def reassign_deal(state: DealState, owner: str) -> DealReassigned:
+    """Hand an open deal to another rep (its own event: SLA clocks and notifications follow the owner)."""
+    _require_open_deal(state)
+    if owner == state.owner:
+        raise Rejected("owner", f"the deal is already owned by {owner!r}", 422)
+    return DealReassigned(owner=owner, previous_owner=state.owner)
+
+
+def update_deal(state: DealState, event: DealUpdated) -> DealUpdated:
+    """Correct an open deal's name, expected close date or next step; the name cannot be cleared."""
+    _require_open_deal(state)
+    if "name" in event.changed and event.name is None:
+        raise Rejected("name", "a deal keeps a name: it cannot be cleared", 422)
+    return event
+
+
+def reopen_deal(state: DealState, pipeline: PipelineState, stage: str | None) -> DealReopened:
+    """A lost deal back in play, in ``stage`` (default: the stage it was lost in). A won deal stays won."""
+    if not state.exists:
+        raise Rejected("deal_id", "no such deal", 404)
+    if state.status != "lost":
+        raise Rejected("status", f"the deal is {state.status}; only a lost deal can be reopened")
+    to_stage = stage or state.lost_stage
+    if not pipeline.has_stage(to_stage):
+        raise Rejected("stage", f"pipeline {state.pipeline_id!r} has no stage {to_stage!r}", 422)
+    return DealReopened(stage=to_stage, lost_stage=state.lost_stage, lost_reason=state.lost_reason)
+
+
+DEAL_FIELDS: tuple[DealField, ...] = ("name", "expected_close_date", "next_step")
 
 
 def define_pipeline(event: PipelineDefined) -> PipelineDefined:

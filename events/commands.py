@@ -17,6 +17,7 @@ from events.envelope import RawPayload
 from events.types import (
     AlertRaised,
     ContactRole,
+    DealField,
     LeadCaptured,
     LeadCorrected,
     LeadDetailsFetched,
@@ -271,3 +272,25 @@ class ConvertLead(Command, frozen=True, kw_only=True):
     email: str | None = None
     phone: str | None = None
     job_title: str | None = None
+
+
+class ReassignDeal(Command, frozen=True, kw_only=True):
+    deal_id: str
+    owner: str
+
+
+class UpdateDeal(Command, frozen=True, kw_only=True):
+    """Set the fields ``changed`` names to the values given (None clears one; the name cannot be cleared)."""
+
+    deal_id: str
+    changed: tuple[DealField, ...]
+    name: str | None = None
+    expected_close_date: dt.date | None = None
+    next_step: str | None = None
+
+
+class ReopenDeal(Command, frozen=True, kw_only=True):
+    """A lost deal back in play, in ``stage`` (default: the stage it was lost in)."""
+
+    deal_id: str
+    stage: str | None = None

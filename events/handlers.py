@@ -15,6 +15,7 @@ from events.ids import derived_id, uuid7
 from events.ledger import Accepted, Context, Decide, Ledger
 from events.types import (
     DealOpened,
+    DealUpdated,
     Event,
     LeadCaptured,
     LeadCorrected,
@@ -203,6 +204,29 @@ async def lose_deal(ledger: Ledger, ctx: Context, command: cmd.LoseDeal) -> Acce
     return await _execute(ledger, ctx, command, "deal", command.deal_id, decide)
 
 
+async def reassign_deal(ledger: Ledger, ctx: Context, command: cmd.ReassignDeal) -> Accepted:
+    decide = _on_deal(lambda s: agg.reassign_deal(s, command.owner))
+    return await _execute(ledger, ctx, command, "deal", command.deal_id, decide)
+
+
+async def update_deal(ledger: Ledger, ctx: Context, command: cmd.UpdateDeal) -> Accepted:
+    event = DealUpdated(
+        changed=command.changed,
+        name=command.name,
+        expected_close_date=command.expected_close_date,
+        next_step=command.next_step,
+    )
+    decide = _on_deal(lambda s: agg.update_deal(s, event))
+    return await _execute(ledger, ctx, command, "deal", command.deal_id, decide)
+
+
+async def reopen_deal(ledger: Ledger, ctx: Context, command: cmd.ReopenDeal) -> Accepted:
+    deal = agg.fold_deal(h.envelope for h in await ledger.history("deal", command.deal_id))
+    pipeline = await _pipeline(ledger, deal.pipeline_id) if deal.exists else agg.PipelineState()
+    decide = _on_deal(lambda s: agg.reopen_deal(s, pipeline, command.stage))
+    return await _execute(ledger, ctx, command, "deal", command.deal_id, decide)
+
+
 async def define_pipeline(ledger: Ledger, ctx: Context, command: cmd.DefinePipeline) -> Accepted:
     event = agg.define_pipeline(PipelineDefined(name=command.name, stages=command.stages))
     return await _execute(ledger, ctx, command, "pipeline", command.pipeline_id, lambda _: event)
@@ -299,6 +323,9 @@ HANDLERS: dict[type[cmd.Command], Callable[[Ledger, Context, Any], Awaitable[Acc
     cmd.LinkContact: people.link_contact,
     cmd.UnlinkContact: people.unlink_contact,
     cmd.EraseContact: people.erase_contact,
+    cmd.ReassignDeal: reassign_deal,
+    cmd.UpdateDeal: update_deal,
+    cmd.ReopenDeal: reopen_deal,
 }
 """Every command that answers with one event, by type; ``CaptureLeads`` answers per lead (:func:`capture_leads`)."""
 

@@ -43,6 +43,7 @@ from events.subjects import Naming
 from events.types import (
     ContactCreated,
     DealOpened,
+    DealUpdated,
     Event,
     LeadCaptured,
     LeadCorrected,
@@ -76,6 +77,7 @@ TEXT_FIELDS: dict[type[Any], tuple[str, ...]] = {
     TaskScheduled: ("title",),
     TaskCompleted: ("outcome",),
     DealOpened: ("name",),
+    DealUpdated: ("name", "next_step"),
     LeadQualified: ("reason",),
     LeadDisqualified: ("reason",),
     LeadDetailsFetched: ("email", "phone", "first_name", "last_name", "full_name", "company", "job_title", "answers"),

@@ -225,6 +225,37 @@ class DealLost(_Event, frozen=True, tag="deal.lost.v1"):
     reason: ShortText
 
 
+DealField = Literal["name", "expected_close_date", "next_step"]
+"""What ``deal.updated.v1`` may change; the owner has its own event (``deal.reassigned.v1``)."""
+
+
+class DealUpdated(_Event, frozen=True, kw_only=True, tag="deal.updated.v1"):
+    """A deal's details corrected: ``changed`` names the fields this event sets, and a named field at None is
+    cleared (the name cannot be). ``name`` and ``next_step`` are free text, sealed like the name at opening."""
+
+    changed: Annotated[tuple[DealField, ...], msgspec.Meta(min_length=1, max_length=3)]
+    name: ShortText | None = None  # None once sealed
+    expected_close_date: dt.date | None = None
+    next_step: ShortText | None = None  # None once sealed
+    sealed: SealedText | None = None
+
+
+class DealReassigned(_Event, frozen=True, kw_only=True, tag="deal.reassigned.v1"):
+    """A deal handed to another rep: its own event, because the SLA clocks and notifications follow the owner."""
+
+    owner: ShortText
+    previous_owner: ShortText | None = None
+
+
+class DealReopened(_Event, frozen=True, kw_only=True, tag="deal.reopened.v1"):
+    """A lost deal back in play in ``stage``. The loss stays in the history; a figure counts the deal lost only
+    while it is lost, at its latest loss (see projections/velocity.py)."""
+
+    stage: Ref
+    lost_stage: Ref
+    lost_reason: ShortText
+
+
 class TaskScheduled(_Event, frozen=True, kw_only=True, tag="task.scheduled.v1"):
     """A follow-up task on a lead or a deal, due at a business time."""
 
@@ -444,6 +475,9 @@ Event = (
     | ContactUnlinkedFromDeal
     | ContactErased
     | LeadConverted
+    | DealUpdated
+    | DealReassigned
+    | DealReopened
 )
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -478,6 +512,9 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     ContactUnlinkedFromDeal,
     ContactErased,
     LeadConverted,
+    DealUpdated,
+    DealReassigned,
+    DealReopened,
 )
 
 

@@ -27,7 +27,10 @@ from events.types import (
     DealAmountChanged,
     DealLost,
     DealOpened,
+    DealReassigned,
+    DealReopened,
     DealStageChanged,
+    DealUpdated,
     DealWon,
     PipelineDefined,
     TaskCompleted,
@@ -57,10 +60,13 @@ class Stage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PipelineRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The definition in force: the one of the latest business time (``defined_at``), then the latest in the log."""
+
     pipeline_id: str
     name: str
     stages: tuple[Stage, ...]
     version: int
+    defined_at: dt.datetime | None = None
 
 
 class DealRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +89,8 @@ class DealRow(msgspec.Struct, frozen=True, kw_only=True):
     # Open tasks by id, sorted by id: next_task_due_at is their earliest due time.
     open_tasks: tuple[tuple[str, dt.datetime], ...]
     version: int
+    expected_close_date: dt.date | None = None
+    next_step: str | None = None
 
 
 @dataclass
@@ -116,11 +124,15 @@ def _apply_pipeline(state: BoardState, event: StoredEvent) -> None:
     current = state.pipelines.get(pipeline_id)
     if not isinstance(data, PipelineDefined) or (current is not None and event.sequence <= current.version):
         return
+    at = event.envelope.occurred_at
+    if current is not None and current.defined_at is not None and at < current.defined_at:
+        # An imported history's older definition, appended after a newer one: it was in force before, not now.
+        return
     stages = tuple(
         Stage(id=s.id, name=s.name, probability=s.probability, rotting_days=s.rotting_days) for s in data.stages
     )
     state.pipelines[pipeline_id] = PipelineRow(
-        pipeline_id=pipeline_id, name=data.name, stages=stages, version=event.sequence
+        pipeline_id=pipeline_id, name=data.name, stages=stages, version=event.sequence, defined_at=at
     )
 
 
@@ -157,6 +169,7 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
             lost_reason=None,
             open_tasks=(),
             version=seq,
+            expected_close_date=data.expected_close_date,
         )
         return
     if row is None:
@@ -187,6 +200,21 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
         row = replace(
             row, status="lost", stage=data.stage, stage_entered_at=entered, closed_at=at, lost_reason=data.reason
         )
+    elif isinstance(data, DealReassigned):
+        row = replace(row, owner=data.owner)
+    elif isinstance(data, DealUpdated):
+        row = _updated(row, data)
+    elif isinstance(data, DealReopened) and row.status == "lost":
+        # Back in play: a new stay in the stage it reopens in, so its age and rotting start afresh.
+        row = replace(
+            row,
+            status="open",
+            stage=data.stage,
+            stage_entered_at=at,
+            last_activity_at=max(row.last_activity_at, at),
+            closed_at=None,
+            lost_reason=None,
+        )
     elif isinstance(data, TaskScheduled):
         # Scheduling is not activity: a task due next month must not keep a deal from rotting.
         tasks = tuple(sorted({**dict(row.open_tasks), data.task_id: data.due_at}.items()))
@@ -195,6 +223,18 @@ def _apply_deal(state: BoardState, event: StoredEvent) -> None:
         tasks = tuple((t, due) for t, due in row.open_tasks if t != data.task_id)
         row = replace(row, open_tasks=tasks, next_task_due_at=_next_due(tasks))
     state.deals[deal_id] = replace(row, version=seq)
+
+
+def _updated(row: DealRow, data: DealUpdated) -> DealRow:
+    """The row with the fields the update names set; a name read without its key stays as it was shown."""
+    changes: dict[str, object] = {}
+    if "name" in data.changed:
+        changes["name"] = data.name or SEALED_NAME
+    if "expected_close_date" in data.changed:
+        changes["expected_close_date"] = data.expected_close_date
+    if "next_step" in data.changed:
+        changes["next_step"] = data.next_step
+    return msgspec.structs.replace(row, **changes)
 
 
 # --- the read side over rows --------------------------------------------------------------------------------

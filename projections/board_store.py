@@ -11,14 +11,14 @@ from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 from events.envelope import AggregateType, StoredEvent
-from events.types import DealOpened, Event, LeadErased
+from events.types import DealOpened, DealUpdated, Event, LeadErased
 from projections.batch import BatchProjection, changed
 from projections.board import ERASED_NAME, BoardState, DealRow, PipelineRow, Stage, apply
 from projections.instants import utc, utc_or_none
 from projections.staging import StagedUpsert, typed
 from projections.versions import build_name
 
-VERSION = 1
+VERSION = 2
 """The board's logic version: bump it when a change to the fold alters rows, and the new build rebuilds."""
 BUILD = build_name("board", VERSION)
 """The build readers use before any worker has registered one."""
@@ -29,7 +29,8 @@ _DDL: tuple[str, ...] = (
         pipeline_id text PRIMARY KEY,
         name text NOT NULL,
         stages jsonb NOT NULL,
-        version bigint NOT NULL
+        version bigint NOT NULL,
+        defined_at timestamptz
     )
     """,
     """
@@ -49,7 +50,9 @@ _DDL: tuple[str, ...] = (
         closed_at timestamptz,
         lost_reason text,
         open_tasks jsonb NOT NULL,
-        version bigint NOT NULL
+        version bigint NOT NULL,
+        expected_close_date date,
+        next_step text
     )
     """,
     # One column's page is a range scan of this index in keyset order; the INCLUDE lets the per-column
@@ -71,6 +74,33 @@ _DDL: tuple[str, ...] = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS {t}deal_leads_lead ON {t}deal_leads (lead_id)",
+    # The deal list's sorts (GET /v1/deals): each a keyset walk of one of these.
+    "CREATE INDEX IF NOT EXISTS {t}deals_opened ON {t}deals (opened_at, deal_id)",
+    "CREATE INDEX IF NOT EXISTS {t}deals_activity ON {t}deals (last_activity_at, deal_id)",
+    "CREATE INDEX IF NOT EXISTS {t}deals_entered ON {t}deals (stage_entered_at, deal_id)",
+    "CREATE INDEX IF NOT EXISTS {t}deals_name ON {t}deals (name, deal_id)",
+    # The deal list's name search (ILIKE '%q%'): a trigram index where pg_trgm is, or may be made, available;
+    # without it the search walks a sort's index instead, still correct.
+    """
+    DO $$
+    DECLARE found text;
+    BEGIN
+        SELECT n.nspname INTO found FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname = 'pg_trgm';
+        IF found IS NULL THEN
+            BEGIN
+                CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+                found := 'public';
+            EXCEPTION WHEN OTHERS THEN
+                found := NULL;
+            END;
+        END IF;
+        IF found IS NOT NULL THEN
+            EXECUTE format('CREATE INDEX IF NOT EXISTS {t}deals_search ON {t}deals USING gin (name %I.gin_trgm_ops)',
+                found);
+        END IF;
+    END $$
+    """,
 )
 
 _DEAL_FIELDS = (
@@ -90,6 +120,8 @@ _DEAL_FIELDS = (
     "lost_reason",
     "open_tasks",
     "version",
+    "expected_close_date",
+    "next_step",
 )
 DEAL_COLUMNS = ", ".join(_DEAL_FIELDS)
 
@@ -103,11 +135,12 @@ def deal_select(alias: str = "") -> str:
 _DEAL_SELECT = deal_select()
 # Statement templates over one build's tables: ``{t}`` is its table prefix (see :class:`BoardSql`).
 T = "{t}"
-PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version"
+PIPELINE_COLUMNS = "pipeline_id, name, stages::text, version, defined_at"
 
 _UPSERT_PIPELINE = """
-INSERT INTO {t}pipelines (pipeline_id, name, stages, version) VALUES (%s, %s, %s::jsonb, %s)
-ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version
+INSERT INTO {t}pipelines (pipeline_id, name, stages, version, defined_at) VALUES (%s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (pipeline_id) DO UPDATE SET name = EXCLUDED.name, stages = EXCLUDED.stages, version = EXCLUDED.version,
+    defined_at = EXCLUDED.defined_at
 WHERE {t}pipelines.version < EXCLUDED.version
 """
 
@@ -128,8 +161,11 @@ class BoardSql:
         )
         # Deals opened from the lead before its erasure (a later one's name is sealed with the deal's own key).
         self.scrub_lead = (
-            f"UPDATE {t}deals d SET name = %s FROM {t}deal_leads l WHERE l.deal_id = d.deal_id "  # noqa: S608
-            "AND l.lead_id = %s AND l.opened_sequence < %s AND d.name <> %s"
+            f"UPDATE {t}deals d SET name = %(erased)s, "  # noqa: S608
+            "next_step = CASE WHEN d.next_step IS NULL THEN NULL ELSE %(erased)s END "
+            f"FROM {t}deal_leads l WHERE l.deal_id = d.deal_id AND l.lead_id = %(lead)s "
+            "AND l.opened_sequence < %(sequence)s "
+            "AND (d.name <> %(erased)s OR d.next_step IS DISTINCT FROM NULL AND d.next_step <> %(erased)s)"
         )
 
 
@@ -157,6 +193,8 @@ def deal_from_record(r: Sequence[Any]) -> DealRow:
         lost_reason=r[13],
         open_tasks=_tasks_decoder.decode(r[14]),
         version=r[15],
+        expected_close_date=r[16],
+        next_step=r[17],
     )
 
 
@@ -182,11 +220,15 @@ def _deal_record(d: DealRow) -> tuple[Any, ...]:
         d.lost_reason,
         Jsonb(_encode(d.open_tasks), dumps=_already_json),
         d.version,
+        d.expected_close_date,
+        d.next_step,
     )
 
 
 def pipeline_from_record(r: Sequence[Any]) -> PipelineRow:
-    return PipelineRow(pipeline_id=r[0], name=r[1], stages=_stages_decoder.decode(r[2]), version=r[3])
+    return PipelineRow(
+        pipeline_id=r[0], name=r[1], stages=_stages_decoder.decode(r[2]), version=r[3], defined_at=utc_or_none(r[4])
+    )
 
 
 async def load_state(
@@ -221,7 +263,8 @@ class BoardProjection(BatchProjection[BoardState]):
     partitioned: tuple[AggregateType, ...] = ("deal", "pipeline")
     # Every shard hears of every lead's erasure, to scrub the names of its deals opened from that lead.
     broadcast: tuple[AggregateType, ...] = ("lead",)
-    reads_personal: tuple[type[Event], ...] = (DealOpened,)  # the deal's name, sealed in the log
+    # The deal's name and next step, sealed in the log.
+    reads_personal: tuple[type[Event], ...] = (DealOpened, DealUpdated)
 
     def __init__(self, instance: str = "") -> None:
         self.build = build_name(self.name, self.version, instance)
@@ -254,13 +297,16 @@ class BoardProjection(BatchProjection[BoardState]):
         if pipelines:
             await cur.executemany(
                 self.sql.upsert_pipeline,
-                [(p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version) for p in pipelines],
+                [
+                    (p.pipeline_id, p.name, msgspec.json.encode(p.stages).decode(), p.version, p.defined_at)
+                    for p in pipelines
+                ],
             )
         if links:
             await cur.executemany(self.sql.link_lead, links)
         # After the batch's rows are written, so a deal folded in the same batch is scrubbed too.
         for lead_id, sequence in erasures:
-            await cur.execute(self.sql.scrub_lead, (ERASED_NAME, lead_id, sequence, ERASED_NAME))
+            await cur.execute(self.sql.scrub_lead, {"erased": ERASED_NAME, "lead": lead_id, "sequence": sequence})
 
 
 async def read_state(conn: AsyncConnection[Any], build: str = BUILD) -> BoardState:

@@ -27,6 +27,8 @@ from events.types import (
     AlertRaised,
     DealLost,
     DealOpened,
+    DealReassigned,
+    DealReopened,
     DealStageChanged,
     DealWon,
     LeadAssigned,
@@ -294,7 +296,7 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
     subject = msgspec.structs.replace(subject, version=seq)
     state.subjects[key] = subject
     timers = state.open_timers(kind, key[1])
-    if isinstance(data, LeadAssigned):
+    if isinstance(data, LeadAssigned | DealReassigned):
         state.subjects[key] = subject = msgspec.structs.replace(subject, owner=data.owner)
         for t in timers:
             if t.state == "pending" and t.task_id is None:
@@ -324,3 +326,9 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
     elif isinstance(data, DealWon | DealLost | LeadDisqualified):
         state.subjects[key] = subject = msgspec.structs.replace(subject, open=False)
         _close(state, subject, at, seq)
+    elif isinstance(data, DealReopened) and not subject.open:
+        # Back in play: its clocks start again as at an opening, in the stage it reopens in.
+        state.subjects[key] = subject = msgspec.structs.replace(subject, open=True, stage=data.stage)
+        policy = rules.policy("next_touch", "deal", subject.source, subject.pipeline_id)
+        _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, seq)
+        _rotting(state, rules, subject, event)

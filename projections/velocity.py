@@ -14,9 +14,12 @@ Conventions shared by the fold and every formula over its facts:
 - Within one deal (or lead) business times are made non-decreasing in log order: an event dated before the
   previous one is taken at the previous one's time, so visits never have negative length and "as of" always
   cuts a prefix of the history.
-- A closed deal is final (the decisions reject changes to it): later events of that deal are ignored, as is
-  a second ``DealOpened``, and a lead's events before its ``LeadCaptured``, or a deal's before its
-  ``DealOpened``.
+- A closed deal is final (the decisions reject changes to it) but for a lost deal's reopening: later events
+  of that deal are ignored, as is a second ``DealOpened``, and a lead's events before its ``LeadCaptured``, or
+  a deal's before its ``DealOpened``.
+- A reopened deal counts lost only while it is lost: its outcome is its latest close, and as of a time
+  between a loss and its reopening it is the lost deal it was then (:class:`ReopenFact`). So a deal lost,
+  reopened and lost again counts one loss, at the latest; one reopened and won counts one win and no loss.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from events.types import (
     DealAmountChanged,
     DealLost,
     DealOpened,
+    DealReassigned,
+    DealReopened,
     DealStageChanged,
     DealWon,
     LeadAssigned,
@@ -67,6 +72,21 @@ class AmountFact(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
 
 
+class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
+    sequence: int
+    at: dt.datetime
+    owner: str
+
+
+class ReopenFact(msgspec.Struct, frozen=True, kw_only=True):
+    """A loss undone: the deal was lost at ``lost_at`` and back in play from ``at``."""
+
+    sequence: int
+    at: dt.datetime
+    lost_at: dt.datetime
+    lost_reason: str
+
+
 class DealFacts(msgspec.Struct, frozen=True, kw_only=True):
     deal_id: str
     pipeline_id: str
@@ -81,15 +101,12 @@ class DealFacts(msgspec.Struct, frozen=True, kw_only=True):
     lost_reason: str | None = None
     visits: tuple[StageVisit, ...] = ()
     amounts: tuple[AmountFact, ...] = ()
+    reopens: tuple[ReopenFact, ...] = ()
+    # Handed to another rep: ``owner`` stays the opening owner, :func:`deal_owner` is the one known at a moment.
+    reassignments: tuple[OwnerFact, ...] = ()
     # The business time of the last applied event (times are clamped to it) and its stream sequence.
     last_at: dt.datetime
     version: int
-
-
-class OwnerFact(msgspec.Struct, frozen=True, kw_only=True):
-    sequence: int
-    at: dt.datetime
-    owner: str
 
 
 class LeadFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -198,7 +215,8 @@ def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
                 version=seq,
             )
         return
-    if seq <= deal.version or deal.outcome is not None:
+    reopened = isinstance(data, DealReopened) and deal.outcome == "lost"
+    if seq <= deal.version or (deal.outcome is not None and not reopened):
         return
     at = max(envelope.occurred_at, deal.last_at)
     replace = msgspec.structs.replace
@@ -213,6 +231,17 @@ def _apply_deal(state: VelocityState, event: StoredEvent) -> None:
     elif isinstance(data, DealAmountChanged):
         fact = AmountFact(sequence=seq, at=at, amount=data.to_amount, currency=data.currency)
         deal = replace(deal, amounts=(*deal.amounts, fact))
+    elif isinstance(data, DealReassigned):
+        moved = OwnerFact(sequence=seq, at=at, owner=data.owner)
+        deal = replace(deal, reassignments=(*deal.reassignments, moved))
+    elif isinstance(data, DealReopened) and reopened:
+        # The loss is undone, not forgotten: as of a time between it and the reopening the deal was lost.
+        assert deal.closed_at is not None
+        undone = ReopenFact(sequence=seq, at=at, lost_at=deal.closed_at, lost_reason=deal.lost_reason or "")
+        visits = (*visits, StageVisit(stage=data.stage, entered_at=at))
+        deal = replace(
+            deal, visits=visits, outcome=None, closed_at=None, lost_reason=None, reopens=(*deal.reopens, undone)
+        )
     elif isinstance(data, DealWon | DealLost):
         # Closed in another stage than the current one: the deal reached that stage at the close, for no time.
         visits = _close_last(visits, at)
@@ -278,10 +307,29 @@ def deal_at(deal: DealFacts, as_of: dt.datetime) -> DealFacts | None:
     )
     amounts = tuple(a for a in deal.amounts if a.at <= as_of)
     closed = deal.closed_at is not None and deal.closed_at <= as_of
+    reopens = tuple(r for r in deal.reopens if r.at <= as_of)
+    reassignments = tuple(o for o in deal.reassignments if o.at <= as_of)
+    undone = next((r for r in deal.reopens if r.lost_at <= as_of < r.at), None)
+    if undone is not None:
+        # Lost then, and reopened only later.
+        return msgspec.structs.replace(
+            deal,
+            visits=visits,
+            amounts=amounts,
+            reopens=reopens,
+            reassignments=reassignments,
+            outcome="lost",
+            closed_at=undone.lost_at,
+            won_amount=None,
+            won_currency=None,
+            lost_reason=undone.lost_reason,
+        )
     return msgspec.structs.replace(
         deal,
         visits=visits,
         amounts=amounts,
+        reopens=reopens,
+        reassignments=reassignments,
         outcome=deal.outcome if closed else None,
         closed_at=deal.closed_at if closed else None,
         won_amount=deal.won_amount if closed else None,
@@ -307,14 +355,21 @@ def lead_at(lead: LeadFacts, as_of: dt.datetime) -> LeadFacts | None:
 
 
 def pipeline_at(versions: Sequence[PipelineVersion], as_of: dt.datetime) -> PipelineVersion | None:
-    """The definition in force at ``as_of``: the latest in log order among those defined at or before it."""
+    """The definition in force at ``as_of``: of those defined at or before it (business time), the one defined
+    last, then the latest in log order. An imported history's definitions weigh its deals with the stages in
+    force then, whatever order they were appended in."""
     known = [v for v in versions if v.defined_at <= as_of]
-    return max(known, key=lambda v: v.sequence) if known else None
+    return max(known, key=lambda v: (v.defined_at, v.sequence)) if known else None
 
 
 def current_amount(deal: DealFacts) -> AmountFact:
     """The last known amount and currency."""
     return deal.amounts[-1]
+
+
+def deal_owner(deal: DealFacts) -> str | None:
+    """The deal's owner: the last reassignment's, else the opening one (cut ``deal_at`` first for a moment)."""
+    return deal.reassignments[-1].owner if deal.reassignments else deal.owner
 
 
 def lead_owner(lead: LeadFacts) -> str | None:

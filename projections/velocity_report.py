@@ -37,6 +37,7 @@ from projections.velocity import (
     StageVisit,
     current_amount,
     deal_at,
+    deal_owner,
     lead_at,
     lead_owner,
     pipeline_at,
@@ -349,7 +350,7 @@ def group_metrics(
 
 def _deal_key(group_by: GroupBy) -> Callable[[DealFacts], str | None]:
     if group_by == "owner":
-        return lambda d: d.owner
+        return deal_owner
     if group_by == "source":
         return lambda d: d.lead_source
     if group_by == "pipeline":

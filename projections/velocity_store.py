@@ -27,6 +27,7 @@ from projections.velocity import (
     LeadFacts,
     OwnerFact,
     PipelineVersion,
+    ReopenFact,
     StageDef,
     StageVisit,
     VelocityState,
@@ -109,6 +110,26 @@ VELOCITY_DDL: tuple[str, ...] = (
         PRIMARY KEY (lead_id, sequence)
     )
     """,
+    # Added with deal reopening: no event before it reopened a deal, so the build keeps its version.
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}deal_reopens (
+        deal_id text NOT NULL,
+        sequence bigint NOT NULL,
+        at timestamptz NOT NULL,
+        lost_at timestamptz NOT NULL,
+        lost_reason text NOT NULL,
+        PRIMARY KEY (deal_id, sequence)
+    )
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {P}deal_owners (
+        deal_id text NOT NULL,
+        sequence bigint NOT NULL,
+        at timestamptz NOT NULL,
+        owner text NOT NULL,
+        PRIMARY KEY (deal_id, sequence)
+    )
+    """,
     f"""
     CREATE TABLE IF NOT EXISTS {P}pipelines (
         pipeline_id text NOT NULL,
@@ -145,6 +166,13 @@ _INSERT_AMOUNT = f"""
 INSERT INTO {P}deal_amounts (deal_id, sequence, at, amount, currency) VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 """  # noqa: S608
+_INSERT_REOPEN = f"""
+INSERT INTO {P}deal_reopens (deal_id, sequence, at, lost_at, lost_reason) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""  # noqa: S608
+_INSERT_DEAL_OWNER = f"""
+INSERT INTO {P}deal_owners (deal_id, sequence, at, owner) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""  # noqa: S608
 _UPSERT_LEAD = f"""
 INSERT INTO {P}leads ({_LEAD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (lead_id) DO UPDATE SET
@@ -170,6 +198,8 @@ class VelocitySql:
         self.upsert_deal = _UPSERT_DEAL.format(t=t)
         self.upsert_visit = _UPSERT_VISIT.format(t=t)
         self.insert_amount = _INSERT_AMOUNT.format(t=t)
+        self.insert_reopen = _INSERT_REOPEN.format(t=t)
+        self.insert_deal_owner = _INSERT_DEAL_OWNER.format(t=t)
         self.upsert_lead = _UPSERT_LEAD.format(t=t)
         self.insert_owner = _INSERT_OWNER.format(t=t)
         self.insert_pipeline = _INSERT_PIPELINE.format(t=t)
@@ -246,6 +276,8 @@ async def select_deals(
     """Deals matching ``where`` (over ``d``, a deal row; or exactly ``ids``) with their visits and amounts."""
     visits: dict[str, list[StageVisit]] = {}
     amounts: dict[str, list[AmountFact]] = {}
+    reopens: dict[str, list[ReopenFact]] = {}
+    moves: dict[str, list[OwnerFact]] = {}
     async with conn.cursor() as cur:
         q = _Query(cur, t, where, params, ids)
         for deal_id, stage, entered_at, left_at in await q.children(
@@ -260,6 +292,14 @@ async def select_deals(
             amounts.setdefault(deal_id, []).append(
                 AmountFact(sequence=seq, at=utc(at), amount=amount, currency=currency)
             )
+        for deal_id, seq, at, lost_at, reason in await q.children(
+            "deal_reopens", "deal_id", "sequence, at, lost_at, lost_reason"
+        ):
+            reopens.setdefault(deal_id, []).append(
+                ReopenFact(sequence=seq, at=utc(at), lost_at=utc(lost_at), lost_reason=reason)
+            )
+        for deal_id, seq, at, owner in await q.children("deal_owners", "deal_id", "sequence, at, owner"):
+            moves.setdefault(deal_id, []).append(OwnerFact(sequence=seq, at=utc(at), owner=owner))
         out: dict[str, DealFacts] = {}
         for r in await q.parents("deals d", _DEAL_COLUMNS):
             out[r[0]] = DealFacts(
@@ -276,6 +316,8 @@ async def select_deals(
                 lost_reason=r[10],
                 visits=tuple(visits.get(r[0], ())),
                 amounts=tuple(amounts.get(r[0], ())),
+                reopens=tuple(reopens.get(r[0], ())),
+                reassignments=tuple(moves.get(r[0], ())),
                 last_at=utc(r[11]),
                 version=r[12],
             )
@@ -393,6 +435,8 @@ class VelocityProjection(BatchProjection[VelocityState]):
         deals: list[tuple[Any, ...]] = []
         visits: list[tuple[Any, ...]] = []
         amounts: list[tuple[Any, ...]] = []
+        reopens: list[tuple[Any, ...]] = []
+        moved: list[tuple[Any, ...]] = []
         # Sorted: a fixed lock order, so two writers can never deadlock.
         for deal_id in sorted(after.deals):
             deal, old = after.deals[deal_id], before.deals.get(deal_id)
@@ -408,6 +452,13 @@ class VelocityProjection(BatchProjection[VelocityState]):
             amounts += [
                 (deal_id, a.sequence, a.at, a.amount, a.currency)
                 for a in deal.amounts[len(old.amounts) if old else 0 :]
+            ]
+            reopens += [
+                (deal_id, r.sequence, r.at, r.lost_at, r.lost_reason)
+                for r in deal.reopens[len(old.reopens) if old else 0 :]
+            ]
+            moved += [
+                (deal_id, o.sequence, o.at, o.owner) for o in deal.reassignments[len(old.reassignments) if old else 0 :]
             ]
         leads: list[tuple[Any, ...]] = []
         owners: list[tuple[Any, ...]] = []
@@ -428,6 +479,8 @@ class VelocityProjection(BatchProjection[VelocityState]):
             (sql.upsert_deal, deals),
             (sql.upsert_visit, visits),
             (sql.insert_amount, amounts),
+            (sql.insert_reopen, reopens),
+            (sql.insert_deal_owner, moved),
             (sql.upsert_lead, leads),
             (sql.insert_owner, owners),
             (sql.insert_pipeline, pipelines),

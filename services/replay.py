@@ -15,7 +15,7 @@ from events.codec import decode
 from events.envelope import StoredEvent
 from events.personal import Vault
 from events.subjects import Naming
-from events.types import DealOpened
+from events.types import DealOpened, DealUpdated
 from projections.board import PipelineBoard, Status, build_board, fold
 from projections.money import in_minor_units
 
@@ -50,7 +50,7 @@ async def board_events(js: JetStreamContext, naming: Naming, vault: Vault | None
         async for m in scan(js, naming.events_stream, naming.events_of_type(kind))
     ]
     if vault is not None:
-        opened = await vault.unsealed([e.envelope for e in events], (DealOpened,))
+        opened = await vault.unsealed([e.envelope for e in events], (DealOpened, DealUpdated))
         events = [msgspec.structs.replace(e, envelope=o) for e, o in zip(events, opened, strict=True)]
     return sorted(events, key=lambda e: e.sequence)
 
@@ -86,11 +86,8 @@ def board_as_of(
         raise ValueError("at must carry a time zone offset")
     then = [e for e in events if e.envelope.occurred_at <= at]
     past, now = fold(then), fold(events)
-    expected: dict[str, dt.date] = {}
-    for e in then:
-        data = e.envelope.data
-        if isinstance(data, DealOpened) and data.expected_close_date is not None:
-            expected[e.envelope.aggregate_id] = data.expected_close_date
+    # The expected close date as it stood then: the opening's, or the latest correction's by then.
+    expected = {d.deal_id: d.expected_close_date for d in past.deals.values() if d.expected_close_date is not None}
     cutoff = at.date()
     slipped = [
         SlippedDeal(

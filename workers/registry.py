@@ -26,6 +26,7 @@ from projections.scores_store import ScoresProjection
 from projections.scoring import fit_score, profile_from
 from projections.sla_store import SlaProjection
 from projections.subscriptions_store import SubscriptionsProjection
+from projections.tasks_store import TasksProjection
 from projections.velocity_store import VelocityProjection
 from projections.versions import BuildConflict, BuildRules, label_of, recorded_rules, serving_build
 from workers.actor import Actor
@@ -86,6 +87,10 @@ def people_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) ->
     return PeopleProjection(instance)
 
 
+def tasks_projection(instance: str = "", rules: SalesRules = NO_SALES_RULES) -> TasksProjection:
+    return TasksProjection(instance)
+
+
 WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "board": board_projection,
     "velocity": velocity_projection,
@@ -97,6 +102,7 @@ WORKERS: dict[str, Callable[[str, SalesRules], Projection]] = {
     "compliance": compliance_projection,
     "lead_records": lead_records_projection,
     "people": people_projection,
+    "tasks": tasks_projection,
 }
 """Worker name -> the projection it feeds, given a build label ("" for the version's own build) and the rules."""
 

@@ -27,6 +27,8 @@ from services.api import (
     asyncapi,
     capture,
     commands,
+    deal_reads,
+    deals,
     history,
     leads,
     openapi,
@@ -35,6 +37,7 @@ from services.api import (
     reads,
     scores,
     subscriptions,
+    tasks,
 )
 from services.api import session as sessions
 from services.api import users as user_admin
@@ -290,6 +293,9 @@ def create_app(settings: Settings) -> Litestar:
             sessions.router,
             user_admin.router,
             people.router,
+            deals.router,
+            deal_reads.router,
+            tasks.router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],

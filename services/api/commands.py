@@ -25,6 +25,7 @@ from services.api.common import (
     requires,
     runtime,
 )
+from services.api.deal_reads import get_pipeline, list_deals
 from services.api.identity import owner_for_new, reaches
 from services.errors import InputError
 
@@ -267,5 +268,7 @@ router = Router(
         win_deal,
         lose_deal,
         define_pipeline,
+        list_deals,
+        get_pipeline,
     ],
 )

@@ -15,6 +15,7 @@ from events.types import Event
 from projections.money import money_text
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
 from services.api.deal_people import DealPeople, deal_people
+from services.api.deals import patch_deal
 from services.api.identity import reaches
 from services.errors import InputError
 
@@ -187,5 +188,6 @@ router = Router(
         user_events,
         organisation_events,
         contact_events,
+        patch_deal,
     ],
 )

@@ -142,6 +142,8 @@ def document(app: Litestar) -> None:
         ),
         ("/v1/deals", "POST"): _adding(writes),
         ("/v1/deals/{deal_id}/stage", "POST"): _adding([*writes, IF_MATCH_REQUIRED]),
+        ("/v1/deals/{deal_id}", "PATCH"): _adding([*writes, IF_MATCH_REQUIRED]),
+        ("/v1/deals/{deal_id}/reopen", "POST"): _adding([*writes, IF_MATCH_REQUIRED]),
         ("/v1/board/changes", "GET"): _adding([LAST_EVENT_ID], stream=True),
         ("/v1/webhooks/meta", "GET"): _adding(META_HANDSHAKE),
     }

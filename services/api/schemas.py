@@ -190,3 +190,17 @@ class ConvertLead(Body, frozen=True):
     email: Email | None = None
     phone: Phone | None = None
     job_title: ShortText | None = None
+
+
+class PatchDeal(Body, frozen=True):
+    """The fields to change; a field left out stays as it is, ``null`` clears the expected close date or the
+    next step. The owner changes alone (its own event, which the SLA clocks and notifications follow)."""
+
+    owner: ShortText | msgspec.UnsetType = msgspec.UNSET
+    name: ShortText | msgspec.UnsetType = msgspec.UNSET
+    expected_close_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    next_step: ShortText | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class ReopenDeal(Body, frozen=True):
+    stage: Id | None = None

@@ -79,6 +79,6 @@ async def test_a_worker_killed_mid_batch_under_load_restarts_and_equals_a_rebuil
     assert worker.stop() == 0, worker.tail()
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute(
-            "UPDATE board_v1_deals SET amount = amount + 1 WHERE deal_id = (SELECT min(deal_id) FROM board_v1_deals)"
+            "UPDATE board_v2_deals SET amount = amount + 1 WHERE deal_id = (SELECT min(deal_id) FROM board_v2_deals)"
         )
     assert await read_model_problems("board", settings, pg_dsn)

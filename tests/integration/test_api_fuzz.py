@@ -38,7 +38,7 @@ from tests.conftest import ADMIN_KEY, api_config
 
 pytestmark = pytest.mark.integration
 
-WORKERS = ("board", "velocity", "sla", "scores", "notify", "compliance", "lead_records")
+WORKERS = ("board", "velocity", "sla", "scores", "notify", "compliance", "lead_records", "tasks")
 """Every worker whose tables a read endpoint serves: without them those reads are 503 (not built yet)."""
 
 READS = (

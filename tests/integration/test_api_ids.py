@@ -195,6 +195,7 @@ VALID_BODIES: dict[type[msgspec.Struct], dict[str, Any]] = {
     schemas.CreateContact: {"name": "Ana", "contact_id": "c1", "organisation_id": "o1"},
     schemas.LinkContact: {"contact_id": "c1", "role": "champion"},
     schemas.ConvertLead: {"pipeline_id": "sales", "amount": "1", "currency": "EUR", "stage": "qualified"},
+    schemas.ReopenDeal: {"stage": "proposal"},
 }
 QUERY_ID_ROUTES = sorted(
     (path, method, p.field_alias)

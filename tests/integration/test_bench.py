@@ -30,6 +30,8 @@ def test_a_tiny_bench_run_reports_every_section(pg_url: str, tmp_path: Path) -> 
         "--list-rounds",
         "30",
         "--skip-peer",
+        "--list-deals",
+        "300",
         "--json",
         str(out),
     ]
@@ -49,6 +51,8 @@ def test_a_tiny_bench_run_reports_every_section(pg_url: str, tmp_path: Path) -> 
         "rebuild",
         "lists",
     }
+    [deal_list] = [r for r in report.rows if r.section == "lists" and r.name.startswith("deal list")]
+    assert deal_list.name == "deal list, 300 deals" and deal_list.p99_ms is not None
     assert all(r.value > 0 for r in report.rows), [r for r in report.rows if r.value <= 0]
     assert all(not r.note.startswith("non-2xx") and "non-2xx" not in r.note for r in report.rows)
     projected = {name.split()[0] for section, name in rows if section == "projections"}
@@ -58,5 +62,5 @@ def test_a_tiny_bench_run_reports_every_section(pg_url: str, tmp_path: Path) -> 
     [e2e] = [r for r in report.rows if r.section == "end-to-end"]
     assert e2e.p50_ms is not None and "100 events" in e2e.note
     assert "| rebuild | rebuild board |" in done.stdout
-    [lists] = [r for r in report.rows if r.section == "lists"]
+    [lists] = [r for r in report.rows if r.section == "lists" and not r.name.startswith("deal list")]
     assert lists.p99_ms is not None and "30 pages" in lists.note and lists.name.endswith("300 leads")

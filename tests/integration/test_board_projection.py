@@ -84,7 +84,7 @@ async def test_a_scripted_pipeline_gives_the_exact_board_rows(
             ("pilot", 1, ["hooli"]),
         ]
         cur = await conn.execute("SELECT projection, partition_key, last_sequence FROM projection_checkpoints")
-        assert await cur.fetchall() == [("board_v1", "0/1", len(sales_script()))]
+        assert await cur.fetchall() == [("board_v2", "0/1", len(sales_script()))]
 
 
 async def test_the_sql_board_pages_like_the_reference_on_a_bigger_log(
@@ -136,7 +136,7 @@ async def test_poison_goes_to_the_dead_letter_stream_and_the_rest_is_applied(
     [(headers, data)] = await dead_letters(js, naming)
     assert data == b"\x00not json{"
     assert headers["Dealstream-Reason"].startswith("decode:")
-    assert headers["Dealstream-Projection"] == "board_v1"
+    assert headers["Dealstream-Projection"] == "board_v2"
     assert headers["Dealstream-Sequence"] == str(ack.seq)
     assert headers["Dealstream-Subject"] == garbage_subject
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:

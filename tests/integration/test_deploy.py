@@ -51,7 +51,7 @@ from tests.deploy_helpers import (
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-WORKERS = ("board", "velocity", "scores", "sla", "notify", "intake", "compliance", "lead_records", "people")
+WORKERS = ("board", "velocity", "scores", "sla", "notify", "intake", "compliance", "lead_records", "people", "tasks")
 NATS_CONFIGS = sorted(DEPLOY.glob("nats/**/*.conf"))
 COMPOSE = DEPLOY / "compose.yaml"
 PRODUCTION_TOML = DEPLOY / "production.toml"

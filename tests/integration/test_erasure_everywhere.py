@@ -149,7 +149,17 @@ async def stack(tmp_path: Path, pg_dsn: str, pg_schema: str, monkeypatch: pytest
             await ensure_streams(js, settings.naming, settings.streams)
             workers = [
                 asyncio.create_task(serve_worker(name, "0/1", settings, pg_dsn, stop=stop, instance=""))
-                for name in ("scores", "board", "velocity", "routing", "sla", "notify", "lead_records", "people")
+                for name in (
+                    "scores",
+                    "board",
+                    "velocity",
+                    "routing",
+                    "sla",
+                    "notify",
+                    "lead_records",
+                    "people",
+                    "tasks",
+                )
             ]
             app = create_app(Settings(nats=settings, config=api_config(), database_url=pg_dsn))
             async with AsyncTestClient(app, raise_server_exceptions=False) as client:
@@ -407,6 +417,9 @@ async def work_on(s: Stack, lead_id: str) -> str:
     assert r.status_code == 202, r.text
     r = await c.post(f"/v1/deals/{deal_id}/tasks", json={"title": marked("deal task"), "due_at": due})
     assert r.status_code == 202, r.text
+    version = r.json()["version"]
+    r = await c.patch(f"/v1/deals/{deal_id}", json={"next_step": marked("next")}, headers={"If-Match": str(version)})
+    assert r.status_code == 202, r.text
     return deal_id
 
 
@@ -418,6 +431,8 @@ async def answers(c: Client, lead_ids: list[str], deal_id: str) -> list[str]:
         (f"/v1/deals/{deal_id}", {}),
         ("/v1/board", {}),
         ("/v1/board", {"status": "lost"}),
+        ("/v1/deals", {}),
+        ("/v1/tasks", {}),
         ("/v1/board/as-of", {"at": (NOW + dt.timedelta(days=1)).isoformat()}),
         ("/v1/leads", {"order": "score", "status": "open"}),
         ("/v1/leads", {"order": "score", "status": "qualified"}),
@@ -470,7 +485,9 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             board = (await c.get("/v1/board")).text
             records = (await c.get("/v1/leads", params={"q": MARK.lower(), "limit": 200})).json()["leads"]
             corrected = any(x["company"] == marked("corrected company") for x in records)
-            return all(r.status_code == 200 for r in scores) and marked("deal") in board and corrected
+            deals, tasks = (await c.get("/v1/deals")).text, (await c.get("/v1/tasks")).text
+            held = marked("deal") in board and marked("next") in deals and marked("deal task") in tasks
+            return all(r.status_code == 200 for r in scores) and held and corrected
 
         await eventually(folded)
 
@@ -553,7 +570,7 @@ async def test_an_erased_lead_leaves_no_marker_in_files_tables_logs_or_answers(
             stop.set()
             await asyncio.wait_for(asyncio.gather(*rebuilds), 30)
         async with await psycopg.AsyncConnection.connect(s.pg_dsn, autocommit=True) as conn:
-            cur = await conn.execute("SELECT name FROM board_v1_again_deals")
+            cur = await conn.execute("SELECT name FROM board_v2_again_deals")
             assert await cur.fetchall() == [("[erased]",), ("[erased]",)]  # the deal opened, and the one converted
             cur = await conn.execute("SELECT name, email, erased FROM people_v1_again_contacts")
             assert await cur.fetchall() == [("[erased]", None, True)]

@@ -340,7 +340,7 @@ async def test_the_registry_runs_the_board_and_reports_its_lag(
     await asyncio.wait_for(task, 30)
     last = (await js.stream_info(naming.events_stream)).state.last_seq
     [lag] = await worker_lag("board", nats_settings, pg_dsn)
-    assert (lag.projection, lag.partition_key) == ("board_v1", "0/1")
+    assert (lag.projection, lag.partition_key) == ("board_v2", "0/1")
     assert lag.checkpoint == lag.stream_last_sequence == last
     assert lag.caught_up and lag.oldest_unapplied_age_seconds is None
     [appended] = await append_script(store, [("deal", "after", opened(), T0)])

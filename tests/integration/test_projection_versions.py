@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 class BoardV2(BoardProjection):
     """The board with its version bumped, as a change to its fold would: same rows, new tables."""
 
-    version = 2
+    version = 3
 
 
 async def serving(dsn: str) -> str | None:
@@ -64,32 +64,32 @@ async def test_a_new_version_builds_beside_the_serving_one_and_takes_over_when_c
     v1, v2 = BoardProjection(), BoardV2()
     async with running(ProjectionEngine(v1, nats_settings, pg_dsn, settings=FAST)) as old:
         await wait_caught_up(js, pg_dsn, naming, v1)
-        assert await serving(pg_dsn) == "board_v1"  # the first build of a projection serves from its start
+        assert await serving(pg_dsn) == "board_v2"  # the first build of a projection serves from its start
 
         # v2 starts from the beginning of the log while v1 keeps serving and both follow live writes.
         async with running(ProjectionEngine(v2, nats_settings, pg_dsn, settings=FAST)) as new:
             await append_concurrently(store, workload(150, seed=4))
-            await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+            await eventually(lambda: serving_is(pg_dsn, "board_v3"))
             assert new.serving
 
             # The old worker, still running and caught up, keeps trying and must not take the readers back.
             async def old_saw_it() -> bool:
-                return old.superseded_by == "board_v2" and not old.serving
+                return old.superseded_by == "board_v3" and not old.serving
 
             await eventually(old_saw_it)
             await append_concurrently(store, workload(20, seed=5))
             await wait_caught_up(js, pg_dsn, naming, v1)
             await wait_caught_up(js, pg_dsn, naming, v2)
-            assert await serving(pg_dsn) == "board_v2"
+            assert await serving(pg_dsn) == "board_v3"
 
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        rows_v1, rows_v2 = await read_state(conn, "board_v1"), await read_state(conn, "board_v2")
+        rows_v1, rows_v2 = await read_state(conn, "board_v2"), await read_state(conn, "board_v3")
         assert rows_v2.deals and rows_v2 == rows_v1
         # Readers follow the pointer: with v1's tables gone the board still answers, from v2's.
-        await conn.execute("DROP TABLE board_v1_deals, board_v1_pipelines")
+        await conn.execute("DROP TABLE board_v2_deals, board_v2_pipelines")
         await conn.commit()
-        build = await serving_build_name(conn, "board", "board_v1")
-        assert build == "board_v2"
+        build = await serving_build_name(conn, "board", "board_v2")
+        assert build == "board_v3"
         columns = await board(conn, build=build)
         assert sum(c.count for b in columns for c in b.columns) == sum(
             1 for d in rows_v2.deals.values() if d.status == "open"
@@ -114,12 +114,12 @@ async def test_the_api_reads_the_serving_build_and_reports_every_build(
     async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
     async with running(ProjectionEngine(BoardV2(), nats_settings, pg_dsn, settings=FAST)) as new:
-        await eventually(lambda: serving_is(pg_dsn, "board_v2"))
+        await eventually(lambda: serving_is(pg_dsn, "board_v3"))
         assert new.serving
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         # Only v2's rows can answer now: a read of v1's tables would show an empty board.
-        await conn.execute("TRUNCATE board_v1_deals")
-        expected = await board(conn, build="board_v2")
+        await conn.execute("TRUNCATE board_v2_deals")
+        expected = await board(conn, build="board_v3")
     app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
     async with AsyncTestClient[Litestar](app, raise_server_exceptions=False) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
@@ -129,7 +129,7 @@ async def test_the_api_reads_the_serving_build_and_reports_every_build(
         assert sum(c["count"] for b in got for c in b["columns"]) > 0
         lags = (await client.get("/v1/projections")).json()
     board_lags = {(lag["build"], lag["serving"]) for lag in lags if lag["worker"] == "board"}
-    assert board_lags == {("board_v1", False), ("board_v2", True)}
+    assert board_lags == {("board_v2", False), ("board_v3", True)}
 
 
 async def test_a_sharded_build_takes_over_only_when_every_shard_has_reached_the_serving_position(pg_dsn: str) -> None:
@@ -187,15 +187,15 @@ async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_se
     naming: Naming,
     pg_dsn: str,
 ) -> None:
-    """``DEALSTREAM_ENGINE_INSTANCE=x`` with ``--partition 1/2`` beside the serving board_v1 (0/1): once caught up
-    it used to follow board_v1 and apply from sequence 1 into its tables; it must stay in board_v1_x."""
+    """``DEALSTREAM_ENGINE_INSTANCE=x`` with ``--partition 1/2`` beside the serving board_v2 (0/1): once caught up
+    it used to follow board_v2 and apply from sequence 1 into its tables; it must stay in board_v2_x."""
     _, js = nats_conn
     await append_concurrently(store, workload(60, seed=21))
     stop = asyncio.Event()
     live = asyncio.create_task(serve_worker("board", "0/1", nats_settings, pg_dsn, FAST, stop, instance=""))
     labelled: asyncio.Task[None] | None = None
     try:
-        await eventually(lambda: registered(pg_dsn, "board_v1"))  # the first build of a projection serves
+        await eventually(lambda: registered(pg_dsn, "board_v2"))  # the first build of a projection serves
         labelled = asyncio.create_task(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, stop, instance="x"))
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
         await wait_caught_up(js, pg_dsn, naming, BoardProjection("x"), shards=[Shard(1, 2)])
@@ -207,10 +207,10 @@ async def test_a_labelled_sharded_build_writes_only_its_own_tables_beside_the_se
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(live, *([labelled] if labelled else [])), 30)
-    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}, "board_v1_x": {"1/2"}}
-    assert await serving(pg_dsn) == "board_v1"
+    assert await checkpoint_keys(pg_dsn) == {"board_v2": {"0/1"}, "board_v2_x": {"1/2"}}
+    assert await serving(pg_dsn) == "board_v2"
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        rows = await read_state(conn, "board_v1")
+        rows = await read_state(conn, "board_v2")
     assert len(rows.deals) == 90
     result = await verify(BoardProjection("check"), nats_settings, pg_dsn)
     assert result.same, result  # nothing was applied twice into the serving build
@@ -227,9 +227,9 @@ async def test_a_shard_of_another_split_is_refused_by_the_build_and_writes_nothi
     await append_concurrently(store, workload(20, seed=23))
     async with running(ProjectionEngine(BoardProjection(), nats_settings, pg_dsn, settings=FAST)):
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
-        with pytest.raises(BuildConflict, match=r"board_v1 is built in shards 0/1; shard 1/2 would apply"):
+        with pytest.raises(BuildConflict, match=r"board_v2 is built in shards 0/1; shard 1/2 would apply"):
             await asyncio.wait_for(serve_worker("board", "1/2", nats_settings, pg_dsn, FAST, instance=""), 30)
-    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/1"}}
+    assert await checkpoint_keys(pg_dsn) == {"board_v2": {"0/1"}}
 
 
 async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shards(
@@ -239,8 +239,8 @@ async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shar
     naming: Naming,
     pg_dsn: str,
 ) -> None:
-    """Workers of board_v1 in two shards; a rebuild (one shard) takes over. Following it, each shard would replay
-    the log into tables the rebuild filled: they stay in board_v1 and say why."""
+    """Workers of board_v2 in two shards; a rebuild (one shard) takes over. Following it, each shard would replay
+    the log into tables the rebuild filled: they stay in board_v2 and say why."""
     _, js = nats_conn
     await append_concurrently(store, workload(40, seed=24))
     halves = [Shard(0, 2), Shard(1, 2)]
@@ -250,11 +250,11 @@ async def test_the_version_s_own_build_follows_a_rebuild_only_with_the_same_shar
         assert await rebuild(BoardProjection("r1"), nats_settings, pg_dsn)
 
         async def both_declined() -> bool:
-            return all(e.not_following == "board_v1_r1" for e in engines)
+            return all(e.not_following == "board_v2_r1" for e in engines)
 
         await eventually(both_declined)
         assert all(e.moved_to is None for e in engines)
-    assert await checkpoint_keys(pg_dsn) == {"board_v1": {"0/2", "1/2"}, "board_v1_r1": {"0/1"}}
+    assert await checkpoint_keys(pg_dsn) == {"board_v2": {"0/2", "1/2"}, "board_v2_r1": {"0/1"}}
 
 
 async def test_rules_that_steer_only_what_comes_next_are_recorded_anew_not_refused(pg_dsn: str) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
-from events.types import Event, PipelineDefined, StageDefinition
+from events.types import DealReassigned, DealReopened, DealUpdated, Event, PipelineDefined, StageDefinition
 from projections.board import STATUSES, build_board, fold
 from tests.builders import T0
 from tests.projection_fixtures import amount, done, lost, moved, opened, stored, task, touch, won
@@ -23,8 +23,11 @@ HOUR = dt.timedelta(hours=1)
 
 @st.composite
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "move", "touch", "task", "done", "amount", "won", "lost"]))
+    kinds = ["open", "move", "touch", "task", "done", "amount", "won", "lost", "reassign", "update", "reopen"]
+    kind = draw(st.sampled_from(kinds))
     stage = draw(st.sampled_from(STAGES))
+    if kind in ("reassign", "update", "reopen"):
+        return draw(deal_edit(stage))
     if kind == "open":
         return opened(
             stage=stage,
@@ -45,6 +48,23 @@ def deal_event(draw: st.DrawFn) -> Event:
     if kind == "amount":
         return amount("0", str(draw(st.integers(0, 10_000))))
     return won(stage) if kind == "won" else lost(stage)
+
+
+@st.composite
+def deal_edit(draw: st.DrawFn, stage: str) -> Event:
+    """A reassignment, a correction or a reopening (the events of deal edits)."""
+    kind = draw(st.sampled_from(["reassign", "update", "reopen"]))
+    if kind == "reassign":
+        return DealReassigned(owner=draw(st.sampled_from(["a", "b", "c"])), previous_owner="a")
+    if kind == "reopen":
+        return DealReopened(stage=stage, lost_stage="new", lost_reason="price")
+    changed = tuple(
+        draw(st.lists(st.sampled_from(["name", "expected_close_date", "next_step"]), min_size=1, unique=True))
+    )
+    close = draw(st.none() | st.dates(dt.date(2026, 1, 1), dt.date(2027, 1, 1)))
+    return DealUpdated(
+        changed=changed, name="Renamed", expected_close_date=close, next_step=draw(st.none() | st.just("call"))
+    )
 
 
 @st.composite

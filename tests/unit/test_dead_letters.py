@@ -17,8 +17,8 @@ def test_intake_and_engine_headers_name_the_origin_and_what_came() -> None:
         "Dealstream-Sequence": "7",
         "Dealstream-Subject": "p.in.lead",
     }
-    engine = dead_letter_headers("board_v1:9", "decode: x", "p.evt.deal.3.d1", 9, projection="board_v1")
-    assert engine["Dealstream-Projection"] == "board_v1"
+    engine = dead_letter_headers("board_v2:9", "decode: x", "p.evt.deal.3.d1", 9, projection="board_v2")
+    assert engine["Dealstream-Projection"] == "board_v2"
     assert "Dealstream-Origin" not in engine
 
 

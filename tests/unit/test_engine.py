@@ -35,9 +35,9 @@ def test_shards_parse_and_split_the_partitions_exactly() -> None:
 def test_one_filter_per_consumer_and_the_shard_selects_by_subject() -> None:
     board = BoardProjection()
     assert consumer_filter(NAMING, board) == "ds.evt.>"
-    assert consumer_name(NAMING, board, Shard(1, 2)) == "ds_board_v1_1of2"
-    assert consumer_name(NAMING, BoardProjection("rebuild"), Shard()) == "ds_board_v1_rebuild_0of1"
-    assert checkpoint_name(board) == "board_v1"
+    assert consumer_name(NAMING, board, Shard(1, 2)) == "ds_board_v2_1of2"
+    assert consumer_name(NAMING, BoardProjection("rebuild"), Shard()) == "ds_board_v2_rebuild_0of1"
+    assert checkpoint_name(board) == "board_v2"
     whole, half = Selector(board, Shard()), Selector(board, Shard(partition_of("d1") % 2, 2))
     assert whole(NAMING.aggregate_subject("deal", "d1")) and half(NAMING.aggregate_subject("deal", "d1"))
     assert whole(NAMING.aggregate_subject("pipeline", "p"))
@@ -66,7 +66,7 @@ def test_the_registry_knows_the_board_and_refuses_the_unknown() -> None:
 
 def _lag(checkpoint: int, first_unapplied: int | None) -> Lag:
     return Lag(
-        projection="board_v1",
+        projection="board_v2",
         partition_key="0/1",
         stream_last_sequence=100,
         checkpoint=checkpoint,
@@ -94,15 +94,15 @@ def test_poison_blames_the_data_never_the_infrastructure() -> None:
 
 
 def test_the_consumer_stands_at_the_checkpoint_with_room_for_one_batch_ahead() -> None:
-    consumer = ShardConsumer("DS_EVENTS", "ds_board_v1_0of1", "ds.evt.>", batch_size=500, ack_wait=60.0)
+    consumer = ShardConsumer("DS_EVENTS", "ds_board_v2_0of1", "ds.evt.>", batch_size=500, ack_wait=60.0)
     config = consumer.config(checkpoint=41)
     assert config.opt_start_seq == 42 and config.max_ack_pending == 1000 and config.filter_subject == "ds.evt.>"
-    assert config.ack_policy == AckPolicy.ALL and config.durable_name == "ds_board_v1_0of1"
+    assert config.ack_policy == AckPolicy.ALL and config.durable_name == "ds_board_v2_0of1"
 
 
 def test_the_rebuild_bar_shows_the_build_the_events_done_and_their_rate() -> None:
     out = io.StringIO()
     with progress_bar(Console(file=out, width=120, force_terminal=False)) as shown:
-        shown(Progress(build="board_v1_r1", done=0, total=200, serving=False))
-        shown(Progress(build="board_v1_r1", done=200, total=200, serving=True))
-    assert "board_v1_r1" in out.getvalue() and "200/200 events" in out.getvalue() and "ev/s" in out.getvalue()
+        shown(Progress(build="board_v2_r1", done=0, total=200, serving=False))
+        shown(Progress(build="board_v2_r1", done=200, total=200, serving=True))
+    assert "board_v2_r1" in out.getvalue() and "200/200 events" in out.getvalue() and "ev/s" in out.getvalue()

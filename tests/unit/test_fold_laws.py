@@ -1,5 +1,5 @@
 """The laws every projection fold obeys, one suite parametrised over every fold (board, velocity, scores,
-routing, SLA, compliance).
+routing, SLA, compliance, tasks).
 
 What the engine and the batch template (:mod:`projections.batch`) rely on:
 
@@ -45,15 +45,17 @@ from events.types import (
     TaskScheduled,
     TouchpointLogged,
 )
-from projections import board, compliance, routes, scores, sla, velocity
+from projections import board, compliance, routes, scores, sla, tasks, velocity
 from projections.board_store import BoardProjection
 from projections.compliance_store import ComplianceProjection
 from projections.contract import Projection, Selector, Shard
 from projections.routing_store import RoutingProjection
 from projections.scores_store import ScoresProjection
 from projections.sla_store import SlaProjection
+from projections.tasks_store import TasksProjection
 from projections.velocity_store import VelocityProjection
 from tests.builders import envelope
+from tests.unit.test_board_properties import deal_edit
 from tests.unit.test_board_properties import logs as board_logs
 from tests.unit.test_compliance_fold import RULES as COMPLIANCE_RULES
 from tests.unit.test_routing import RULES as ROUTING_RULES
@@ -108,8 +110,10 @@ def lead_event(draw: st.DrawFn) -> Event:
 
 
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "open", "touch", "move", "task", "done", "won", "lost"]))
+    kind = draw(st.sampled_from(["open", "open", "touch", "move", "task", "done", "won", "lost", "edit"]))
     stage = draw(st.sampled_from(STAGES))
+    if kind == "edit":
+        return draw(deal_edit(stage))
     task_id = f"t{draw(st.integers(0, 2))}"
     if kind == "open":
         return DealOpened(
@@ -263,6 +267,15 @@ def compliance_touched(store: compliance.ComplianceState, events: Sequence[Store
     return compliance.ComplianceState({k: v for k, v in store.leads.items() if k in leads})
 
 
+def tasks_touched(store: tasks.TasksState, events: Sequence[StoredEvent]) -> tasks.TasksState:
+    """As :meth:`projections.tasks_store.TasksProjection.load_touched`: the touched subjects and their tasks."""
+    touched = {(e.envelope.aggregate_type, e.envelope.aggregate_id) for e in events}
+    return tasks.TasksState(
+        subjects={k: v for k, v in store.subjects.items() if k in touched},
+        tasks={k: v for k, v in store.tasks.items() if k[:2] in touched},
+    )
+
+
 CASES = [
     FoldCase(
         name="board",
@@ -322,6 +335,15 @@ CASES = [
         apply=lambda state, event: compliance.apply(state, event, COMPLIANCE_RULES),
         tables=lambda s: {"leads": s.leads},
         touched=compliance_touched,
+    ),
+    FoldCase(
+        name="tasks",
+        projection=TasksProjection(),
+        logs=sla_logs(),
+        new=tasks.TasksState,
+        apply=tasks.apply,
+        tables=lambda s: {"subjects": s.subjects, "tasks": s.tasks},
+        touched=tasks_touched,
     ),
 ]
 EVERY_FOLD = pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

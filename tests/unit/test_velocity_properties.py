@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from events.envelope import StoredEvent
 from events.types import (
+    DealReassigned,
+    DealReopened,
     Event,
     LeadAssigned,
     LeadCaptured,
@@ -34,8 +36,13 @@ T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 @st.composite
 def deal_event(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["open", "move", "move", "touch", "amount", "won", "lost"]))
+    kinds = ["open", "move", "move", "touch", "amount", "won", "lost", "reopen", "reassign"]
+    kind = draw(st.sampled_from(kinds))
     stage = draw(st.sampled_from(STAGES))
+    if kind == "reassign":
+        return DealReassigned(owner=draw(st.sampled_from(["a", "b", "c"])))
+    if kind == "reopen":
+        return DealReopened(stage=stage, lost_stage="new", lost_reason="price")
     if kind == "open":
         return opened(
             stage=stage,
