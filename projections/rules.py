@@ -15,6 +15,7 @@ import msgspec
 
 from projections.access import AccessRules
 from projections.notify import NotifyRules
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules
 from projections.routing import RoutingRules
 from projections.scoring import NO_RULES, ScoringRules, scoring_rules_of
 from projections.sla_rules import SlaRules
@@ -33,6 +34,7 @@ class SalesRules(msgspec.Struct, frozen=True, kw_only=True):
     routing: RoutingRules = RoutingRules()
     notify: NotifyRules = NotifyRules()
     access: AccessRules = AccessRules()
+    people: PeopleRules = NO_PEOPLE_RULES
 
 
 NO_SALES_RULES = SalesRules()
@@ -53,6 +55,7 @@ def sales_rules_from_toml(text: str) -> SalesRules:
         # Notices nobody owns go to the top-level manager, escalations to the team's, unless [notify] says otherwise.
         notify=_section("notify", {**_managers(document), **document.get("notify", {})}, NotifyRules),
         access=_section("access", document.get("access", {}), AccessRules),
+        people=_section("people", document.get("people", {}), PeopleRules),
     )
 
 

@@ -16,7 +16,7 @@ import msgspec
 
 from events.config import NatsSettings
 from projections.access import AccessRules
-from projections.people_rules import NO_PEOPLE_RULES, PeopleRules, people_rules_from_toml
+from projections.people_rules import NO_PEOPLE_RULES, PeopleRules
 from projections.rules import NO_SALES_RULES, sales_rules_from_toml
 from projections.sla_rules import Team
 from workers.settings import Settings as ProcessSettings
@@ -151,5 +151,5 @@ def api_settings(process: ProcessSettings) -> Settings:
         database_url=process.database_url,
         teams=rules.routing.teams,
         access=rules.access,
-        people=people_rules_from_toml(Path(process.rules_path).read_text("utf-8") if process.rules_path else ""),
+        people=rules.people,
     )
