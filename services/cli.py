@@ -222,6 +222,30 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return audit_cli.check(args.file, args.public_key, args.anchors)
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from services.imports import command
+    from services.imports.crms import FileKind
+
+    kinds: tuple[FileKind, ...] = ("deals", "leads", "people")
+    files = {kind: getattr(args, kind) for kind in kinds if getattr(args, kind)}
+    if not files:
+        print("error: name at least one file: --deals, --leads or --people", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            command.import_files(
+                args.crm, files, args.settings.nats, args.zone, args.pipeline_map, args.dry_run, not args.quiet
+            )
+        )
+    except (command.UsageError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.report:
+        command.write_report(report, args.report)
+    print(command.printed(report))
+    return 1 if report.rejected else 0
+
+
 def _database_url(settings: Settings) -> str | None:
     try:
         return settings.require_database_url()
@@ -426,6 +450,22 @@ def build_parser() -> argparse.ArgumentParser:
     a_check.add_argument("--anchors", help="anchors the auditor kept, checked besides those in the export")
     audit.set_defaults(func=_cmd_audit)
 
+    imp = sub.add_parser(
+        "import", help="import deals and leads from a CRM's CSV export (pipedrive, hubspot, zendesk-sell)"
+    )
+    imp.add_argument("crm", choices=("pipedrive", "hubspot", "zendesk-sell"))
+    imp.add_argument("--deals", type=Path, help="the deals export")
+    imp.add_argument("--leads", type=Path, help="the leads export (Pipedrive's Leads Inbox, Sell's leads)")
+    imp.add_argument("--people", type=Path, help="the people/contacts export (read and checked, not imported yet)")
+    imp.add_argument("--dry-run", action="store_true", help="read and check everything, append nothing")
+    imp.add_argument("--zone", default="UTC", help="the zone of times the file writes without one (Europe/Warsaw)")
+    imp.add_argument(
+        "--pipeline-map", action="append", default=[], metavar="NAME=ID", help="put a CRM pipeline's deals in ID"
+    )
+    imp.add_argument("--report", type=Path, help="write the rejected rows here: .csv, or the whole report as .json")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=_cmd_import)
+
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
     dev.add_argument("--port", type=int, default=8080, help="API port (each port: a free one if it is taken)")
@@ -447,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
-    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
+    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections", "import"}
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:
