@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 import structlog
@@ -246,6 +246,30 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.rejected else 0
 
 
+async def _export(args: argparse.Namespace, url: str, out: BinaryIO) -> int:
+    import psycopg
+
+    from projections import board_export, board_store
+    from projections.versions import serving_build_name
+    from services.exports import deals_csv
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        build = await serving_build_name(conn, "board", board_store.BUILD)
+        async for line in deals_csv(board_export.all_deals(conn, args.status, args.pipeline, build), args.bom):
+            out.write(line)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    url = _database_url(args.settings)
+    if url is None:
+        return 2
+    if args.out is None:
+        return asyncio.run(_export(args, url, sys.stdout.buffer))
+    with args.out.open("wb") as out:
+        return asyncio.run(_export(args, url, out))
+
+
 def _database_url(settings: Settings) -> str | None:
     try:
         return settings.require_database_url()
@@ -466,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=_cmd_import)
 
+    exp = sub.add_parser("export", help="write the deals of the read models as CSV (to stdout or --out)")
+    exp.add_argument("what", choices=("deals",))
+    exp.add_argument("--status", choices=("open", "won", "lost"))
+    exp.add_argument("--pipeline", help="one pipeline's deals")
+    exp.add_argument("--bom", action="store_true", help="start with a UTF-8 byte-order mark, for Excel")
+    exp.add_argument("--out", type=Path, help="the file to write (default: stdout)")
+    exp.set_defaults(func=_cmd_export)
+
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
     dev.add_argument("--port", type=int, default=8080, help="API port (each port: a free one if it is taken)")
@@ -487,7 +519,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
-    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections", "import"}
+    talks = args.command in {
+        "bench",
+        "rebuild",
+        "verify",
+        "history",
+        "board",
+        "audit",
+        "projections",
+        "import",
+        "export",
+    }
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:

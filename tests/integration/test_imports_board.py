@@ -3,11 +3,19 @@ PostgreSQL: the board's figures are the README's, and a second import appends no
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
 
 from events.config import NatsSettings
@@ -15,14 +23,23 @@ from events.ledger import Context, Ledger
 from events.store import EventStore
 from events.subjects import Naming
 from projections.board_store import BoardProjection, read_state
+from services.api.app import create_app
+from services.config import Settings
 from services.imports.runner import read_plan, run, steps_of
 from tests.builders import T0
+from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.imports_oracle import README_FIGURES, figures, files_of
 from tests.projection_fixtures import FAST, board_engine, running, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
 CTX = Context(actor="import-test", source="system", correlation_id="c-import", now=T0)
+
+
+def export_cli(args: list[str], pg_dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": pg_dsn}
+    cli = [sys.executable, "-m", "services.cli", "export", *args]
+    return subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
 
 
 async def messages(js: JetStreamContext, naming: Naming) -> int:
@@ -59,3 +76,42 @@ async def test_an_imported_export_gives_the_readme_figures_on_the_board_and_impo
     assert figures([(d.status, d.currency, d.amount, d.lost_reason) for d in rows]) == README_FIGURES[crm]
     # Business time, not the import's: every deal opened and closed in 2025.
     assert all(d.opened_at.year == 2025 and (d.closed_at is None or d.closed_at.year == 2025) for d in rows)
+
+
+async def test_the_imported_deals_export_as_csv_with_a_bom_for_excel(
+    tmp_path: Path,
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    await run(read_plan("hubspot", files_of("hubspot"), ZoneInfo("UTC")), Ledger(store), CTX)
+    async with running(board_engine(nats_settings, pg_dsn, settings=FAST)):
+        await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+    app = create_app(Settings(nats=nats_settings, config=api_config(), database_url=pg_dsn))
+    async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+        await wait_healthy(client)
+        answer = await client.get("/v1/exports/deals.csv", params={"bom": "true"})
+        won = await client.get("/v1/exports/deals.csv", params={"status": "won"})
+        unknown = await client.get("/v1/exports/deals.csv", params={"colour": "red"})
+        bad = await client.get("/v1/exports/deals.csv", params={"status": "maybe"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert answer.content.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    assert len(rows) == 25
+    outcomes = [(r["status"], r["currency"], Decimal(r["amount"]), r["lost_reason"] or None) for r in rows]
+    assert figures(outcomes) == README_FIGURES["hubspot"]
+    assert 'Renewal, 3 seats "Team" plan' in {r["name"] for r in rows}
+    assert len(list(csv.DictReader(io.StringIO(won.text)))) == 8 and not won.content.startswith(b"\xef")
+    assert unknown.status_code == 422 and bad.status_code in (400, 422)
+    assert bad.json()["errors"][0]["field"] == "status"
+    out = tmp_path / "lost.csv"
+    done = export_cli(["deals", "--status", "lost", "--bom", "--out", str(out)], pg_dsn)
+    assert done.returncode == 0, done.stderr
+    lost = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8-sig"))))
+    assert sorted(r["lost_reason"] for r in lost) == sorted(
+        reason for reason, n in README_FIGURES["hubspot"].lost_reasons.items() for _ in range(n)
+    )
