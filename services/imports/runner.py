@@ -12,11 +12,12 @@ import msgspec
 
 from events import commands as cmd
 from events import handlers
-from events.aggregates import Rejected
-from events.ledger import Context, Ledger
+from events.aggregates import Rejected, fold_pipeline
+from events.ids import derived_id
+from events.ledger import Accepted, Context, Ledger
 from events.store import ConcurrencyError
 from services.imports.crms import CRMS, FileKind
-from services.imports.plan import Plan, Record, plan_deals, plan_leads
+from services.imports.plan import Plan, Record, Step, plan_deals, plan_leads
 from services.imports.reader import CellError, read_table
 from services.imports.rows import RowProblem, map_rows
 
@@ -111,8 +112,11 @@ async def run(plan: Plan, ledger: Ledger, ctx: Context, advance: Callable[[], No
     already there, a refused one ends its record with a problem."""
     report = summary(plan, dry_run=False)
     for step in plan.pipelines:
-        accepted = await handlers.handle(ledger, dataclasses.replace(ctx, idempotency_key=step.key), step.command)
-        _count(report, accepted.duplicate)
+        merged = await _kept_stages(ledger, step)
+        if merged is None:
+            report.already_there += 1
+        else:
+            _count(report, (await _handle(ledger, ctx, merged)).duplicate)
         advance()
     limit = asyncio.Semaphore(PARALLEL)
 
@@ -124,6 +128,26 @@ async def run(plan: Plan, ledger: Ledger, ctx: Context, advance: Callable[[], No
     await asyncio.gather(*(one(r) for r in [*plan.deals, *plan.leads]))
     report.rejected.sort(key=lambda p: (p.file, p.row))
     return report
+
+
+async def _kept_stages(ledger: Ledger, step: Step) -> Step | None:
+    """The definition with the pipeline's present stages first (a later file must not drop a stage that earlier
+    deals are in), or None when the pipeline has every stage already."""
+    define = step.command
+    assert isinstance(define, cmd.DefinePipeline)
+    present = fold_pipeline(h.envelope for h in await ledger.history("pipeline", define.pipeline_id))
+    if not present.exists:
+        return step
+    missing = [s for s in define.stages if not present.has_stage(s.id)]
+    if not missing:
+        return None
+    stages = [*present.stages, *missing]
+    key = f"{step.key.rsplit(':', 1)[0]}:{derived_id(*(s.id for s in stages))}"
+    return Step(key, msgspec.structs.replace(define, stages=stages))
+
+
+async def _handle(ledger: Ledger, ctx: Context, step: Step) -> Accepted:
+    return await handlers.handle(ledger, dataclasses.replace(ctx, idempotency_key=step.key), step.command)
 
 
 def _count(report: Report, duplicate: bool) -> None:
@@ -139,8 +163,7 @@ async def _record(record: Record, ledger: Ledger, ctx: Context, report: Report) 
             [accepted] = await handlers.capture_leads(ledger, ctx, cmd.CaptureLeads(leads=[record.capture]))
             _count(report, accepted.duplicate)
         for step in record.steps:
-            accepted = await handlers.handle(ledger, dataclasses.replace(ctx, idempotency_key=step.key), step.command)
-            _count(report, accepted.duplicate)
+            _count(report, (await _handle(ledger, ctx, step)).duplicate)
     except (Rejected, ConcurrencyError) as exc:
         field = exc.field if isinstance(exc, Rejected) else "version"
         reason = exc.reason if isinstance(exc, Rejected) else str(exc)

@@ -4,6 +4,7 @@ PostgreSQL: the board's figures are the README's, and a second import appends no
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 import subprocess
@@ -18,10 +19,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
 
+from events.aggregates import fold_pipeline
 from events.config import NatsSettings
 from events.ledger import Context, Ledger
 from events.store import EventStore
 from events.subjects import Naming
+from events.types import LeadAssigned, LeadCaptured
 from projections.board_store import BoardProjection, read_state
 from services.api.app import create_app
 from services.config import Settings
@@ -115,3 +118,33 @@ async def test_the_imported_deals_export_as_csv_with_a_bom_for_excel(
     assert sorted(r["lost_reason"] for r in lost) == sorted(
         reason for reason, n in README_FIGURES["hubspot"].lost_reasons.items() for _ in range(n)
     )
+
+
+async def test_a_later_file_with_a_new_stage_adds_it_and_keeps_the_stages_of_earlier_deals(store: EventStore) -> None:
+    first = read_plan("pipedrive", {"deals": files_of("pipedrive")["deals"]}, ZoneInfo("UTC"))
+    await run(first, Ledger(store), CTX)
+    header = "Deal - ID,Deal - Title,Deal - Currency,Deal - Pipeline,Deal - Stage,Deal - Status,Deal - Deal created on"
+    later = f"{header}\n900,Late,EUR,Sales pipeline,Pilot,Open,2025-10-01 09:00:00\n".encode()
+    report = await run(read_plan("pipedrive", {"deals": ("later.csv", later)}, ZoneInfo("UTC")), Ledger(store), CTX)
+    assert report.rejected == []
+    pipeline = fold_pipeline(s.envelope for s in await store.read("pipeline", "pipedrive-sales-pipeline"))
+    assert [s.id for s in pipeline.stages] == [
+        "qualified",
+        "contact-made",
+        "demo-scheduled",
+        "proposal-made",
+        "negotiations-started",
+        "pilot",
+    ]
+
+
+async def test_imported_leads_are_captured_at_their_crm_creation_time_with_their_owner(store: EventStore) -> None:
+    plan = read_plan("zendesk-sell", {"leads": files_of("zendesk-sell")["leads"]}, ZoneInfo("UTC"))
+    await run(plan, Ledger(store), CTX)
+    record = next(r for r in plan.leads if r.record_id == "60120317")
+    captured, assigned = (s.envelope for s in await store.read("lead", record.aggregate_id))
+    assert captured.occurred_at == dt.datetime(2025, 4, 1, 14, 52, 24, tzinfo=dt.UTC)
+    assert isinstance(captured.data, LeadCaptured) and captured.data.email == "adam@pietrzak-meble.example"
+    assert captured.data.source == "facebook-lead-ads"
+    assert isinstance(assigned.data, LeadAssigned) and assigned.data.owner == "Marta Zielińska"
+    assert assigned.occurred_at == captured.occurred_at
