@@ -24,6 +24,7 @@ from events.ledger import Accepted, KeyReused, NotAllWritten
 from events.store import ConcurrencyError, OutcomeUnknown, StoreUnavailable
 from services.api import alerts, asyncapi, capture, commands, history, openapi, params, reads, scores, subscriptions
 from services.api.exports import router as exports_router
+from services.api.imports import router as imports_router
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.config import Settings
 from services.errors import AuthError, FieldError, InputError, RateLimited
@@ -271,6 +272,7 @@ def create_app(settings: Settings) -> Litestar:
             scores.router,
             subscriptions.router,
             exports_router,
+            imports_router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
