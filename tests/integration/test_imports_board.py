@@ -26,6 +26,8 @@ from events.store import EventStore
 from events.subjects import Naming
 from events.types import LeadAssigned, LeadCaptured
 from projections.board_store import BoardProjection, read_state
+from projections.velocity_queries import metrics
+from projections.velocity_store import VelocityProjection
 from services.api.app import create_app
 from services.config import Settings
 from services.imports.runner import read_plan, run, steps_of
@@ -33,9 +35,12 @@ from tests.builders import T0
 from tests.conftest import ADMIN_KEY, api_config, wait_healthy
 from tests.imports_oracle import README_FIGURES, figures, files_of
 from tests.projection_fixtures import FAST, board_engine, running, wait_caught_up
+from workers.engine import ProjectionEngine
 
 pytestmark = pytest.mark.integration
 
+YEAR_2025 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+YEAR_2026 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CTX = Context(actor="import-test", source="system", correlation_id="c-import", now=T0)
 
 
@@ -71,12 +76,23 @@ async def test_an_imported_export_gives_the_readme_figures_on_the_board_and_impo
     assert (again.appended, again.already_there) == (0, report.appended)
     assert await messages(js, naming) == written
 
-    async with running(board_engine(nats_settings, pg_dsn, settings=FAST)):
+    velocity = ProjectionEngine(VelocityProjection(), nats_settings, pg_dsn, None, FAST)
+    async with running(board_engine(nats_settings, pg_dsn, settings=FAST)), running(velocity):
         await wait_caught_up(js, pg_dsn, naming, BoardProjection())
+        await wait_caught_up(js, pg_dsn, naming, VelocityProjection())
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
         state = await read_state(conn)
+        [year] = (await metrics(conn, YEAR_2025, YEAR_2026)).groups
     rows = list(state.deals.values())
-    assert figures([(d.status, d.currency, d.amount, d.lost_reason) for d in rows]) == README_FIGURES[crm]
+    expected = README_FIGURES[crm]
+    assert figures([(d.status, d.currency, d.amount, d.lost_reason) for d in rows]) == expected
+    # The velocity metrics of 2025, the year the exported deals were opened and closed in.
+    assert (year.deals_opened, year.deals_won, year.deals_lost) == (25, expected.won, expected.lost)
+    assert (year.open_deals, year.won_value, year.lost_by_reason) == (
+        expected.open,
+        expected.won_sums,
+        dict(sorted(expected.lost_reasons.items())),
+    )
     # Business time, not the import's: every deal opened and closed in 2025.
     assert all(d.opened_at.year == 2025 and (d.closed_at is None or d.closed_at.year == 2025) for d in rows)
 
