@@ -75,9 +75,10 @@ class RowProblem(msgspec.Struct, frozen=True, kw_only=True):
 class Cells:
     """One row's cells by header, read by the first of several spellings that the file has."""
 
-    def __init__(self, cells: dict[str, str], zone: ZoneInfo) -> None:
+    def __init__(self, cells: dict[str, str], zone: ZoneInfo, latest: dt.datetime | None = None) -> None:
         self.cells = cells
         self.zone = zone
+        self.latest = latest
 
     def column(self, *names: str) -> str:
         """The first of ``names`` the file has (the first name if none: that is the one a problem names)."""
@@ -102,12 +103,19 @@ class Cells:
         return reader.amount(self.column(*names), self.cells.get(self.column(*names), ""))
 
     def instant(self, *names: str) -> dt.datetime | None:
-        """A time in UTC, zone-less cells taken in the import's zone."""
-        return reader.instant(self.column(*names), self.cells.get(self.column(*names), ""), self.zone)
+        """A time in UTC, zone-less cells taken in the import's zone; a business time cannot lie in the future."""
+        column = self.column(*names)
+        return self._past(column, reader.instant(column, self.cells.get(column, ""), self.zone))
 
     def required_instant(self, *names: str) -> dt.datetime:
         """A time that must be there."""
-        return reader.instant(self.column(*names), self.required(*names), self.zone) or _never()
+        column = self.column(*names)
+        return self._past(column, reader.instant(column, self.required(*names), self.zone)) or _never()
+
+    def _past(self, column: str, at: dt.datetime | None) -> dt.datetime | None:
+        if at is not None and self.latest is not None and at > self.latest:
+            raise CellError(column, f"is in the future ({at.isoformat()}): a recorded fact happened already")
+        return at
 
     def day(self, *names: str) -> dt.date | None:
         """A calendar date."""
@@ -119,14 +127,20 @@ def _never() -> dt.datetime:
 
 
 def map_rows(
-    table: Table, file: str, zone: ZoneInfo, make: Callable[[int, Cells], T], id_column: str
+    table: Table,
+    file: str,
+    zone: ZoneInfo,
+    make: Callable[[int, Cells], T],
+    id_column: str,
+    latest: dt.datetime | None = None,
 ) -> tuple[list[T], list[RowProblem]]:
-    """Each row through ``make``; a row it refuses becomes a problem naming its row, column and reason."""
+    """Each row through ``make``; a row it refuses becomes a problem naming its row, column and reason. Times
+    after ``latest`` are refused."""
     made: list[T] = []
     problems: list[RowProblem] = []
     for number, cells in table.rows:
         try:
-            made.append(make(number, Cells(cells, zone)))
+            made.append(make(number, Cells(cells, zone, latest)))
         except CellError as exc:
             problems.append(
                 RowProblem(file=file, row=number, column=exc.column, reason=exc.reason, record_id=cells.get(id_column))

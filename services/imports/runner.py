@@ -52,6 +52,8 @@ def read_plan(
     plan = Plan(crm=crm)
     mapped = pipeline_map or {}
     now = now or dt.datetime.now(dt.UTC)
+    # A day of slack: a CRM's local "today" may be ahead of UTC, and a zone setting may be off by hours.
+    latest = now + dt.timedelta(days=1)
     for kind, (name, data) in files.items():
         try:
             table = read_table(data)
@@ -59,11 +61,11 @@ def read_plan(
             plan.problems.append(RowProblem(file=name, row=0, column=exc.column, reason=exc.reason))
             continue
         if kind == "deals":
-            deals, problems = map_rows(table, name, zone, spec.deal, spec.deal_id)
+            deals, problems = map_rows(table, name, zone, spec.deal, spec.deal_id, latest)
             plan.problems.extend(problems)
             plan_deals(plan, name, deals, spec.stage_order, mapped)
         elif kind == "leads" and spec.lead is not None:
-            leads, problems = map_rows(table, name, zone, spec.lead, spec.lead_id)
+            leads, problems = map_rows(table, name, zone, spec.lead, spec.lead_id, latest)
             plan.problems.extend(problems)
             plan_leads(plan, name, leads, now)
         else:
@@ -81,10 +83,12 @@ def read_plan(
                 zone,
                 spec.person,
                 spec.person_id,
+                latest,
             )
             plan.problems.extend(problems)
             plan.people += len(people)
             plan.organisations += len(orgs)
+    plan.problems.sort(key=lambda p: (p.file, p.row))
     return plan
 
 

@@ -113,6 +113,7 @@ def test_bad_rows_are_reported_with_row_column_and_reason_and_the_rest_imported(
         "4,Bad amount,lots,EUR,Qualified,Open,2025-01-01 10:00:00",
         ",No id,100,EUR,Qualified,Open,2025-01-01 10:00:00",
         "6,Bad currency,100,euro,Qualified,Open,2025-01-01 10:00:00",
+        "7,Future,100,EUR,Qualified,Open,2099-01-01 10:00:00",
     ]
     data = "\n".join([header, *rows]).encode()
     plan = read_plan("pipedrive", {"deals": ("deals.csv", data)}, WARSAW)
@@ -123,6 +124,7 @@ def test_bad_rows_are_reported_with_row_column_and_reason_and_the_rest_imported(
         (5, "Deal - Value"),
         (6, "Deal - ID"),
         (7, "currency"),
+        (8, "Deal - Deal created"),
     ]
     assert all(p.reason for p in plan.problems)
 
