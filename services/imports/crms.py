@@ -24,6 +24,8 @@ class Crm(msgspec.Struct, frozen=True, kw_only=True):
     lead_id: str
     person: Callable[[int, Cells], LeadRow]
     person_id: str
+    columns: dict[str, str] = {}
+    """The file column a Dealstream field comes from, to name it in a rejected row."""
     is_organisation: str | None = None
     """A column that marks a row of the people file as an organisation (Sell lists both in one file)."""
 
@@ -38,6 +40,7 @@ CRMS: dict[str, Crm] = {
         lead_id=pipedrive.LEAD_ID,
         person=pipedrive.person,
         person_id=pipedrive.PERSON_ID,
+        columns=pipedrive.COLUMNS,
     ),
     hubspot.NAME: Crm(
         name=hubspot.NAME,
@@ -48,6 +51,7 @@ CRMS: dict[str, Crm] = {
         lead_id=hubspot.CONTACT_ID,
         person=hubspot.contact,
         person_id=hubspot.CONTACT_ID,
+        columns=hubspot.COLUMNS,
     ),
     zendesk_sell.NAME: Crm(
         name=zendesk_sell.NAME,
@@ -58,6 +62,7 @@ CRMS: dict[str, Crm] = {
         lead_id=zendesk_sell.LEAD_ID,
         person=zendesk_sell.person,
         person_id="ID",
+        columns=zendesk_sell.COLUMNS,
         is_organisation="Is Organization",
     ),
 }

@@ -22,6 +22,16 @@ DEAL_ID = "Record ID"
 CONTACT_ID = "Record ID"
 _ENTERED = re.compile(r'^Date entered "(?P<stage>.+) \((?P<pipeline>.+)\)"$')
 
+COLUMNS = {
+    "name": "Deal Name",
+    "amount": "Amount",
+    "currency": "Currency",
+    "owner": "Deal owner",
+    "email": "Email",
+    "phone": "Phone Number",
+}
+"""Where a Dealstream field comes from, to name the column of a refused row."""
+
 
 def entered_columns(header: list[str]) -> list[tuple[str, str, str]]:
     """(column, stage, pipeline) of each ``Date entered "<stage> (<pipeline>)"`` column, in file order."""

@@ -21,6 +21,17 @@ LEAD_ID = "Lead - ID"
 PERSON_ID = "Person - ID"
 _STATUS: dict[str, Outcome] = {"open": "open", "won": "won", "lost": "lost"}
 
+COLUMNS = {
+    "name": "Deal - Title",
+    "amount": "Deal - Value",
+    "currency": "Deal - Currency of Value",
+    "owner": "Deal - Owner",
+    "email": "Person - Email - Work",
+    "full_name": "Lead - Contact person",
+    "company": "Lead - Organization",
+}
+"""Where a Dealstream field comes from, to name the column of a refused row."""
+
 
 def deal(row: int, c: Cells) -> DealRow:
     """A deal: opened at ``Deal created``, in its current stage since ``Last stage change``, won or lost at its

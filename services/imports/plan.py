@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 import msgspec
@@ -150,8 +150,16 @@ def _deal_steps(crm: str, deal: DealRow, deal_id: str, pid: str, first: str | No
     return steps
 
 
-def plan_deals(plan: Plan, file: str, deals: list[DealRow], known: tuple[str, ...], mapped: dict[str, str]) -> None:
-    """Add the pipelines the deals need (unless mapped to existing ones) and each deal's commands to ``plan``."""
+def plan_deals(
+    plan: Plan,
+    file: str,
+    deals: list[DealRow],
+    known: tuple[str, ...],
+    mapped: dict[str, str],
+    columns: Mapping[str, str] | None = None,
+) -> None:
+    """Add the pipelines the deals need (unless mapped to existing ones) and each deal's commands to ``plan``;
+    ``columns`` names the file's column of a Dealstream field a refused row is reported under."""
     pipelines = stage_order(deals, known)
     plan.pipelines.extend(_defined(plan.crm, pipelines, deals, mapped))
     for deal in deals:
@@ -161,16 +169,19 @@ def plan_deals(plan: Plan, file: str, deals: list[DealRow], known: tuple[str, ..
         try:
             steps = _deal_steps(plan.crm, deal, deal_id, pid, first)
         except (msgspec.ValidationError, ValueError) as exc:
-            problem = RowProblem(file=file, row=deal.row, column=_field(exc), reason=str(exc), record_id=deal.record_id)
-            plan.problems.append(problem)
+            column = _column(exc, columns)
+            plan.problems.append(
+                RowProblem(file=file, row=deal.row, column=column, reason=str(exc), record_id=deal.record_id)
+            )
             continue
         plan.deals.append(Record(file=file, row=deal.row, record_id=deal.record_id, aggregate_id=deal_id, steps=steps))
 
 
-def _field(exc: Exception) -> str:
-    # msgspec names the field as `$.currency`, check_amounts as `amount`.
+def _column(exc: Exception, columns: Mapping[str, str] | None) -> str:
+    # msgspec names the field as `$.currency`, check_amounts as `amount`: the file's column if known, else the field.
     found = re.search(r"`\$\.(\w+)", str(exc)) or re.search(r"`(\w+)`", str(exc))
-    return found[1] if found else "row"
+    field = found[1] if found else "row"
+    return (columns or {}).get(field, field)
 
 
 def _captured(lead: LeadRow) -> LeadCaptured:
@@ -187,7 +198,9 @@ def _captured(lead: LeadRow) -> LeadCaptured:
     )
 
 
-def plan_leads(plan: Plan, file: str, leads: list[LeadRow], now: dt.datetime) -> None:
+def plan_leads(
+    plan: Plan, file: str, leads: list[LeadRow], now: dt.datetime, columns: Mapping[str, str] | None = None
+) -> None:
     """Add each lead's capture at its creation time, its owner and, if unqualified there, its disqualification."""
     for lead in leads:
         lead_id = derived_id("import", plan.crm, "lead", lead.record_id)
@@ -197,7 +210,9 @@ def plan_leads(plan: Plan, file: str, leads: list[LeadRow], now: dt.datetime) ->
             _checked(captured)
         except (msgspec.ValidationError, ValueError) as exc:
             plan.problems.append(
-                RowProblem(file=file, row=lead.row, column=_field(exc), reason=str(exc), record_id=lead.record_id)
+                RowProblem(
+                    file=file, row=lead.row, column=_column(exc, columns), reason=str(exc), record_id=lead.record_id
+                )
             )
             continue
         steps = []

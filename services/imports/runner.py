@@ -63,22 +63,17 @@ def read_plan(
         if kind == "deals":
             deals, problems = map_rows(table, name, zone, spec.deal, spec.deal_id, latest)
             plan.problems.extend(problems)
-            plan_deals(plan, name, deals, spec.stage_order, mapped)
+            plan_deals(plan, name, deals, spec.stage_order, mapped, spec.columns)
         elif kind == "leads" and spec.lead is not None:
             leads, problems = map_rows(table, name, zone, spec.lead, spec.lead_id, latest)
             plan.problems.extend(problems)
-            plan_leads(plan, name, leads, now)
+            plan_leads(plan, name, leads, now, spec.columns)
         else:
             # People are read and checked, not written: contacts have no aggregate yet (docs/import-export.md).
             marker = spec.is_organisation
             orgs = [r for r in table.rows if marker and r[1].get(marker, "").lower() in ("true", "1", "yes")]
             people, problems = map_rows(
-                table.__class__(
-                    header=table.header,
-                    rows=[r for r in table.rows if r not in orgs],
-                    delimiter=table.delimiter,
-                    encoding=table.encoding,
-                ),
+                msgspec.structs.replace(table, rows=[r for r in table.rows if r not in orgs]),
                 name,
                 zone,
                 spec.person,

@@ -12,6 +12,18 @@ _CLOSED: dict[str, Outcome] = {"won": "won", "lost": "lost", "unqualified": "unq
 DEAL_ID = "ID"
 LEAD_ID = "ID"
 
+COLUMNS = {
+    "name": "Name",
+    "amount": "Value",
+    "currency": "Currency",
+    "owner": "Owner",
+    "email": "Email",
+    "phone": "Phone",
+    "company": "Organization Name",
+    "job_title": "Title",
+}
+"""Where a Dealstream field comes from, to name the column of a refused row."""
+
 
 def deal(row: int, c: Cells) -> DealRow:
     """A deal started at ``Added At``; ``Last Stage Change At`` is when it entered its stage, or closed for a Won,

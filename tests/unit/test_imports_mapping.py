@@ -123,7 +123,7 @@ def test_bad_rows_are_reported_with_row_column_and_reason_and_the_rest_imported(
         (4, "Deal - Deal created"),
         (5, "Deal - Value"),
         (6, "Deal - ID"),
-        (7, "currency"),
+        (7, "Deal - Currency of Value"),
         (8, "Deal - Deal created"),
     ]
     assert all(p.reason for p in plan.problems)
@@ -149,3 +149,14 @@ def test_repeated_header_names_keep_the_first_as_the_named_column() -> None:
     table = read_table(b"Deal - ID,Deal - Status,Deal - Status\n7,Won,custom\n")
     assert table.header == ["Deal - ID", "Deal - Status", "Deal - Status (2)"]
     assert table.rows == [(2, {"Deal - ID": "7", "Deal - Status": "Won", "Deal - Status (2)": "custom"})]
+
+
+def test_a_lead_with_an_e_mail_the_api_would_refuse_is_rejected_naming_its_column() -> None:
+    lines = (EXPORTS / "zendesk-sell" / "leads.csv").read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace("adam@pietrzak-meble.example", "adam at pietrzak")
+    plan = read_plan("zendesk-sell", {"leads": ("leads.csv", "\n".join(lines).encode())}, WARSAW)
+    [problem] = plan.problems
+    assert (problem.row, problem.column, problem.record_id) == (2, "Email", "60120317")
+    assert len(plan.leads) == 9
+    # E-mails that differ only in case are one address.
+    assert all(r.capture is not None and r.capture.lead.email == r.capture.lead.email.lower() for r in plan.leads)
