@@ -48,12 +48,13 @@ def decode(data: bytes) -> tuple[str, str]:
     """The text and the encoding it was in: UTF-8 with or without a BOM, or UTF-16 with a BOM."""
     if len(data) > MAX_FILE_BYTES:
         raise CellError("file", f"is larger than {MAX_FILE_BYTES} bytes")
+    encoding = "utf-8"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16"), "utf-16"
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+        encoding = "utf-16"
+    elif data.startswith(b"\xef\xbb\xbf"):
+        encoding = "utf-8-sig"
     try:
-        return data.decode("utf-8"), "utf-8"
+        return data.decode(encoding), encoding
     except UnicodeDecodeError as exc:
         raise CellError("file", f"is neither UTF-8 nor UTF-16 (byte {exc.start}): save it as CSV UTF-8") from exc
 
@@ -83,14 +84,17 @@ def read_table(data: bytes) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         raw_header = next(reader)
+        header = _unique(raw_header)
+        rows: list[tuple[int, dict[str, str]]] = []
+        for number, cells in enumerate(reader, start=2):
+            if not any(c.strip() for c in cells) or [c.strip() for c in cells] == [h.strip() for h in raw_header]:
+                continue
+            rows.append((number, {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(header)}))
     except StopIteration:
         raise CellError("file", "is empty") from None
-    header = _unique(raw_header)
-    rows: list[tuple[int, dict[str, str]]] = []
-    for number, cells in enumerate(reader, start=2):
-        if not any(c.strip() for c in cells) or [c.strip() for c in cells] == [h.strip() for h in raw_header]:
-            continue
-        rows.append((number, {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(header)}))
+    except csv.Error as exc:
+        # A NUL byte, a cell over the csv module's field limit: not a CSV file as a CRM writes it.
+        raise CellError("file", f"is not a readable CSV file (line {reader.line_num}): {exc}") from None
     return Table(header=header, rows=rows, delimiter=delimiter, encoding=encoding)
 
 

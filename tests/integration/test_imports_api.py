@@ -53,3 +53,10 @@ async def test_bad_input_is_a_4xx_naming_the_field(api: AsyncTestClient[Litestar
         "/v1/imports", params={"crm": "hubspot"}, content=body, headers={**CSV, "Authorization": f"Bearer {FORM_KEY}"}
     )
     assert form.status_code == 403
+
+
+async def test_the_openapi_document_describes_import_and_export(api: AsyncTestClient[Litestar]) -> None:
+    answer = await api.get("/v1/openapi/openapi.json")
+    assert answer.status_code == 200
+    paths = answer.json()["paths"]
+    assert "post" in paths["/v1/imports"] and "get" in paths["/v1/exports/deals.csv"]

@@ -160,3 +160,18 @@ def test_a_lead_with_an_e_mail_the_api_would_refuse_is_rejected_naming_its_colum
     assert len(plan.leads) == 9
     # E-mails that differ only in case are one address.
     assert all(r.capture is not None and r.capture.lead.email == r.capture.lead.email.lower() for r in plan.leads)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "is empty"),
+        (b"a\n" + b"x" * 200_000, "not a readable CSV"),
+        (b"\xff\x00garbage", "UTF"),
+        (b"\xff\xfe\x00\xd8x", "UTF"),
+    ],
+)
+def test_a_file_that_is_no_csv_is_one_problem_not_a_crash(data: bytes, reason: str) -> None:
+    plan = read_plan("hubspot", {"deals": ("deals.csv", data)}, WARSAW)
+    [problem] = plan.problems
+    assert (problem.row, problem.column) == (0, "file") and reason in problem.reason
