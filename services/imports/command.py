@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from events.config import NatsSettings, connect
-from events.ids import uuid7
+from events.ids import InvalidId, check_id, uuid7
 from events.ledger import Context, Ledger
 from events.personal import Vault
 from events.store import EventStore
@@ -47,7 +47,10 @@ def pipeline_map(pairs: list[str]) -> dict[str, str]:
         name, sep, target = pair.partition("=")
         if not sep or not name.strip() or not target.strip():
             raise UsageError(f"--pipeline-map: expected 'CRM pipeline name=dealstream pipeline id', got {pair!r}")
-        mapped[name.strip()] = target.strip()
+        try:
+            mapped[name.strip()] = check_id(target.strip(), "--pipeline-map")
+        except InvalidId as exc:
+            raise UsageError(str(exc)) from None
     return mapped
 
 

@@ -136,7 +136,10 @@ def instant(column: str, text: str, zone: ZoneInfo) -> dt.datetime | None:
         raise CellError(column, f"is not a date and time: {text[:40]!r}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise CellError(column, f"is out of range: {text[:40]!r}") from None
 
 
 def day(column: str, text: str) -> dt.date | None:

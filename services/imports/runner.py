@@ -117,6 +117,7 @@ async def run(plan: Plan, ledger: Ledger, ctx: Context, advance: Callable[[], No
         else:
             _count(report, (await _handle(ledger, ctx, merged)).duplicate)
         advance()
+    records = await _in_present_stages(plan, ledger, report)
     limit = asyncio.Semaphore(PARALLEL)
 
     async def one(record: Record) -> None:
@@ -124,7 +125,7 @@ async def run(plan: Plan, ledger: Ledger, ctx: Context, advance: Callable[[], No
             await _record(record, ledger, ctx, report)
             advance()
 
-    await asyncio.gather(*(one(r) for r in [*plan.deals, *plan.leads]))
+    await asyncio.gather(*(one(r) for r in records))
     report.rejected.sort(key=lambda p: (p.file, p.row))
     return report
 
@@ -143,6 +144,35 @@ async def _kept_stages(ledger: Ledger, step: Step) -> Step | None:
     stages = [*present.stages, *missing]
     key = f"{step.key.rsplit(':', 1)[0]}:{derived_id(*(s.id for s in stages))}"
     return Step(key, msgspec.structs.replace(define, stages=stages))
+
+
+def _stages_named(record: Record) -> tuple[str, list[str]]:
+    opened = record.steps[0].command
+    assert isinstance(opened, cmd.OpenDeal)
+    moves = [s.command.to_stage for s in record.steps if isinstance(s.command, cmd.MoveStage)]
+    return opened.pipeline_id, [*([opened.stage] if opened.stage else []), *moves]
+
+
+async def _in_present_stages(plan: Plan, ledger: Ledger, report: Report) -> list[Record]:
+    """The records to run: a deal of a mapped (existing) pipeline naming a stage it lacks is refused before any
+    of its commands, so no deal is left half-imported."""
+    defined = {s.command.pipeline_id for s in plan.pipelines if isinstance(s.command, cmd.DefinePipeline)}
+    stages: dict[str, set[str]] = {}
+    kept = []
+    for record in plan.deals:
+        pipeline, named = _stages_named(record)
+        if pipeline not in defined and pipeline not in stages:
+            present = fold_pipeline(h.envelope for h in await ledger.history("pipeline", pipeline))
+            stages[pipeline] = {s.id for s in present.stages}
+        missing = [s for s in named if pipeline in stages and s not in stages[pipeline]]
+        if missing:
+            reason = f"pipeline {pipeline!r} has no stage {missing[0]!r}" if stages[pipeline] else "no such pipeline"
+            report.rejected.append(
+                RowProblem(file=record.file, row=record.row, column="stage", reason=reason, record_id=record.record_id)
+            )
+        else:
+            kept.append(record)
+    return [*kept, *plan.leads]
 
 
 async def _handle(ledger: Ledger, ctx: Context, step: Step) -> Accepted:

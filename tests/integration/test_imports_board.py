@@ -19,12 +19,15 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.js import JetStreamContext
 
+from events import commands as cmd
+from events import handlers
 from events.aggregates import fold_pipeline
 from events.config import NatsSettings
+from events.ids import derived_id
 from events.ledger import Context, Ledger
 from events.store import EventStore
 from events.subjects import Naming
-from events.types import LeadAssigned, LeadCaptured
+from events.types import LeadAssigned, LeadCaptured, StageDefinition
 from projections.board_store import BoardProjection, read_state
 from projections.velocity_queries import metrics
 from projections.velocity_store import VelocityProjection
@@ -164,3 +167,22 @@ async def test_imported_leads_are_captured_at_their_crm_creation_time_with_their
     assert captured.data.source == "facebook-lead-ads"
     assert isinstance(assigned.data, LeadAssigned) and assigned.data.owner == "Marta Zielińska"
     assert assigned.occurred_at == captured.occurred_at
+
+
+async def test_a_mapped_pipeline_takes_the_deals_in_its_stages_and_refuses_the_rest(store: EventStore) -> None:
+    stages = [StageDefinition(id=s, name=s, probability=0.5) for s in ("qualified", "contact-made", "proposal-made")]
+    ledger = Ledger(store)
+    await handlers.handle(ledger, CTX, cmd.DefinePipeline(pipeline_id="default", name="Default", stages=stages))
+    files = {"deals": files_of("pipedrive")["deals"]}
+    plan = read_plan("pipedrive", files, ZoneInfo("UTC"), pipeline_map={"Sales pipeline": "default"})
+    assert [s.command.pipeline_id for s in plan.pipelines if isinstance(s.command, cmd.DefinePipeline)] == [
+        "pipedrive-partners"
+    ]
+    report = await run(plan, ledger, CTX)
+    # Demo Scheduled and Negotiations Started are no stages of "default": those 9 deals are refused before any of
+    # their commands, named by row; the other 16 are imported.
+    assert {p.column for p in report.rejected} == {"stage"} and len(report.rejected) == 9
+    assert all(p.file.endswith("deals.csv") and p.row > 1 and p.record_id for p in report.rejected)
+    refused = {derived_id("import", "pipedrive", "deal", p.record_id or "") for p in report.rejected}
+    for record in plan.deals:
+        assert bool(await store.read("deal", record.aggregate_id)) == (record.aggregate_id not in refused)

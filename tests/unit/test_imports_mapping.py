@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from events import commands as cmd
+from services.imports.command import UsageError, pipeline_map
 from services.imports.plan import Plan
 from services.imports.reader import CellError, amount, instant, read_table
 from services.imports.runner import read_plan
@@ -140,6 +141,8 @@ def test_amounts_and_times_in_every_spelling() -> None:
     ]
     with pytest.raises(CellError):
         amount("v", "-5")
+    with pytest.raises(CellError):
+        instant("t", "0001-01-01 00:30", WARSAW)
     utc = dt.datetime(2025, 5, 26, 7, 27, tzinfo=dt.UTC)
     for text in ("2025-05-26 09:27", "26.05.2025 09:27", "2025-05-26T07:27:00Z", "2025-05-26T09:27:00+02:00"):
         assert instant("t", text, WARSAW) == utc
@@ -175,3 +178,13 @@ def test_a_file_that_is_no_csv_is_one_problem_not_a_crash(data: bytes, reason: s
     plan = read_plan("hubspot", {"deals": ("deals.csv", data)}, WARSAW)
     [problem] = plan.problems
     assert (problem.row, problem.column) == (0, "file") and reason in problem.reason
+
+
+def test_a_pipeline_map_names_existing_pipelines_by_a_checked_id() -> None:
+    assert pipeline_map(["Sales pipeline=default", " Partners = partners-2 "]) == {
+        "Sales pipeline": "default",
+        "Partners": "partners-2",
+    }
+    for bad in ("Sales pipeline", "=x", "Sales=a.b", "Sales=a b"):
+        with pytest.raises(UsageError):
+            pipeline_map([bad])
