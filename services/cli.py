@@ -12,13 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 import structlog
 
 from events.config import NatsLoginRefused, NatsSettings, connect
 from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
+from services.imports import cli_args as imports_cli
 from workers.settings import MissingSetting, Settings
 
 log = structlog.get_logger("dealstream.cli")
@@ -220,54 +221,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "export":
         return audit_cli.export(args.key, args.out, args.settings.nats)
     return audit_cli.check(args.file, args.public_key, args.anchors)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    from services.imports import command
-    from services.imports.crms import FileKind
-
-    kinds: tuple[FileKind, ...] = ("deals", "leads", "people")
-    files = {kind: getattr(args, kind) for kind in kinds if getattr(args, kind)}
-    if not files:
-        print("error: name at least one file: --deals, --leads or --people", file=sys.stderr)
-        return 2
-    try:
-        report = asyncio.run(
-            command.import_files(
-                args.crm, files, args.settings.nats, args.zone, args.pipeline_map, args.dry_run, not args.quiet
-            )
-        )
-    except (command.UsageError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.report:
-        command.write_report(report, args.report)
-    print(command.printed(report))
-    return 1 if report.rejected else 0
-
-
-async def _export(args: argparse.Namespace, url: str, out: BinaryIO) -> int:
-    import psycopg
-
-    from projections import board_export, board_store
-    from projections.versions import serving_build_name
-    from services.exports import deals_csv
-
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        build = await serving_build_name(conn, "board", board_store.BUILD)
-        async for line in deals_csv(board_export.all_deals(conn, args.status, args.pipeline, build), args.bom):
-            out.write(line)
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    url = _database_url(args.settings)
-    if url is None:
-        return 2
-    if args.out is None:
-        return asyncio.run(_export(args, url, sys.stdout.buffer))
-    with args.out.open("wb") as out:
-        return asyncio.run(_export(args, url, out))
 
 
 def _database_url(settings: Settings) -> str | None:
@@ -474,29 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     a_check.add_argument("--anchors", help="anchors the auditor kept, checked besides those in the export")
     audit.set_defaults(func=_cmd_audit)
 
-    imp = sub.add_parser(
-        "import", help="import deals and leads from a CRM's CSV export (pipedrive, hubspot, zendesk-sell)"
-    )
-    imp.add_argument("crm", choices=("pipedrive", "hubspot", "zendesk-sell"))
-    imp.add_argument("--deals", type=Path, help="the deals export")
-    imp.add_argument("--leads", type=Path, help="the leads export (Pipedrive's Leads Inbox, Sell's leads)")
-    imp.add_argument("--people", type=Path, help="the people/contacts export (read and checked, not imported yet)")
-    imp.add_argument("--dry-run", action="store_true", help="read and check everything, append nothing")
-    imp.add_argument("--zone", default="UTC", help="the zone of times the file writes without one (Europe/Warsaw)")
-    imp.add_argument(
-        "--pipeline-map", action="append", default=[], metavar="NAME=ID", help="put a CRM pipeline's deals in ID"
-    )
-    imp.add_argument("--report", type=Path, help="write the rejected rows here: .csv, or the whole report as .json")
-    imp.add_argument("--quiet", action="store_true", help="no progress bar")
-    imp.set_defaults(func=_cmd_import)
-
-    exp = sub.add_parser("export", help="write the deals of the read models as CSV (to stdout or --out)")
-    exp.add_argument("what", choices=("deals",))
-    exp.add_argument("--status", choices=("open", "won", "lost"))
-    exp.add_argument("--pipeline", help="one pipeline's deals")
-    exp.add_argument("--bom", action="store_true", help="start with a UTF-8 byte-order mark, for Excel")
-    exp.add_argument("--out", type=Path, help="the file to write (default: stdout)")
-    exp.set_defaults(func=_cmd_export)
+    imports_cli.add_parsers(sub)
 
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
@@ -519,17 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
-    talks = args.command in {
-        "bench",
-        "rebuild",
-        "verify",
-        "history",
-        "board",
-        "audit",
-        "projections",
-        "import",
-        "export",
-    }
+    talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections"}
+    talks = talks or args.command in imports_cli.COMMANDS
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:
