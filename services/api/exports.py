@@ -27,9 +27,13 @@ async def export_deals(
 ) -> Stream:
     """Every deal of the board (or those of one ``status`` or ``pipeline_id``) as CSV, in id order, streamed."""
 
+    # Asked before the answer starts: no read model is a 503, not a CSV cut short after its 200.
+    async with runtime(request).read_connection() as conn:
+        build = await serving_build_name(conn, "board", board_store.BUILD)
+        await conn.execute(f"SELECT 1 FROM {board_store.BoardSql(build).deals} LIMIT 0")  # noqa: S608
+
     async def lines() -> AsyncIterator[bytes]:
         async with runtime(request).read_connection() as conn:
-            build = await serving_build_name(conn, "board", board_store.BUILD)
             async for line in deals_csv(board_export.all_deals(conn, status, pipeline_id, build), bom):
                 yield line
 

@@ -60,3 +60,8 @@ async def test_the_openapi_document_describes_import_and_export(api: AsyncTestCl
     assert answer.status_code == 200
     paths = answer.json()["paths"]
     assert "post" in paths["/v1/imports"] and "get" in paths["/v1/exports/deals.csv"]
+
+
+async def test_an_export_without_read_models_is_a_503_before_any_csv(api: AsyncTestClient[Litestar]) -> None:
+    answer = await api.get("/v1/exports/deals.csv")
+    assert answer.status_code == 503 and not answer.text.startswith("deal_id")
