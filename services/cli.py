@@ -20,6 +20,7 @@ import structlog
 from events.config import NatsLoginRefused, NatsSettings, connect
 from events.envelope import AGGREGATE_TYPES
 from events.streams import StreamsNotReady, WeakeningRefused, ensure_streams, stream_configs, streams_drift
+from services.imports import cli_args as imports_cli
 from workers.settings import MissingSetting, Settings
 
 log = structlog.get_logger("dealstream.cli")
@@ -438,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     a_check.add_argument("--anchors", help="anchors the auditor kept, checked besides those in the export")
     audit.set_defaults(func=_cmd_audit)
 
+    imports_cli.add_parsers(sub)
+
     dev = sub.add_parser("dev", help="run everything on this machine: nats-server, PostgreSQL, API, workers")
     dev.add_argument("--data-dir", default=".dealstream", help="where NATS and PostgreSQL keep their data")
     dev.add_argument("--port", type=int, default=8080, help="API port (each port: a free one if it is taken)")
@@ -472,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.bench_argv = rest
     # Commands that print for a person keep the workers' info lines out of their output.
     talks = args.command in {"bench", "rebuild", "verify", "history", "board", "audit", "projections", "users"}
+    talks = talks or args.command in imports_cli.COMMANDS
     try:
         args.settings = Settings.from_env()
     except ValueError as exc:

@@ -41,6 +41,8 @@ from services.api import (
 )
 from services.api import session as sessions
 from services.api import users as user_admin
+from services.api.exports import router as exports_router
+from services.api.imports import router as imports_router
 from services.api.runtime import ReadModelUnavailable, Runtime
 from services.api.sla_metrics import router as sla_metrics_router
 from services.config import Settings
@@ -296,6 +298,8 @@ def create_app(settings: Settings) -> Litestar:
             deals.router,
             deal_reads.router,
             tasks.router,
+            exports_router,
+            imports_router,
         ],
         lifespan=[lifespan],
         middleware=[RequestContext],
