@@ -17,7 +17,7 @@ import msgspec
 from events.config import NatsSettings
 from projections.access import AccessRules
 from projections.people_rules import NO_PEOPLE_RULES, PeopleRules
-from projections.rules import NO_SALES_RULES, sales_rules_from_toml
+from projections.rules import NO_SALES_RULES, SalesRules, sales_rules_from_toml
 from projections.sla_rules import Team
 from workers.settings import Settings as ProcessSettings
 
@@ -121,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True):
     access: AccessRules = AccessRules()
     people: PeopleRules = NO_PEOPLE_RULES
     """The rules file's ``[people]`` section (late stages), read at start."""
+    rules: SalesRules = NO_SALES_RULES
+    """The whole rules file, decoded once at start (team calendars for a rep's day, ...)."""
 
 
 def load_config(path: str | Path | None) -> ApiConfig:
@@ -152,4 +154,5 @@ def api_settings(process: ProcessSettings) -> Settings:
         teams=rules.routing.teams,
         access=rules.access,
         people=rules.people,
+        rules=rules,
     )

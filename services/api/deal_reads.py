@@ -17,6 +17,7 @@ from projections.board_store import PIPELINE_COLUMNS, BoardSql, pipeline_from_re
 from projections.versions import serving_build_name
 from services.api.alerts import open_alerts_by_deal
 from services.api.common import AggregateIdParam, AnyRequest, requires, runtime
+from services.api.identity import owner_filter
 
 READ = [requires("read")]
 
@@ -44,7 +45,7 @@ async def list_deals(
     filters = deal_list.DealFilters(
         pipeline_id=pipeline_id,
         stage=stage,
-        owner=owner,
+        owner=owner_filter(request, owner),
         status=status,
         close_from=close_from,
         close_to=close_to,

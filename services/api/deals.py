@@ -14,6 +14,7 @@ from events.types import DealField
 from services.api import schemas
 from services.api.commands import _run
 from services.api.common import AggregateIdParam, AnyRequest, accepted, requires
+from services.api.identity import reaches
 from services.errors import InputError
 
 WRITE = [requires("deals:write")]
@@ -42,7 +43,7 @@ def patch_command(deal_id: str, data: schemas.PatchDeal) -> cmd.Command:
     )
 
 
-@patch("/deals/{deal_id:str}", status_code=202, tags=["deals"], guards=WRITE)
+@patch("/deals/{deal_id:str}", status_code=202, tags=["deals"], guards=[*WRITE, reaches("deal")])
 async def patch_deal(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.PatchDeal]
 ) -> Response[Any]:
@@ -52,7 +53,7 @@ async def patch_deal(
     return accepted(await _run(request, data, patch_command(deal_id, data), if_match="required"))
 
 
-@post("/deals/{deal_id:str}/reopen", status_code=202, tags=["deals"], guards=WRITE)
+@post("/deals/{deal_id:str}/reopen", status_code=202, tags=["deals"], guards=[*WRITE, reaches("deal")])
 async def reopen_deal(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.ReopenDeal]
 ) -> Response[Any]:

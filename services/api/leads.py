@@ -34,6 +34,7 @@ from services.api import schemas
 from services.api.alerts import Alert, alert_of, sla_build
 from services.api.commands import run_command
 from services.api.common import AggregateIdParam, AnyRequest, accepted, requires, runtime
+from services.api.identity import owner_filter, reaches
 from services.api.scores import RankedPage, ranked_page
 from services.errors import InputError
 
@@ -184,6 +185,7 @@ async def list_leads(
     e-mail, company and phone. ``sort`` (``-captured_at`` by default); ``next_cursor`` fetches the next page.
     ``order=score`` is the call list: the leads by their score as of now (``owner``, ``status``, ``cursor``,
     ``limit`` only)."""
+    owner = owner_filter(request, owner)
     if order == "score":
         given = [k for k in request.query_params if k not in _LEGACY]
         if given:
@@ -217,7 +219,7 @@ async def list_leads(
     return LeadPage(summaries, page.next_cursor, order_by.token)
 
 
-@get("/leads/{lead_id:str}", tags=["leads"], guards=READ)
+@get("/leads/{lead_id:str}", tags=["leads"], guards=[*READ, reaches("lead")])
 async def lead_record(request: AnyRequest, lead_id: AggregateIdParam) -> Response[LeadView]:
     """One lead's record; ``ETag`` carries the version its record was folded at (send it as ``If-Match`` with a
     correction)."""
@@ -266,7 +268,7 @@ async def lead_record(request: AnyRequest, lead_id: AggregateIdParam) -> Respons
     return Response(view, headers={"ETag": f'"{r.version}"'})
 
 
-@patch("/leads/{lead_id:str}", status_code=202, tags=["leads"], guards=WRITE)
+@patch("/leads/{lead_id:str}", status_code=202, tags=["leads"], guards=[*WRITE, reaches("lead")])
 async def correct_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.CorrectLead]
 ) -> Response[Any]:
@@ -280,7 +282,7 @@ async def correct_lead(
     return accepted(await run_command(request, data, command, if_match="required"))
 
 
-@post("/leads/{lead_id:str}/merge", status_code=202, tags=["leads"], guards=WRITE)
+@post("/leads/{lead_id:str}/merge", status_code=202, tags=["leads"], guards=[*WRITE, reaches("lead")])
 async def merge_lead(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.MergeLead]
 ) -> Response[Any]:

@@ -31,6 +31,7 @@ from services.api.common import (
     runtime,
 )
 from services.api.deal_people import DealSummary, deal_summaries
+from services.api.identity import reaches
 from services.api.runtime import Runtime
 
 READ = [requires("read")]
@@ -157,7 +158,9 @@ async def erase_contact(
     return accepted(await _run(request, data, cmd.EraseContact(contact_id=contact_id, reason=data.reason)))
 
 
-@post("/deals/{deal_id:str}/contacts", status_code=202, tags=["people"], guards=[requires("deals:write")])
+@post(
+    "/deals/{deal_id:str}/contacts", status_code=202, tags=["people"], guards=[requires("deals:write"), reaches("deal")]
+)
 async def link_contact(
     request: AnyRequest, deal_id: AggregateIdParam, data: JSONBody[schemas.LinkContact]
 ) -> Response[Any]:
@@ -171,7 +174,7 @@ async def link_contact(
     "/deals/{deal_id:str}/contacts/{contact_id:str}/unlink",
     status_code=202,
     tags=["people"],
-    guards=[requires("deals:write")],
+    guards=[requires("deals:write"), reaches("deal")],
 )
 async def unlink_contact(
     request: AnyRequest, deal_id: AggregateIdParam, contact_id: AggregateIdParam, data: JSONBody[schemas.Body]
@@ -200,7 +203,9 @@ class _Directory:
             return await people.contact_by_email(conn, await _build(conn), email)
 
 
-@post("/leads/{lead_id:str}/convert", status_code=202, tags=["leads"], guards=[requires("leads:write")])
+@post(
+    "/leads/{lead_id:str}/convert", status_code=202, tags=["leads"], guards=[requires("leads:write"), reaches("lead")]
+)
 async def convert(
     request: AnyRequest, lead_id: AggregateIdParam, data: JSONBody[schemas.ConvertLead]
 ) -> Response[Conversion]:

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import os
-from pathlib import Path
 from typing import Annotated
 
 from litestar import Router, get
 from litestar.params import FromQuery, QueryParameter
 
 from projections import tasks_store
-from projections.rules import sales_rules_from_toml
 from projections.sla_rules import SlaRules
 from projections.tasks_store import TaskPage, TaskStatus
 from projections.versions import serving_build_name
 from services.api.common import AnyRequest, requires, runtime
-
-
-@functools.lru_cache(maxsize=4)
-def _rules(path: str | None) -> SlaRules:
-    # The teams' calendars of the rules file the workers read (DEALSTREAM_RULES), read once per path.
-    return sales_rules_from_toml(Path(path).read_text(encoding="utf-8")).sla if path else SlaRules()
+from services.api.identity import owner_filter
 
 
 def owners_day(owner: str | None, now: dt.datetime, rules: SlaRules) -> tuple[dt.datetime, dt.datetime]:
@@ -49,7 +40,8 @@ async def list_tasks(
     now) or ``due_today`` (due today in the owner's team time zone, from the rules' calendars). A task's owner
     is the one it was scheduled for, else its lead's or deal's current owner."""
     now = dt.datetime.now(dt.UTC)
-    today = owners_day(owner, now, _rules(os.environ.get("DEALSTREAM_RULES") or None))
+    owner = owner_filter(request, owner)
+    today = owners_day(owner, now, runtime(request).settings.rules.sla)
     async with runtime(request).read_connection() as conn:
         build = await serving_build_name(conn, "tasks", tasks_store.BUILD)
         return await tasks_store.task_page(conn, owner, status, now, today, cursor, limit, build)

@@ -248,6 +248,21 @@ async def test_a_rep_moves_their_own_and_their_teams_deals_not_another_teams(mak
     assert (await browser.post(f"/v1/leads/{lead}/assign", json={"owner": "ana"}, headers=hdr)).status_code == 403
     assert (await browser.get("/v1/alerts", params={"rep": "chen"})).status_code == 403
     assert (await browser.get("/v1/leads", params={"owner": "chen"})).status_code == 403
+    # The records, people and task routes hold the same line: another team's lead, deal, list or day is 403.
+    assert (await browser.get(f"/v1/leads/{lead}")).status_code == 403
+    fix = {"company": "Mine now"}
+    patched = await browser.patch(f"/v1/leads/{lead}", json=fix, headers={**hdr, "If-Match": '"1"'})
+    assert patched.status_code == 403
+    assert (await browser.post(f"/v1/leads/{lead}/merge", json={"into": lead}, headers=hdr)).status_code == 403
+    convert = {"pipeline_id": "sales", "amount": "1", "currency": "EUR"}
+    assert (await browser.post(f"/v1/leads/{lead}/convert", json=convert, headers=hdr)).status_code == 403
+    reassign = await browser.patch("/v1/deals/chen-deal", json={"owner": "ana"}, headers={**hdr, "If-Match": '"1"'})
+    assert reassign.status_code == 403
+    assert (await browser.post("/v1/deals/chen-deal/reopen", json={}, headers=hdr)).status_code == 403
+    link = {"contact_id": "c1", "role": "champion"}
+    assert (await browser.post("/v1/deals/chen-deal/contacts", json=link, headers=hdr)).status_code == 403
+    assert (await browser.get("/v1/deals", params={"owner": "chen"})).status_code == 403
+    assert (await browser.get("/v1/tasks", params={"owner": "chen"})).status_code == 403
 
 
 async def test_reps_see_own_keeps_a_rep_off_their_teams_deals(nats_settings: NatsSettings, pg_dsn: str) -> None:
