@@ -77,8 +77,8 @@ def _section(name: str, table: dict[str, Any], kind: type[T]) -> T:
         raise ValueError(f"{name} rules: {exc}") from exc
 
 
-_ADDED_LATER = ("country", "subdivision")
-"""Calendar fields added after builds began recording digests: left out while unset, so those digests hold."""
+_ADDED_LATER = ("country", "subdivision", "history_horizon_minutes")
+"""Fields added after builds began recording digests: left out while unset, so those digests hold."""
 
 
 def digest(used: object) -> str:

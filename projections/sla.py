@@ -44,7 +44,7 @@ from projections.folding import fold_into
 from projections.sla_rules import Policy, SlaRules
 
 SubjectType = Literal["lead", "deal"]
-TimerState = Literal["pending", "met", "cancelled", "raised"]
+TimerState = Literal["pending", "met", "cancelled", "raised", "lapsed"]
 Resolution = Literal["touched", "met_late", "task_completed", "stage_moved", "closed"]
 
 
@@ -125,7 +125,9 @@ class SlaState:
         return [
             t
             for t in map(self.timers.__getitem__, ids)
-            if t.state == "pending" or (t.state == "raised" and t.resolved_at is None)
+            if t.state == "pending"
+            or (t.state == "raised" and t.resolved_at is None)
+            or (t.state == "lapsed" and t.met_at is None)
         ]
 
 
@@ -196,20 +198,22 @@ def _start(
     anchor: str,
     start: dt.datetime,
     deadline: dt.datetime | None,
-    seq: int,
+    event: StoredEvent,
     rep: str | None = None,
     task_id: str | None = None,
 ) -> None:
     if policy is None:
         return
+    seq = event.sequence
     rep = subject.owner if rep is None else rep
     if deadline is None:
         assert policy.within_minutes is not None
         deadline = rules.after(policy, start, policy.within_minutes, rep)
-    escalate_at = None
-    if policy.escalate_after_minutes is not None:
-        escalate_at = rules.after(policy, deadline, policy.escalate_after_minutes, rep)
+    escalate_at = _escalation(rules, policy, deadline, rep)
     tid = timer_id(policy.name, subject.subject_type, subject.subject_id, kind, anchor)
+    horizon = rules.history_horizon_minutes
+    # Record time, not a clock: a rebuild finds the same clocks lapsed as the first fold did.
+    lapsed = horizon is not None and deadline < event.envelope.recorded_at - dt.timedelta(minutes=horizon)
     state.timers[tid] = Timer(
         timer_id=tid,
         subject_type=subject.subject_type,
@@ -222,13 +226,36 @@ def _start(
         task_id=task_id,
         stage=subject.stage if kind == "deal_rotting" else None,
         escalate_at=escalate_at,
+        state="lapsed" if lapsed else "pending",
         version=seq,
+    )
+
+
+def _escalation(rules: SlaRules, policy: Policy, deadline: dt.datetime, rep: str | None) -> dt.datetime | None:
+    if policy.escalate_after_minutes is None:
+        return None
+    return rules.after(policy, deadline, policy.escalate_after_minutes, rep)
+
+
+def _reassign(state: SlaState, rules: SlaRules, timer: Timer, owner: str | None, seq: int) -> None:
+    """A pending clock follows its subject's new owner: the rep, and a touch deadline counted again from the
+    same start in the new owner's working hours (a task's clock keeps its own owner and due time)."""
+    policy = rules.named(timer.policy)
+    deadline = timer.deadline
+    if timer.kind in ("first_touch", "next_touch") and policy is not None and policy.within_minutes is not None:
+        deadline = rules.after(policy, timer.started_at, policy.within_minutes, owner).astimezone(dt.UTC)
+    escalate_at = _escalation(rules, policy, deadline, owner) if policy is not None else timer.escalate_at
+    state.timers[timer.timer_id] = msgspec.structs.replace(
+        timer, rep=owner, deadline=deadline, escalate_at=escalate_at, version=seq
     )
 
 
 def _meet(state: SlaState, timer: Timer, at: dt.datetime, seq: int, resolution: Resolution) -> None:
     """``at`` answered this clock: in time it is met; late, the breach still stands and its alert resolves."""
-    if timer.state == "pending":
+    if timer.state == "lapsed":
+        # History: met in time it was never breached; late, it stays breached with when it was answered.
+        new = msgspec.structs.replace(timer, state="met" if at <= timer.deadline else "lapsed", met_at=at, version=seq)
+    elif timer.state == "pending":
         if at <= timer.deadline:
             new = msgspec.structs.replace(timer, state="met", met_at=at, version=seq)
         elif timer.met_at is None:
@@ -244,6 +271,8 @@ def _meet(state: SlaState, timer: Timer, at: dt.datetime, seq: int, resolution: 
 
 def _close(state: SlaState, subject: Subject, at: dt.datetime, seq: int) -> None:
     for timer in state.open_timers(subject.subject_type, subject.subject_id):
+        if timer.state == "lapsed":
+            continue  # breached long before it closed: it stays breached
         if timer.state == "pending":
             state.timers[timer.timer_id] = msgspec.structs.replace(timer, state="cancelled", met_at=at, version=seq)
         else:
@@ -257,7 +286,7 @@ def _rotting(state: SlaState, rules: SlaRules, subject: Subject, event: StoredEv
         return
     at = event.envelope.occurred_at
     deadline = at + dt.timedelta(days=days)
-    _start(state, rules, policy, subject, "deal_rotting", event.envelope.event_id, at, deadline, event.sequence)
+    _start(state, rules, policy, subject, "deal_rotting", event.envelope.event_id, at, deadline, event)
 
 
 def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None:
@@ -274,7 +303,7 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
         subject = Subject(subject_type="lead", subject_id=key[1], owner=None, source=envelope.source, version=seq)
         state.subjects[key] = subject
         policy = rules.policy("first_touch", "lead", subject.source, None)
-        _start(state, rules, policy, subject, "first_touch", envelope.event_id, at, None, seq)
+        _start(state, rules, policy, subject, "first_touch", envelope.event_id, at, None, event)
         return
     if isinstance(data, DealOpened):
         subject = Subject(
@@ -288,7 +317,7 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
         )
         state.subjects[key] = subject
         policy = rules.policy("next_touch", "deal", subject.source, subject.pipeline_id)
-        _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, seq)
+        _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, event)
         _rotting(state, rules, subject, event)
         return
     if subject is None:
@@ -300,7 +329,7 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
         state.subjects[key] = subject = msgspec.structs.replace(subject, owner=data.owner)
         for t in timers:
             if t.state == "pending" and t.task_id is None:
-                state.timers[t.timer_id] = msgspec.structs.replace(t, rep=data.owner, version=seq)
+                _reassign(state, rules, t, data.owner, seq)
     elif isinstance(data, TouchpointLogged):
         if not is_touch(data):
             return
@@ -309,10 +338,12 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
                 _meet(state, t, at, seq, "touched")
         if subject.open:
             policy = rules.policy("next_touch", kind, subject.source, subject.pipeline_id)
-            _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, seq)
+            _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, event)
     elif isinstance(data, TaskScheduled):
         policy = rules.policy("task_due", kind, subject.source, subject.pipeline_id)
-        _start(state, rules, policy, subject, "task_due", data.task_id, at, data.due_at, seq, data.owner, data.task_id)
+        _start(
+            state, rules, policy, subject, "task_due", data.task_id, at, data.due_at, event, data.owner, data.task_id
+        )
     elif isinstance(data, TaskCompleted):
         for t in timers:
             if t.kind == "task_due" and t.task_id == data.task_id:
@@ -330,5 +361,5 @@ def _apply_subject(state: SlaState, event: StoredEvent, rules: SlaRules) -> None
         # Back in play: its clocks start again as at an opening, in the stage it reopens in.
         state.subjects[key] = subject = msgspec.structs.replace(subject, open=True, stage=data.stage)
         policy = rules.policy("next_touch", "deal", subject.source, subject.pipeline_id)
-        _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, seq)
+        _start(state, rules, policy, subject, "next_touch", envelope.event_id, at, None, event)
         _rotting(state, rules, subject, event)

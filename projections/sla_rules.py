@@ -54,6 +54,9 @@ class SlaRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     teams: dict[str, Team] = {}
     calendar: Calendar = Calendar()
     manager: Name | None = None
+    history_horizon_minutes: Minutes | None = None
+    """A clock whose deadline lies further than this before the moment its event was recorded is history (an
+    import, a backfill): it is recorded as breached (``lapsed``) and never raised or escalated. None: no horizon."""
 
     def policy(
         self, kind: SlaKind, subject: Literal["lead", "deal"], source: str | None, pipeline: str | None
@@ -67,6 +70,10 @@ class SlaRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
                 continue
             return p
         return None
+
+    def named(self, name: str) -> Policy | None:
+        """The policy called ``name`` (a timer records the name of the policy that started it)."""
+        return next((p for p in self.policies if p.name == name), None)
 
     def team_of(self, rep: str | None) -> Team | None:
         if rep is not None:

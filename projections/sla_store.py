@@ -17,9 +17,9 @@ from projections.sla_rules import SlaRules
 from projections.staging import StagedUpsert, typed
 from projections.versions import BuildVersion, build_name
 
-VERSION = 1
+VERSION = 2
 """The SLA fold's logic version. A build is this and the policies' version (:class:`BuildVersion`), so a new
-policy version rebuilds the timers too (``sla_v101`` is fold v1 under policies v1)."""
+policy version rebuilds the timers too (``sla_v201`` is fold v2 under policies v1)."""
 
 _DDL = (
     """
@@ -60,7 +60,7 @@ _DDL = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS {t}timers_subject ON {t}timers (subject_type, subject_id) WHERE state IN "
-    "('pending', 'raised')",
+    "('pending', 'raised', 'lapsed')",
     "CREATE INDEX IF NOT EXISTS {t}timers_due ON {t}timers (deadline) WHERE state = 'pending'",
     "CREATE INDEX IF NOT EXISTS {t}timers_escalation ON {t}timers (escalate_at) "
     "WHERE state = 'raised' AND resolved_at IS NULL AND escalated_at IS NULL",
@@ -136,7 +136,7 @@ async def load_state(
             await cur.execute(
                 f"SELECT {TIMER_COLUMNS} FROM {sql.timers} "  # noqa: S608
                 "WHERE (subject_type, subject_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
-                "AND state IN ('pending', 'raised')",
+                "AND state IN ('pending', 'raised', 'lapsed')",
                 (types, ids),
             )
             for r in await cur.fetchall():

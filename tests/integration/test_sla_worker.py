@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from nats.js import JetStreamContext
@@ -177,3 +178,30 @@ async def test_a_worker_down_over_a_deadline_raises_on_restart_once_and_escalati
     async with running(ProjectionEngine(rebuild, nats_settings, pg_dsn, settings=FAST)):
         await wait_caught_up(js, pg_dsn, naming, rebuild)
     assert await timers(pg_dsn, rebuild.build) == live
+
+
+async def test_history_older_than_the_horizon_is_recorded_breached_and_never_alerted(
+    store: EventStore,
+    nats_conn: tuple[Any, JetStreamContext],
+    nats_settings: NatsSettings,
+    naming: Naming,
+    pg_dsn: str,
+) -> None:
+    _, js = nats_conn
+    now = dt.datetime.now(dt.UTC)
+    rules = msgspec.structs.replace(RULES, history_horizon_minutes=5.0)
+    # An import: captured a month ago in business time, recorded now; its deadline is far past the horizon.
+    imported = envelope(
+        LeadCaptured(email="old@example.com"), aggregate_type="lead", aggregate_id="lead-old", occurred_at=now
+    )
+    imported = msgspec.structs.replace(imported, occurred_at=now - dt.timedelta(days=30), recorded_at=now)
+    await store.append([imported], expected_version=0)
+    old = timer_id("speed", "lead", "lead-old", "first_touch", imported.event_id)
+    fresh = await capture(store, "lead-new", now)
+    async with sla_worker(nats_settings, pg_dsn, rules) as scheduler:
+        await eventually(lambda: raised_in_log(store, fresh))
+        await wait_caught_up(js, pg_dsn, naming, scheduler.projection)
+        await polls_after(scheduler)
+        assert await alert_events(store, old) == []
+    stored = (await timers(pg_dsn, scheduler.projection.build))[old]
+    assert stored.state == "lapsed" and stored.deadline == imported.occurred_at + dt.timedelta(seconds=3)

@@ -20,11 +20,11 @@ from services.api.scores import DEFAULT_BUILD as SCORES_DEFAULT
 
 
 def test_existing_builds_keep_their_names() -> None:
-    assert SlaProjection(SlaRules()).build == "sla_v101" == ALERTS_DEFAULT
+    assert SlaProjection(SlaRules()).build == "sla_v201" == ALERTS_DEFAULT  # v2: lapsed history, reassigned deadlines
     assert ScoresProjection(NO_RULES).build == "scores_v101" == SCORES_DEFAULT
     assert RoutingProjection(RoutingRules()).build == "routing_v101"
     assert BoardProjection().build == "board_v2" and VelocityProjection().build == "velocity_v1"
-    assert SlaProjection(SlaRules(version=7), "rebuild").build == "sla_v107_rebuild"
+    assert SlaProjection(SlaRules(version=7), "rebuild").build == "sla_v207_rebuild"
     scoring = sales_rules_from_toml("[scoring]\nversion = 12\nthreshold = 1\nhalf_life_days = 1\n").scoring
     assert ScoresProjection(scoring).build == "scores_v112"
 

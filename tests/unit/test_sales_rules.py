@@ -17,7 +17,9 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 # The digests builds recorded for these files before the rules were one type: equal digests mean equal rules,
 # and a build made from them is not refused as made from other rules.
 BEFORE = {
-    ("sales.toml", "sla"): "400de65ac5fd2379650d31c75468ea73867c7c496c87cec2844afd1233b4e5bd",
+    # sla_v2 (lapsed history, deadlines counted again on a new owner) is a new build, and sales.toml gained its
+    # history horizon with it: a new digest, recorded by the new build.
+    ("sales.toml", "sla"): "2419b8f53b9daa37f838e3ce8954baa7d00fdf912e6059506bac722f26941c81",
     ("sales.toml", "routing"): "3941c2c6cc005d0a8e06b6b2e09d28a5d0ad57a6688869b97496234be4a3cf7c",
     ("sales.toml", "scores"): "5a5ad99be2f091ac92f7fef78d1266917134a1d71ba157c04736af4d82cbf105",
     # notify_v2 reads the top-level and team managers (who hear what nobody owns, and escalations) and has new
