@@ -71,7 +71,7 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
     env = event.envelope
     if env.aggregate_type != "lead":
         return
-    row = leads.get(env.aggregate_id)
+    row = before = leads.get(env.aggregate_id)
     if row is not None and event.sequence <= row.version:
         return
     data, at, seq = env.data, env.occurred_at.astimezone(dt.UTC), event.sequence
@@ -103,7 +103,12 @@ def apply(leads: dict[str, LeadScore], event: StoredEvent, rules: ScoringRules) 
         row = msgspec.structs.replace(row)
     # Scored at the latest business time seen, so an event recorded late never turns the clock back.
     scored_at = max(row.scored_at, at)
-    s = score(rules, row.profile, row.touches, scored_at)
+    # Fit looks at the profile alone: a touch, an owner or a decision keeps the row's fit contributions (made under
+    # these very rules: a build scores with its own), and only a new profile is matched against the rules again.
+    fit = None
+    if before is not None and row.profile is before.profile:
+        fit = [c for c in before.contributions if c.kind == "fit"]
+    s = score(rules, row.profile, row.touches, scored_at, fit)
     crossed = row.crossed_at is None and row.status == "open" and s.qualified
     leads[row.lead_id] = msgspec.structs.replace(
         row,

@@ -12,6 +12,7 @@ Scores are comparable only under the same ``version``: a changed rule set gets a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 import tomllib
@@ -60,6 +61,18 @@ def _regex(name: str, pattern: str) -> None:
 
 def _norm(text: str) -> str:
     return text.strip().casefold()
+
+
+# A fold scores every lead event against the same few rules: their normalised values and compiled patterns are
+# made once per rule text, not once per event (rules are frozen structs, which cannot carry them).
+@functools.lru_cache(maxsize=1024)
+def _listed(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_norm(v) for v in values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
 
 
 class FitRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -112,10 +125,10 @@ class FitRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
         if self.equals is not None:
             return f"{self.field} is {self.equals!r}" if _norm(value) == _norm(self.equals) else None
         if self.one_of is not None:
-            listed = {_norm(v) for v in self.one_of}
+            listed = _listed(tuple(self.one_of))
             return f"{self.field} is {value.strip()!r}, one of {len(listed)} listed" if _norm(value) in listed else None
         if self.pattern is not None:
-            found = re.search(self.pattern, value, re.IGNORECASE) is not None
+            found = _compiled(self.pattern).search(value) is not None
             # The pattern as written in the rules: repr() would double every backslash (r"\bceo\b" -> '\\bceo\\b').
             return f"{self.field} matches '{self.pattern}'" if found else None
         number = parse_number(value)
@@ -167,7 +180,7 @@ class EngagementRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             and (self.within_days is None or age < self.within_days * _DAY)
             and (
                 self.outcome is None
-                or (touch.outcome is not None and re.search(self.outcome, touch.outcome, re.IGNORECASE) is not None)
+                or (touch.outcome is not None and _compiled(self.outcome).search(touch.outcome) is not None)
             )
         )
 
@@ -342,11 +355,18 @@ class Score(msgspec.Struct, frozen=True, kw_only=True):
     rules_version: int
 
 
-def score(rules: ScoringRules, profile: LeadProfile, touches: Sequence[Touch], as_of: dt.datetime) -> Score:
-    """The lead's score as of a business time: touches after ``as_of`` are not known yet and do not count."""
+def score(
+    rules: ScoringRules,
+    profile: LeadProfile,
+    touches: Sequence[Touch],
+    as_of: dt.datetime,
+    known_fit: Sequence[Contribution] | None = None,
+) -> Score:
+    """The lead's score as of a business time: touches after ``as_of`` are not known yet and do not count.
+    ``known_fit``: the profile's fit contributions under these rules when the caller already has them."""
     if as_of.utcoffset() is None:
         raise ValueError("as_of must be timezone-aware")
-    contributions = _fit(rules, profile)
+    contributions = _fit(rules, profile) if known_fit is None else list(known_fit)
     # Most recent first, ties broken on every field, so max_count picks the same touches whatever the input order.
     known = sorted(
         ((as_of - t.at, t) for t in touches if t.at <= as_of),
